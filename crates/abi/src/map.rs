@@ -9,6 +9,23 @@
 use crate::cpus::percpu_stride;
 use crate::{Errno, MapType};
 
+/// A map definition: what a program's object declares and what map creation takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapDef {
+    /// The map type.
+    pub map_type: MapType,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes (one CPU's slot for per-CPU maps).
+    pub value_size: u32,
+    /// Maximum number of entries (data size in bytes for a ring buffer).
+    pub max_entries: u32,
+    /// Creation flags (`map_flags`).
+    pub map_flags: u32,
+    /// The map's name (the kernel keeps at most 15 bytes).
+    pub name: String,
+}
+
 /// What a map is: its definition plus the identity the engine gave it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapInfo {

@@ -28,6 +28,46 @@ pub const BPF_RB_CONS_POS: u64 = 2;
 /// `bpf_ringbuf_query` selector: producer position.
 pub const BPF_RB_PROD_POS: u64 = 3;
 
+/// The memory of one ring buffer as its consumer sees it, whichever engine made it.
+///
+/// The kernel engine implements it over the map fd's mmap (consumer page read-write, producer page
+/// and double-mapped data read-only) and epoll; the user engine over its shared-memory file and a
+/// futex. [`RingBufConsumer`](crate::ringbuf) logic only needs these operations.
+pub trait RingBufMemory: Send {
+    /// The data size in bytes (a power of two).
+    fn data_size(&self) -> u64;
+    /// Loads `consumer_pos` (acquire).
+    fn load_consumer_pos(&self) -> u64;
+    /// Stores `consumer_pos` (release). The consumer is its only writer.
+    fn store_consumer_pos(&self, pos: u64);
+    /// Loads `producer_pos` (acquire).
+    fn load_producer_pos(&self) -> u64;
+    /// Loads the length word of the record header at position `pos` (acquire).
+    fn load_len_word(&self, pos: u64) -> u32;
+    /// The `len` payload bytes of the record whose header is at `pos`, contiguous thanks to the
+    /// double mapping. The producer does not touch them until the consumer position passes them.
+    fn payload(&self, pos: u64, len: u32) -> &[u8];
+    /// Sleeps until the producer may have published data or `timeout` passes (`None`: forever).
+    /// Returns without sleeping when data is already available.
+    fn wait(&self, timeout: Option<std::time::Duration>) -> Result<(), crate::Errno>;
+}
+
+/// One CPU's perf ring as the perf buffer consumer sees it, whichever engine made it: the
+/// metadata page's `data_head`/`data_tail` and the (not double-mapped) data area.
+pub trait PerfRingMemory: Send {
+    /// Size of the data area in bytes (a power of two).
+    fn data_size(&self) -> u64;
+    /// Loads `data_head` (acquire).
+    fn load_head(&self) -> u64;
+    /// Loads `data_tail`.
+    fn load_tail(&self) -> u64;
+    /// Stores `data_tail` (release).
+    fn store_tail(&self, tail: u64);
+    /// Copies `out.len()` bytes starting at free-running position `pos`, wrapping at the end of
+    /// the data area.
+    fn copy_out(&self, pos: u64, out: &mut [u8]);
+}
+
 /// Bytes a record with a `len`-byte payload occupies: `round_up(len + 8, 8)`.
 pub fn record_span(len: u32) -> u64 {
     (u64::from(len) + u64::from(BPF_RINGBUF_HDR_SZ)).div_ceil(8) * 8

@@ -1,1 +1,11 @@
-//! placeholder
+//! The kernel engine: bpf(2), perf_event_open(2), mmap of kernel rings, object loading through aya,
+//! and tracepoint attachment. The only bpfmaps crate that sees file descriptors.
+
+pub mod attach;
+pub mod fs;
+pub mod map;
+pub mod object;
+pub mod perf;
+pub mod ringbuf;
+pub mod stack;
+mod sys;

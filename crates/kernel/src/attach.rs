@@ -1,0 +1,1 @@
+//! Owned by the objects work (being written).

@@ -1,0 +1,1 @@
+//! Owned by the syscall/map work (being written).

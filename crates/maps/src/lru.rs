@@ -1,0 +1,1 @@
+//! Owned by the LRU/stack-trace work (being written).

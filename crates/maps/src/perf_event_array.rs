@@ -1,0 +1,1 @@
+//! Owned by the ring buffer/perf work (being written).
