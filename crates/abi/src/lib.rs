@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod consumer;
 pub mod cpus;
 mod errno;
 pub mod helper;

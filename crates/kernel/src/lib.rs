@@ -2,10 +2,13 @@
 //! and tracepoint attachment. The only bpfmaps crate that sees file descriptors.
 
 pub mod attach;
+mod error;
 pub mod fs;
 pub mod map;
 pub mod object;
 pub mod perf;
 pub mod ringbuf;
 pub mod stack;
-mod sys;
+pub mod sys;
+
+pub use error::Error;

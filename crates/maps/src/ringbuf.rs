@@ -1,1 +1,780 @@
-//! Owned by the ring buffer/perf work (being written).
+//! The user engine's `BPF_MAP_TYPE_RINGBUF`: the kernel's ring buffer (`kernel/bpf/ringbuf.c`)
+//! in a shared-memory file, laid out so the engine-neutral consumer of `bpfmaps_abi` reads it
+//! exactly like a kernel ring buffer's mmap.
+//!
+//! Owns the ring's file layout, its producer side (reserve, submit, discard, output, query with
+//! the kernel's rules and adaptive wakeup), the consumer's view ([`RingBufView`], an
+//! implementation of [`RingBufMemory`] that sleeps on a futex) and the syscall side
+//! ([`MapOps`]: everything `ENOTSUPP` or `EINVAL`, as in the kernel). It does not own the common
+//! map header, locks, pinning or ids (`crate::header`, `crate::lock`, `crate::region`), nor the
+//! consumer loop (`bpfmaps_abi`'s consumer).
+//!
+//! # File layout
+//!
+//! `P` is the page size (4096 on x86-64); `size` is `max_entries`, a power of two and a
+//! multiple of `P`.
+//!
+//! | file offset | size | contents |
+//! |---|---|---|
+//! | 0 | `P` | the common map header page (`crate::header`); ring bookkeeping in its type state, the reservation lock in header lock slot 0 |
+//! | `P` | `P` | consumer page: `consumer_pos: u64` at 0, the only word consumers write |
+//! | `2P` | `P` | producer page: `producer_pos: u64` at 0, written by producers only |
+//! | `3P` | `size` | data pages |
+//!
+//! Type state words (offsets from the start of the file):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 1024 | 8 | `pending_pos`: the oldest position that may still be BUSY (kernel's `pending_pos`), under the lock |
+//! | 1088 | 4 | wakeup sequence: the futex word consumers sleep on; producers increment it to wake them |
+//! | 1092 | 4 | number of consumers sleeping or about to sleep (producers skip `FUTEX_WAKE` at 0) |
+//! | 1152 | 4 | number of live consumer views, the analogue of the kernel's writable mmaps (`freeze` says `EBUSY`) |
+//!
+//! Every process maps the file once whole (for the header and lock) and once as the kernel maps
+//! a ring buffer for user space: the consumer page, the producer page and the data pages, with the
+//! data pages mapped a second time right behind themselves, so a record that wraps around the end
+//! is contiguous. Record headers carry the kernel's `pg_off` (the record's page number counted
+//! from the start of the file, which is `3 + offset / P` as in the kernel, whose bookkeeping page
+//! plays the part of our header page).
+//!
+//! # Concurrency
+//!
+//! Producers in any number of threads and processes reserve under the robust header lock (a
+//! producer killed while holding it is noticed by the next one; nothing it may have left half
+//! done needs repair, because `producer_pos` is published last and `pending_pos` is recomputed),
+//! write their payload outside the lock and commit by atomically clearing the BUSY bit, exactly
+//! as the kernel does. A consumer sleeps on the wakeup futex; a producer wakes it only as the
+//! kernel would (`BPF_RB_FORCE_WAKEUP`, or by default when the consumer has caught up to the
+//! committed record, never with `BPF_RB_NO_WAKEUP`).
+
+pub(crate) mod shm;
+
+use std::fs::File;
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bpfmaps_abi::map_flags::BPF_F_NUMA_NODE;
+use bpfmaps_abi::ringbuf::{
+    record_span, BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+    BPF_RB_PROD_POS, BPF_RB_RING_SIZE, BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT,
+    BPF_RINGBUF_HDR_SZ,
+};
+use bpfmaps_abi::update_flags::BPF_F_LOCK;
+use bpfmaps_abi::{
+    BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType, RingBufMemory,
+};
+
+use crate::header::{header_lock_offset, HeaderError, MapHeader, TYPE_STATE_OFFSET};
+use crate::lock::{init_lock, lock, LockError};
+use crate::region::{create_memfd, Region, RegionError};
+use shm::Mapping;
+
+/// The largest payload `reserve` considers at all (`RINGBUF_MAX_RECORD_SZ`, `UINT_MAX / 4`).
+pub const MAX_RECORD_SIZE: u64 = (u32::MAX / 4) as u64;
+
+const PENDING_POS_OFFSET: usize = TYPE_STATE_OFFSET;
+const WAKE_SEQ_OFFSET: usize = TYPE_STATE_OFFSET + 64;
+const WAITERS_OFFSET: usize = TYPE_STATE_OFFSET + 68;
+const VIEWS_OFFSET: usize = TYPE_STATE_OFFSET + 128;
+const RESERVE_LOCK_SLOT: usize = 0;
+
+/// Why a ring buffer could not be created, opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum RingBufError {
+    /// The definition breaks the kernel's creation rules; the kernel would fail with this errno.
+    #[error("ring buffer definition refused: {0}")]
+    Refused(Errno),
+    /// Mapping the file failed.
+    #[error("mapping the ring buffer file: {0}")]
+    Region(#[from] RegionError),
+    /// A system call on the file failed.
+    #[error("{call} on the ring buffer file failed: {source}")]
+    Io {
+        /// The failing call.
+        call: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file's header is not a valid map header.
+    #[error("not a bpfmaps map file: {0}")]
+    Header(#[from] HeaderError),
+    /// The file is a valid map file but not a well-formed ring buffer.
+    #[error("not a ring buffer file: {0}")]
+    NotRingBuf(String),
+    /// Initialising or taking the shared lock failed.
+    #[error("ring buffer lock: {0}")]
+    Lock(#[from] LockError),
+    /// The handle does not name a reserved (BUSY) record of this ring.
+    #[error("no reserved record with its payload at ring offset {0}")]
+    NotReserved(u64),
+    /// A payload access outside the reserved record.
+    #[error("access of {len} bytes at {at} is outside the {size}-byte record")]
+    OutsideRecord {
+        /// Offset into the payload.
+        at: u64,
+        /// Length of the access.
+        len: u64,
+        /// Payload size of the record.
+        size: u32,
+    },
+}
+
+impl RingBufError {
+    /// The errno the kernel would give for this failure, when it is a kernel rule.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            RingBufError::Refused(e) => Some(*e),
+            _ => None,
+        }
+    }
+}
+
+/// A reserved record: the offset of its payload in the ring mapping (see
+/// [`RingBuf::ring_base`]) and its payload size. Obtained from [`RingBuf::reserve`] or
+/// [`RingBuf::handle_at`], consumed by [`RingBuf::submit`] or [`RingBuf::discard`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct RecordHandle {
+    payload_offset: u64,
+    size: u32,
+}
+
+impl RecordHandle {
+    /// Offset of the payload from the start of the ring mapping ([`RingBuf::ring_base`]):
+    /// `2 × page + (pos mod size) + 8`.
+    pub fn payload_offset(&self) -> u64 {
+        self.payload_offset
+    }
+
+    /// The payload size asked for at reservation.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+}
+
+/// Checks a ring buffer definition against the kernel's creation rules (doc 4.1): type RINGBUF,
+/// key and value size 0, `max_entries` a power of two and a multiple of the page size, no flag
+/// but `BPF_F_NUMA_NODE`, and a valid name. Every violation is `EINVAL`, as in the kernel.
+pub fn check_def(def: &MapDef) -> Result<(), Errno> {
+    let page = shm::page_size() as u64;
+    let size = u64::from(def.max_entries);
+    let name_ok = def.name.len() < 16
+        && def.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+    if def.map_type != MapType::Ringbuf
+        || !name_ok
+        || def.map_flags & !BPF_F_NUMA_NODE != 0
+        || def.key_size != 0
+        || def.value_size != 0
+        || !size.is_power_of_two()
+        || size % page != 0
+    {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// The size of the file of a ring buffer with `data_size` data bytes: three pages plus the data.
+pub fn file_size(data_size: u32) -> u64 {
+    3 * shm::page_size() as u64 + u64::from(data_size)
+}
+
+fn possible_cpus() -> u32 {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| bpfmaps_abi::cpus::count_from_cpu_list(&s))
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1)
+}
+
+struct Inner {
+    region: Region,
+    ring: Mapping,
+    header: MapHeader,
+    page: usize,
+    data_size: u64,
+}
+
+/// The ring mapping's layout: consumer page at 0, producer page at `page`, data at `2 × page`.
+impl Inner {
+    fn mask(&self) -> u64 {
+        self.data_size - 1
+    }
+
+    fn data_offset(&self) -> usize {
+        2 * self.page
+    }
+
+    fn consumer_pos(&self) -> &AtomicU64 {
+        self.ring.atomic_u64(0)
+    }
+
+    fn producer_pos(&self) -> &AtomicU64 {
+        self.ring.atomic_u64(self.page)
+    }
+
+    fn pending_pos(&self) -> &AtomicU64 {
+        self.region.atomic_u64(PENDING_POS_OFFSET)
+    }
+
+    fn wake_seq(&self) -> &AtomicU32 {
+        self.region.atomic_u32(WAKE_SEQ_OFFSET)
+    }
+
+    fn waiters(&self) -> &AtomicU32 {
+        self.region.atomic_u32(WAITERS_OFFSET)
+    }
+
+    fn views(&self) -> &AtomicU32 {
+        self.region.atomic_u32(VIEWS_OFFSET)
+    }
+
+    /// Offset in the ring mapping of the header of the record at free-running position `pos`.
+    fn header_offset(&self, pos: u64) -> usize {
+        // `pos & mask` < data_size, which fits usize because the data is mapped.
+        self.data_offset() + (pos & self.mask()) as usize
+    }
+
+    fn len_word(&self, pos: u64) -> &AtomicU32 {
+        self.ring.atomic_u32(self.header_offset(pos))
+    }
+
+    /// True when the consumer has something to read now: data is published and the record at
+    /// the consumer position is committed (not BUSY).
+    fn consumable(&self) -> bool {
+        let cons = self.consumer_pos().load(Ordering::SeqCst);
+        let prod = self.producer_pos().load(Ordering::SeqCst);
+        cons != prod && self.len_word(cons).load(Ordering::SeqCst) & BPF_RINGBUF_BUSY_BIT == 0
+    }
+
+    fn wake(&self) {
+        self.wake_seq().fetch_add(1, Ordering::SeqCst);
+        if self.waiters().load(Ordering::SeqCst) != 0 {
+            shm::futex_wake_all(self.wake_seq());
+        }
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Result<(), Errno> {
+        self.waiters().fetch_add(1, Ordering::SeqCst);
+        let seq = self.wake_seq().load(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let result = if self.consumable() {
+            Ok(())
+        } else {
+            shm::futex_wait(self.wake_seq(), seq, timeout)
+                .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))
+        };
+        self.waiters().fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+/// A RINGBUF map in shared memory: the producer API used by the interpreter's helpers and the
+/// syscall side. Cheap to clone (clones share one mapping).
+#[derive(Clone)]
+pub struct RingBuf {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RingBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingBuf")
+            .field("name", &self.inner.header.name)
+            .field("data_size", &self.inner.data_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RingBuf {
+    /// Creates a ring buffer of definition `def` in an anonymous memory file (not pinnable).
+    pub fn create(def: &MapDef) -> Result<RingBuf, RingBufError> {
+        check_def(def).map_err(RingBufError::Refused)?;
+        let file = create_memfd(file_size(def.max_entries))
+            .map_err(|source| RingBufError::Io { call: "memfd_create", source })?;
+        Self::create_in(file, def)
+    }
+
+    /// Creates a ring buffer of definition `def` in `file`, which must be a new file nobody else
+    /// has yet (for example an unnamed `O_TMPFILE` that the registry links to a pin path later).
+    /// The file is resized to [`file_size`] and zeroed.
+    pub fn create_in(file: File, def: &MapDef) -> Result<RingBuf, RingBufError> {
+        check_def(def).map_err(RingBufError::Refused)?;
+        let len = file_size(def.max_entries);
+        let resize = |len| file.set_len(len).map_err(|source| RingBufError::Io { call: "ftruncate", source });
+        resize(0)?;
+        resize(len)?;
+        let region = Region::map(file)?;
+        let header = MapHeader::new(def, def.max_entries, possible_cpus(), 0, len);
+        init_lock(&region, header_lock_offset(RESERVE_LOCK_SLOT))?;
+        header.write(&region);
+        Self::from_region(region, header)
+    }
+
+    /// Opens the ring buffer stored in `file` (a pinned map, or a file descriptor passed from
+    /// another process) after validating its header and layout.
+    pub fn open(file: File) -> Result<RingBuf, RingBufError> {
+        let region = Region::map(file)?;
+        let header = MapHeader::read(&region)?;
+        let def = MapDef {
+            map_type: header.map_type,
+            key_size: header.key_size,
+            value_size: header.value_size,
+            max_entries: header.max_entries,
+            map_flags: header.map_flags,
+            name: header.name.clone(),
+        };
+        if check_def(&def).is_err() {
+            return Err(RingBufError::NotRingBuf(format!("invalid ring buffer header {def:?}")));
+        }
+        if header.file_size != file_size(header.max_entries) {
+            return Err(RingBufError::NotRingBuf(format!(
+                "file is {} bytes, a {}-byte ring needs {}",
+                header.file_size,
+                header.max_entries,
+                file_size(header.max_entries)
+            )));
+        }
+        Self::from_region(region, header)
+    }
+
+    fn from_region(region: Region, header: MapHeader) -> Result<RingBuf, RingBufError> {
+        let page = shm::page_size();
+        let data_size = u64::from(header.max_entries);
+        let file_len = region.len();
+        let data_len = header.max_entries as usize;
+        let ring = Mapping::ring(region.file(), page, file_len, data_len, true)
+            .map_err(|source| RingBufError::Io { call: "mmap", source })?;
+        Ok(RingBuf { inner: Arc::new(Inner { region, ring, header, page, data_size }) })
+    }
+
+    /// The file holding the map (for pinning and for passing to other processes).
+    pub fn file(&self) -> &File {
+        self.inner.region.file()
+    }
+
+    /// The whole-file region (common header, locks).
+    pub fn region(&self) -> &Region {
+        &self.inner.region
+    }
+
+    /// Records the id the registry gave the map.
+    pub fn set_id(&self, id: u32) {
+        MapHeader::set_id(&self.inner.region, id);
+    }
+
+    /// The data size in bytes (`max_entries`).
+    pub fn data_size(&self) -> u64 {
+        self.inner.data_size
+    }
+
+    /// Address of the ring mapping in this process: the consumer page, then the producer page,
+    /// then the data pages twice. [`RecordHandle::payload_offset`] is relative to it. For the
+    /// interpreter, which hands reserved records to programs as pointers.
+    pub fn ring_base(&self) -> NonNull<u8> {
+        self.inner.ring.base()
+    }
+
+    /// Length of the ring mapping: `2 × page + 2 × data_size`.
+    pub fn ring_len(&self) -> usize {
+        self.inner.ring.len()
+    }
+
+    /// `bpf_ringbuf_reserve(map, size, flags)`: reserves a record with a `size`-byte payload and
+    /// returns its handle, or `None` exactly when the kernel returns NULL: `flags != 0`,
+    /// `size > UINT_MAX / 4`, a record larger than the ring, or no room (the new producer
+    /// position would be more than `size − 1` bytes ahead of the consumer position or of the
+    /// oldest record still BUSY). The record header says BUSY until it is submitted or
+    /// discarded; the payload bytes keep whatever the ring held before.
+    pub fn reserve(&self, size: u64, flags: u64) -> Option<RecordHandle> {
+        let inner = &*self.inner;
+        if flags != 0 || size > MAX_RECORD_SIZE {
+            return None;
+        }
+        // `size` ≤ UINT_MAX / 4, so it fits u32 and the span cannot overflow.
+        let size32 = u32::try_from(size).ok()?;
+        let span = record_span(size32);
+        if span > inner.data_size {
+            return None;
+        }
+        let mask = inner.mask();
+        let cons_pos = inner.consumer_pos().load(Ordering::Acquire);
+        let guard = lock(&inner.region, header_lock_offset(RESERVE_LOCK_SLOT)).ok()?;
+        let prod_pos = inner.producer_pos().load(Ordering::Relaxed);
+        // `pending_pos` is a cache of a scan: after a dead lock owner it is still a valid lower
+        // bound, so no repair is needed beyond clamping a value that is not behind `prod_pos`.
+        let mut pend_pos = inner.pending_pos().load(Ordering::Relaxed).min(prod_pos);
+        while pend_pos < prod_pos {
+            let word = inner.len_word(pend_pos).load(Ordering::Acquire);
+            if word & BPF_RINGBUF_BUSY_BIT != 0 {
+                break;
+            }
+            pend_pos = pend_pos.wrapping_add(record_span(word & !BPF_RINGBUF_DISCARD_BIT));
+        }
+        let pend_pos = pend_pos.min(prod_pos);
+        inner.pending_pos().store(pend_pos, Ordering::Relaxed);
+        let new_prod_pos = prod_pos.wrapping_add(span);
+        if new_prod_pos.wrapping_sub(cons_pos) > mask || new_prod_pos.wrapping_sub(pend_pos) > mask
+        {
+            drop(guard);
+            return None;
+        }
+        let header_offset = inner.header_offset(prod_pos);
+        let pg_off = u32::try_from((inner.page + header_offset) / inner.page).unwrap_or(u32::MAX);
+        inner.ring.atomic_u32(header_offset + 4).store(pg_off, Ordering::Relaxed);
+        inner.ring.atomic_u32(header_offset).store(size32 | BPF_RINGBUF_BUSY_BIT, Ordering::Relaxed);
+        inner.producer_pos().store(new_prod_pos, Ordering::Release);
+        drop(guard);
+        Some(RecordHandle {
+            payload_offset: (header_offset + BPF_RINGBUF_HDR_SZ as usize) as u64,
+            size: size32,
+        })
+    }
+
+    /// The handle of the reserved record whose payload starts at `payload_offset` of the ring
+    /// mapping (what a program passes back to `bpf_ringbuf_submit`), or `None` when no BUSY
+    /// record starts there.
+    pub fn handle_at(&self, payload_offset: u64) -> Option<RecordHandle> {
+        let inner = &*self.inner;
+        let data = inner.data_offset() as u64;
+        let header = payload_offset.checked_sub(u64::from(BPF_RINGBUF_HDR_SZ))?;
+        if header < data || header - data >= inner.data_size || header % 8 != 0 {
+            return None;
+        }
+        let word = inner.ring.atomic_u32(usize::try_from(header).ok()?).load(Ordering::Acquire);
+        if word & BPF_RINGBUF_BUSY_BIT == 0 {
+            return None;
+        }
+        Some(RecordHandle { payload_offset, size: word & !(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT) })
+    }
+
+    /// Writes `bytes` into the payload of a reserved record at `at`.
+    pub fn write_payload(&self, handle: &RecordHandle, at: u64, bytes: &[u8]) -> Result<(), RingBufError> {
+        let len = bytes.len() as u64;
+        if at.checked_add(len).is_none_or(|end| end > u64::from(handle.size)) {
+            return Err(RingBufError::OutsideRecord { at, len, size: handle.size });
+        }
+        // The payload lies inside the double-mapped data (span ≤ data size), so the offset
+        // fits the mapping; `Mapping::write` checks it again.
+        let offset = usize::try_from(handle.payload_offset + at)
+            .map_err(|_| RingBufError::NotReserved(handle.payload_offset))?;
+        self.inner.ring.write(offset, bytes);
+        Ok(())
+    }
+
+    /// Reads the payload of a reserved record at `at` into `out`.
+    pub fn read_payload(&self, handle: &RecordHandle, at: u64, out: &mut [u8]) -> Result<(), RingBufError> {
+        let len = out.len() as u64;
+        if at.checked_add(len).is_none_or(|end| end > u64::from(handle.size)) {
+            return Err(RingBufError::OutsideRecord { at, len, size: handle.size });
+        }
+        let offset = usize::try_from(handle.payload_offset + at)
+            .map_err(|_| RingBufError::NotReserved(handle.payload_offset))?;
+        self.inner.ring.read(offset, out);
+        Ok(())
+    }
+
+    /// `bpf_ringbuf_submit(sample, flags)`: commits the record (clears BUSY atomically) and
+    /// wakes sleeping consumers as the kernel would. Like the kernel, `flags` bits other than the
+    /// wakeup flags are ignored.
+    pub fn submit(&self, handle: RecordHandle, flags: u64) -> Result<(), RingBufError> {
+        self.commit(handle, flags, false)
+    }
+
+    /// `bpf_ringbuf_discard(sample, flags)`: like [`RingBuf::submit`], with the DISCARD bit set
+    /// so consumers skip the record.
+    pub fn discard(&self, handle: RecordHandle, flags: u64) -> Result<(), RingBufError> {
+        self.commit(handle, flags, true)
+    }
+
+    fn commit(&self, handle: RecordHandle, flags: u64, discard: bool) -> Result<(), RingBufError> {
+        let inner = &*self.inner;
+        let checked = self
+            .handle_at(handle.payload_offset)
+            .ok_or(RingBufError::NotReserved(handle.payload_offset))?;
+        let header_offset = (checked.payload_offset - u64::from(BPF_RINGBUF_HDR_SZ)) as usize;
+        let word = inner.ring.atomic_u32(header_offset);
+        let current = word.load(Ordering::Acquire);
+        let mut new = current & !BPF_RINGBUF_BUSY_BIT;
+        if discard {
+            new |= BPF_RINGBUF_DISCARD_BIT;
+        }
+        word.swap(new, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let rec_pos = (header_offset - inner.data_offset()) as u64;
+        let cons_pos = inner.consumer_pos().load(Ordering::SeqCst) & inner.mask();
+        if flags & BPF_RB_FORCE_WAKEUP != 0 || (cons_pos == rec_pos && flags & BPF_RB_NO_WAKEUP == 0)
+        {
+            inner.wake();
+        }
+        Ok(())
+    }
+
+    /// `bpf_ringbuf_output(map, data, size, flags)`: reserve, copy, submit. `EINVAL` for flags
+    /// other than the wakeup flags, `EAGAIN` when the record does not fit.
+    pub fn output(&self, data: &[u8], flags: u64) -> Result<(), Errno> {
+        if flags & !(BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let handle = self.reserve(data.len() as u64, 0).ok_or(Errno::EAGAIN)?;
+        self.write_payload(&handle, 0, data).map_err(|_| Errno::EINVAL)?;
+        self.submit(handle, flags).map_err(|_| Errno::EINVAL)
+    }
+
+    /// `bpf_ringbuf_query(map, selector)`: available data, ring size, consumer position,
+    /// producer position; 0 for any other selector.
+    pub fn query(&self, selector: u64) -> u64 {
+        let inner = &*self.inner;
+        match selector {
+            BPF_RB_AVAIL_DATA => {
+                let cons = inner.consumer_pos().load(Ordering::Acquire);
+                let prod = inner.producer_pos().load(Ordering::Acquire);
+                prod.wrapping_sub(cons)
+            }
+            BPF_RB_RING_SIZE => inner.data_size,
+            BPF_RB_CONS_POS => inner.consumer_pos().load(Ordering::Acquire),
+            BPF_RB_PROD_POS => inner.producer_pos().load(Ordering::Acquire),
+            _ => 0,
+        }
+    }
+
+    /// Wakes every consumer sleeping on this ring, whatever the positions say (for shutdown).
+    pub fn wake_consumers(&self) {
+        self.inner.wake();
+    }
+
+    /// A consumer's view of the ring, for the engine-neutral ring buffer consumer. Like the
+    /// kernel's writable mmap of the consumer page it is refused with `EPERM` once the map is
+    /// frozen, and while it lives `freeze` fails with `EBUSY`.
+    pub fn consumer(&self) -> Result<RingBufView, Errno> {
+        let inner = &*self.inner;
+        inner.views().fetch_add(1, Ordering::SeqCst);
+        if MapHeader::frozen(&inner.region) {
+            inner.views().fetch_sub(1, Ordering::SeqCst);
+            return Err(Errno::EPERM);
+        }
+        Ok(RingBufView { inner: Arc::clone(&self.inner) })
+    }
+}
+
+/// The consumer's view of a [`RingBuf`]: the kernel's user-space mapping (consumer page,
+/// producer page, data twice) plus a futex to sleep on. Implements [`RingBufMemory`], so the
+/// same consumer reads this ring and a kernel one.
+pub struct RingBufView {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RingBufView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingBufView").field("data_size", &self.inner.data_size).finish()
+    }
+}
+
+impl Drop for RingBufView {
+    fn drop(&mut self) {
+        self.inner.views().fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl RingBufMemory for RingBufView {
+    fn data_size(&self) -> u64 {
+        self.inner.data_size
+    }
+
+    fn load_consumer_pos(&self) -> u64 {
+        self.inner.consumer_pos().load(Ordering::Acquire)
+    }
+
+    fn store_consumer_pos(&self, pos: u64) {
+        self.inner.consumer_pos().store(pos, Ordering::Release);
+    }
+
+    fn load_producer_pos(&self) -> u64 {
+        self.inner.producer_pos().load(Ordering::Acquire)
+    }
+
+    fn load_len_word(&self, pos: u64) -> u32 {
+        self.inner.len_word(pos).load(Ordering::Acquire)
+    }
+
+    fn payload(&self, pos: u64, len: u32) -> &[u8] {
+        // A length word from shared memory is untrusted: clamp it to the largest payload.
+        let max = self.inner.data_size - u64::from(BPF_RINGBUF_HDR_SZ);
+        let len = u64::from(len).min(max) as usize;
+        self.inner.ring.bytes(self.inner.header_offset(pos) + BPF_RINGBUF_HDR_SZ as usize, len)
+    }
+
+    /// Sleeps on the ring's futex until a producer wakes consumers or `timeout` passes. Returns
+    /// at once when a committed record waits at the consumer position. A BUSY record there does
+    /// not count: its commit wakes us (the adaptive rule), so the consumer never spins on it.
+    fn wait(&self, timeout: Option<Duration>) -> Result<(), Errno> {
+        self.inner.wait(timeout)
+    }
+}
+
+fn syscall_key(key: &[u8]) -> MapResult<()> {
+    if key.is_empty() {
+        Err(MapError::Errno(Errno::ENOTSUPP))
+    } else {
+        Err(MapError::Errno(Errno::EINVAL))
+    }
+}
+
+/// The kernel's first check of lookup flags: only `BPF_F_LOCK` is a known bit.
+pub(crate) fn lookup_flags_known(flags: u64) -> MapResult<()> {
+    if flags & !BPF_F_LOCK != 0 {
+        return Err(MapError::Errno(Errno::EINVAL));
+    }
+    Ok(())
+}
+
+/// The kernel's later check: `BPF_F_LOCK` on a map without a spin lock (never one here).
+pub(crate) fn no_spin_lock(flags: u64) -> MapResult<()> {
+    if flags & BPF_F_LOCK != 0 {
+        return Err(MapError::Errno(Errno::EINVAL));
+    }
+    Ok(())
+}
+
+impl RingBuf {
+    fn frozen(&self) -> bool {
+        MapHeader::frozen(&self.inner.region)
+    }
+
+    fn write_allowed(&self) -> MapResult<()> {
+        if self.frozen() {
+            return Err(MapError::Errno(Errno::EPERM));
+        }
+        Ok(())
+    }
+}
+
+/// The syscall side (doc 4.4): a NULL key gives `ENOTSUPP`, any key `EINVAL` (the key size is
+/// 0), batches `ENOTSUPP`; syscall writes to a frozen map `EPERM` first, as the kernel checks
+/// the fd's write permission before anything else.
+impl MapOps for RingBuf {
+    fn info(&self) -> MapInfo {
+        self.inner.header.info(&self.inner.region)
+    }
+
+    fn lookup(&self, key: &[u8], _value: &mut [u8], flags: u64) -> MapResult<()> {
+        lookup_flags_known(flags)?;
+        no_spin_lock(flags)?;
+        syscall_key(key)
+    }
+
+    fn update(&self, key: &[u8], _value: &[u8], flags: u64) -> MapResult<()> {
+        self.write_allowed()?;
+        no_spin_lock(flags)?;
+        syscall_key(key)
+    }
+
+    fn delete(&self, key: &[u8]) -> MapResult<()> {
+        self.write_allowed()?;
+        syscall_key(key)
+    }
+
+    fn get_next_key(&self, key: Option<&[u8]>, _next_key: &mut [u8]) -> MapResult<()> {
+        syscall_key(key.unwrap_or(&[]))
+    }
+
+    fn lookup_and_delete(&self, key: &[u8], _value: &mut [u8], flags: u64) -> MapResult<()> {
+        lookup_flags_known(flags)?;
+        self.write_allowed()?;
+        no_spin_lock(flags)?;
+        syscall_key(key)
+    }
+
+    fn lookup_batch(
+        &self,
+        _in_batch: Option<&[u8]>,
+        _out_batch: &mut [u8],
+        _buffers: &mut BatchBuffers<'_>,
+        _elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
+        Err(MapError::Errno(Errno::ENOTSUPP))
+    }
+
+    fn lookup_and_delete_batch(
+        &self,
+        _in_batch: Option<&[u8]>,
+        _out_batch: &mut [u8],
+        _buffers: &mut BatchBuffers<'_>,
+        _elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
+        self.write_allowed()?;
+        Err(MapError::Errno(Errno::ENOTSUPP))
+    }
+
+    fn update_batch(&self, _buffers: &mut BatchBuffers<'_>, _elem_flags: u64, _flags: u64) -> MapResult<()> {
+        self.write_allowed()?;
+        Err(MapError::Errno(Errno::ENOTSUPP))
+    }
+
+    fn delete_batch(&self, _buffers: &mut BatchBuffers<'_>, _elem_flags: u64, _flags: u64) -> MapResult<()> {
+        self.write_allowed()?;
+        Err(MapError::Errno(Errno::ENOTSUPP))
+    }
+
+    /// `EPERM` when already frozen (the write permission is gone), `EBUSY` while a consumer view
+    /// (the analogue of a writable mmap) exists.
+    fn freeze(&self) -> MapResult<()> {
+        self.write_allowed()?;
+        if self.inner.views().load(Ordering::SeqCst) != 0 {
+            return Err(MapError::Errno(Errno::EBUSY));
+        }
+        if !MapHeader::freeze(&self.inner.region) {
+            return Err(MapError::Errno(Errno::EBUSY));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(size: u32) -> MapDef {
+        MapDef {
+            map_type: MapType::Ringbuf,
+            key_size: 0,
+            value_size: 0,
+            max_entries: size,
+            map_flags: 0,
+            name: "rb".into(),
+        }
+    }
+
+    #[test]
+    fn pending_pos_blocks_a_reservation_more_than_size_minus_one_ahead_of_a_busy_record() {
+        let rb = RingBuf::create(&def(4096)).unwrap();
+        let view = rb.consumer().unwrap();
+        // A BUSY record at 0, then fill and consume everything after it.
+        let busy = rb.reserve(8, 0).unwrap();
+        let rest = rb.reserve(4096 - 16 - 16, 0).unwrap();
+        rb.submit(rest, 0).unwrap();
+        view.store_consumer_pos(4096 - 16);
+        // Against the consumer alone 24 bytes would fit; the BUSY record at 0 forbids it.
+        assert!(rb.reserve(8, 0).is_none());
+        rb.submit(busy, 0).unwrap();
+        assert!(rb.reserve(8, 0).is_some());
+    }
+
+    #[test]
+    fn handles_are_validated() {
+        let rb = RingBuf::create(&def(4096)).unwrap();
+        let h = rb.reserve(8, 0).unwrap();
+        let off = h.payload_offset();
+        assert_eq!(off, 2 * 4096 + 8);
+        rb.submit(h, 0).unwrap();
+        assert!(rb.handle_at(off).is_none());
+        assert!(matches!(
+            rb.submit(RecordHandle { payload_offset: off, size: 8 }, 0),
+            Err(RingBufError::NotReserved(_))
+        ));
+        assert!(rb.handle_at(3).is_none());
+        assert!(rb.handle_at(u64::MAX).is_none());
+    }
+}

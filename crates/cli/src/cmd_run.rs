@@ -1,0 +1,193 @@
+//! `bpfmaps run OBJ`: load an object on the kernel engine, attach every program, run a command or
+//! wait (Ctrl-C / `--for`), then print every map, as bpftrace does on exit. Ring buffers and perf
+//! event arrays are drained while the run lasts and reported as event counts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bpfmaps::events::{Event, EventStream};
+use bpfmaps::kernel::object::{KernelObject, LoadConfig};
+use bpfmaps::{Map, MapType};
+use clap::{Args, ValueEnum};
+use serde_json::{json, Map as JsonMap, Value};
+
+use crate::cmd_map::{dump_json, dump_plain};
+use crate::output::Format;
+use crate::signal;
+
+/// Arguments of `bpfmaps run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The BPF object file (ELF, as clang -target bpf writes it).
+    object: PathBuf,
+    /// Pin every declared map at DIR/NAME (DIR on bpffs; created if missing).
+    #[arg(long, value_name = "DIR")]
+    pin_maps: Option<PathBuf>,
+    /// Stop after this many seconds (without CMD: the default is to wait for Ctrl-C).
+    #[arg(long = "for", value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// The engine to run on.
+    #[arg(long, value_enum, default_value_t = RunEngine::Kernel)]
+    engine: RunEngine,
+    /// Set a `const volatile` global before load: NAME=VALUE (a u32, decimal or 0x hex).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    globals: Vec<String>,
+    /// The command to run while the programs are attached; `run` exits with its status.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+/// The engines `run` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RunEngine {
+    Kernel,
+    User,
+}
+
+struct StreamCounter {
+    name: String,
+    events: Arc<std::sync::atomic::AtomicU64>,
+    lost: Arc<std::sync::atomic::AtomicU64>,
+    thread: JoinHandle<Result<(), String>>,
+}
+
+/// Runs `bpfmaps run`.
+pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
+    if args.engine == RunEngine::User {
+        bail!("the user engine cannot run programs yet (its interpreter is not wired in); use --engine kernel");
+    }
+    let mut config = LoadConfig::default();
+    for g in &args.globals {
+        let (name, value) = g.split_once('=').with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
+        let v = crate::words::parse_number(value)?;
+        let v = u32::try_from(v).with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
+        config = config.with_global(name, &v.to_ne_bytes());
+    }
+    let interrupted = signal::on_interrupt()?;
+    let mut object = KernelObject::load_file(&args.object, &config)
+        .with_context(|| format!("cannot load {}", args.object.display()))?;
+    if let Some(dir) = &args.pin_maps {
+        bpfmaps::kernel::fs::ensure_bpffs()?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        object.pin_maps(dir).with_context(|| format!("cannot pin maps in {}", dir.display()))?;
+    }
+    let links = object.attach_all().context("cannot attach")?;
+    if !format.is_json() {
+        eprintln!("attached {} program(s) of {}", links.len(), args.object.display());
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut names: Vec<String> = object.maps().map(|m| m.def.name.clone()).collect();
+    names.sort();
+    let mut streams = Vec::new();
+    for name in &names {
+        let map = Map::kernel(object.map(name)?);
+        if matches!(map.info().map_type, MapType::Ringbuf | MapType::PerfEventArray) {
+            streams.push(spawn_counter(name.clone(), &map, stop.clone())?);
+        }
+    }
+
+    let started = Instant::now();
+    let deadline = args.duration.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    let status = if args.command.is_empty() {
+        let until = deadline.unwrap_or(started + Duration::from_secs(u64::from(u32::MAX)));
+        signal::sleep_until(until, &interrupted);
+        None
+    } else {
+        let mut child = std::process::Command::new(&args.command[0])
+            .args(&args.command[1..])
+            .spawn()
+            .with_context(|| format!("cannot run `{}`", args.command[0]))?;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                break Some(st);
+            }
+            if interrupted.load(Ordering::SeqCst) || deadline.is_some_and(|d| Instant::now() >= d) {
+                let _ = child.kill();
+                break Some(child.wait()?);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Let the last records of the streams arrive, then stop the readers and detach.
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::SeqCst);
+    drop(links);
+
+    let mut json_maps = JsonMap::new();
+    let counters: Vec<_> = streams
+        .into_iter()
+        .map(|s| {
+            let r = s.thread.join().unwrap_or_else(|_| Err("reader thread panicked".into()));
+            (s.name, s.events.load(Ordering::SeqCst), s.lost.load(Ordering::SeqCst), r)
+        })
+        .collect();
+    for name in &names {
+        let map = Map::kernel(object.map(name)?);
+        if let Some((_, events, lost, result)) = counters.iter().find(|c| &c.0 == name) {
+            if let Err(e) = result {
+                bail!("reading events of {name}: {e}");
+            }
+            if format.is_json() {
+                json_maps.insert(name.clone(), json!({"events": events, "lost": lost}));
+            } else {
+                println!("{name}: {events} events, {lost} lost\n");
+            }
+            continue;
+        }
+        if map.info().map_type == MapType::StackTrace && !format.is_json() {
+            println!("{name}:");
+            crate::cmd_map::dump_stacks_plain(&map)?;
+            println!();
+            continue;
+        }
+        if format.is_json() {
+            json_maps.insert(name.clone(), dump_json(&map)?);
+        } else {
+            println!("{name}:");
+            dump_plain(&map)?;
+            println!();
+        }
+    }
+    let code = status.as_ref().and_then(|s| s.code());
+    if format.is_json() {
+        let mut v = json!({"maps": Value::Object(json_maps)});
+        if let Some(st) = &status {
+            v["status"] = json!(st.code());
+        }
+        format.print_json(&v);
+    }
+    Ok(match (status, code) {
+        (None, _) => ExitCode::SUCCESS,
+        (Some(_), Some(c)) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        (Some(_), None) => ExitCode::FAILURE,
+    })
+}
+
+fn spawn_counter(name: String, map: &Map, stop: Arc<AtomicBool>) -> Result<StreamCounter> {
+    let mut stream = EventStream::open(map).with_context(|| format!("cannot read events of {name}"))?;
+    let events = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (e, l) = (events.clone(), lost.clone());
+    let thread = std::thread::spawn(move || -> Result<(), String> {
+        loop {
+            let next = stream.next_event(Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
+            match next {
+                Some(Event::Record { .. }) => {
+                    e.fetch_add(1, Ordering::SeqCst);
+                }
+                Some(Event::Lost { count, .. }) => {
+                    l.fetch_add(count, Ordering::SeqCst);
+                }
+                None if stop.load(Ordering::SeqCst) => return Ok(()),
+                None => {}
+            }
+        }
+    });
+    Ok(StreamCounter { name, events, lost, thread })
+}

@@ -1,0 +1,168 @@
+//! bpftool's word grammar for map commands: `MAP := id N | pinned PATH | name NAME`, byte strings
+//! (`1 0 0 0`, `0x01 0x00 0x00 0x00`, `hex 01 00 00 00`), and the keyword arguments of each
+//! `map` subcommand. Parsing only: nothing here opens a map.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use bpfmaps::MapSelector;
+
+/// A cursor over the words of one subcommand.
+pub struct Words<'a> {
+    words: &'a [String],
+    pos: usize,
+}
+
+impl<'a> Words<'a> {
+    /// Starts at the first word.
+    pub fn new(words: &'a [String]) -> Self {
+        Words { words, pos: 0 }
+    }
+
+    /// The next word, if any, without consuming it.
+    pub fn peek(&self) -> Option<&'a str> {
+        self.words.get(self.pos).map(String::as_str)
+    }
+
+    /// Consumes and returns the next word.
+    pub fn next_word(&mut self, what: &str) -> Result<&'a str> {
+        let w = self.peek().with_context(|| format!("expected {what}"))?;
+        self.pos += 1;
+        Ok(w)
+    }
+
+    /// Consumes the keyword `kw` if it is next.
+    pub fn eat(&mut self, kw: &str) -> bool {
+        if self.peek() == Some(kw) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Consumes the keyword `kw` or fails naming it.
+    pub fn expect(&mut self, kw: &str) -> Result<()> {
+        match self.peek() {
+            Some(w) if w == kw => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(w) => bail!("expected `{kw}`, got `{w}`"),
+            None => bail!("expected `{kw}`"),
+        }
+    }
+
+    /// Fails if words remain.
+    pub fn finish(&self) -> Result<()> {
+        match self.peek() {
+            Some(w) => bail!("unexpected argument `{w}`"),
+            None => Ok(()),
+        }
+    }
+
+    /// Parses `id N | pinned PATH | name NAME`.
+    pub fn map_selector(&mut self) -> Result<MapSelector> {
+        let kind = self.next_word("a map: `id N`, `pinned PATH` or `name NAME`")?;
+        let arg = self.next_word(&format!("a value after `{kind}`"))?;
+        match kind {
+            "id" => Ok(MapSelector::Id(
+                parse_number(arg).with_context(|| format!("bad map id `{arg}`"))? as u32,
+            )),
+            "pinned" => Ok(MapSelector::Pinned(PathBuf::from(arg))),
+            "name" => Ok(MapSelector::Name(arg.to_owned())),
+            other => bail!("expected `id`, `pinned` or `name`, got `{other}`"),
+        }
+    }
+
+    /// Parses a byte string: every following word that is a byte (`12`, `0x0c`), or after the
+    /// `hex` keyword every following word of hex digits (`0c`, `0c0d`). Stops at the first
+    /// keyword in `stop` or at the end.
+    pub fn bytes(&mut self, stop: &[&str]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let hex = self.eat("hex");
+        while let Some(w) = self.peek() {
+            if stop.contains(&w) {
+                break;
+            }
+            if hex {
+                let digits = w.strip_prefix("0x").unwrap_or(w);
+                if digits.is_empty() || digits.len() % 2 != 0 {
+                    bail!("bad hex byte string `{w}`: expected an even number of hex digits");
+                }
+                for i in (0..digits.len()).step_by(2) {
+                    out.push(
+                        u8::from_str_radix(&digits[i..i + 2], 16)
+                            .with_context(|| format!("bad hex byte `{}`", &digits[i..i + 2]))?,
+                    );
+                }
+            } else {
+                out.push(parse_byte(w)?);
+            }
+            self.pos += 1;
+        }
+        if out.is_empty() {
+            bail!("expected at least one byte");
+        }
+        Ok(out)
+    }
+}
+
+/// Parses one byte as bpftool does: decimal (`255`), hex with `0x` (`0xff`), octal with `0`.
+pub fn parse_byte(w: &str) -> Result<u8> {
+    let v = parse_number(w).with_context(|| format!("bad byte `{w}`"))?;
+    u8::try_from(v).with_context(|| format!("byte `{w}` is out of range (0-255)"))
+}
+
+/// Parses an unsigned number in decimal, `0x` hex or leading-`0` octal.
+pub fn parse_number(w: &str) -> Result<u64> {
+    let r = if let Some(h) = w.strip_prefix("0x").or_else(|| w.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16)
+    } else if w.len() > 1 && w.starts_with('0') {
+        u64::from_str_radix(&w[1..], 8)
+    } else {
+        w.parse::<u64>()
+    };
+    r.with_context(|| format!("`{w}` is not a number"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn bytes_in_every_bpftool_form() {
+        let w = words("1 0 0 0 value 0x10 0x00 hex 0a0b 0c");
+        let mut c = Words::new(&w);
+        assert_eq!(c.bytes(&["value"]).unwrap(), vec![1, 0, 0, 0]);
+        c.expect("value").unwrap();
+        assert_eq!(c.bytes(&["hex"]).unwrap(), vec![0x10, 0]);
+        assert_eq!(c.bytes(&[]).unwrap(), vec![0x0a, 0x0b, 0x0c]);
+        c.finish().unwrap();
+    }
+
+    #[test]
+    fn bad_bytes_say_why() {
+        let w = words("256");
+        let err = Words::new(&w).bytes(&[]).unwrap_err();
+        assert!(format!("{err:#}").contains("out of range"), "{err:#}");
+        let w = words("hex abc");
+        let err = Words::new(&w).bytes(&[]).unwrap_err();
+        assert!(format!("{err:#}").contains("even number"), "{err:#}");
+    }
+
+    #[test]
+    fn selectors() {
+        let w = words("id 0x10 pinned /sys/fs/bpf/x name counts");
+        let mut c = Words::new(&w);
+        assert_eq!(c.map_selector().unwrap(), MapSelector::Id(16));
+        assert_eq!(c.map_selector().unwrap(), MapSelector::Pinned("/sys/fs/bpf/x".into()));
+        assert_eq!(c.map_selector().unwrap(), MapSelector::Name("counts".into()));
+        let w = words("fd 3");
+        assert!(Words::new(&w).map_selector().is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! The contract between [`crate::UserMap`] and the module implementing one map type, and the
+//! kernel's generic batch paths that several types share.
+//!
+//! # How a map type plugs in
+//!
+//! A type module provides three things, wired up in `crate::usermap::plan_backend` and
+//! `crate::usermap::open_backend` (one `match` arm each):
+//!
+//! 1. **plan**: validate a [`MapDef`] exactly as the kernel's `map_alloc_check`/`map_alloc` would
+//!    (returning the kernel's errno) and size the type's area: a [`Plan`].
+//! 2. **init**: lay out the area of a fresh, zero-filled file whose header is already written
+//!    (initialise lock slots with [`crate::lock::init_lock`], write the type state). Runs before any
+//!    other process can reach the file.
+//! 3. **open**: build a [`Backend`] over a [`MapFile`] whose header was validated, re-deriving the
+//!    layout from the header (never trusting offsets stored in the area) and checking it fits the
+//!    file.
+//!
+//! [`crate::UserMap`] does the syscall layer (buffer sizes, `RDONLY`/`WRONLY` access, frozen maps,
+//! `BPF_F_LOCK` on maps without a spin lock, the lookup flags check) before calling a [`Backend`],
+//! so a backend implements only what the kernel's `map_ops` would. Unsupported operations keep the
+//! default methods, which return `ENOTSUPP` (524) like a missing `map_ops` entry.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use bpfmaps_abi::update_flags::BPF_F_LOCK;
+use bpfmaps_abi::{BatchBuffers, Errno, MapDef, MapError, MapResult};
+
+use crate::header::MapHeader;
+use crate::region::Region;
+
+/// An opened map file: the mapping and its validated header.
+#[derive(Debug)]
+pub struct MapFile {
+    /// The shared mapping of the whole file.
+    pub region: Region,
+    /// The validated fixed header fields.
+    pub header: MapHeader,
+}
+
+/// What map creation needs to know about a type, decided by its `plan` step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// max_entries as the map reports it (after the kernel's rounding, e.g. NO_COMMON_LRU).
+    pub max_entries: u32,
+    /// Bytes of the type's area (after the header page).
+    pub area_size: u64,
+    /// The hash seed to record in the header (0 for types without one).
+    pub hash_seed: u32,
+}
+
+/// The location of a value inside the map's region, as the program side sees it.
+///
+/// The value lives at `region.base_ptr() + offset` for `len` bytes, for as long as the map is
+/// open. For per-CPU maps it is one CPU's slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValueRef {
+    /// Byte offset of the value in the map's region.
+    pub offset: usize,
+    /// Length of the value in bytes (the map's value_size).
+    pub len: usize,
+}
+
+/// The `ENOTSUPP` (524) result of an operation a map type does not have.
+pub fn not_supported<T>() -> MapResult<T> {
+    Err(MapError::Errno(Errno::ENOTSUPP))
+}
+
+/// A map type's implementation: the kernel's `map_ops` for one map, over shared memory.
+///
+/// Syscall-side methods take user-space buffers of checked sizes (see the module docs); helper-side
+/// methods are what the interpreter calls for a program running as CPU `cpu`.
+pub trait Backend: Send + Sync {
+    /// `map_lookup_elem` from user space: copy the value (all CPUs' slots for per-CPU maps).
+    fn lookup(&self, key: &[u8], value: &mut [u8]) -> MapResult<()>;
+
+    /// `map_update_elem` from user space with the raw `flags`.
+    fn update(&self, key: &[u8], value: &[u8], flags: u64) -> MapResult<()>;
+
+    /// `map_delete_elem`.
+    fn delete(&self, key: &[u8]) -> MapResult<()>;
+
+    /// `map_get_next_key`.
+    fn get_next_key(&self, key: Option<&[u8]>, next_key: &mut [u8]) -> MapResult<()>;
+
+    /// `map_lookup_and_delete_elem` (flags already checked to be 0).
+    fn lookup_and_delete(&self, _key: &[u8], _value: &mut [u8]) -> MapResult<()> {
+        not_supported()
+    }
+
+    /// `map_lookup_batch`.
+    fn lookup_batch(
+        &self,
+        _in_batch: Option<&[u8]>,
+        _out_batch: &mut [u8],
+        _buffers: &mut BatchBuffers<'_>,
+        _elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
+        not_supported()
+    }
+
+    /// `map_lookup_and_delete_batch`.
+    fn lookup_and_delete_batch(
+        &self,
+        _in_batch: Option<&[u8]>,
+        _out_batch: &mut [u8],
+        _buffers: &mut BatchBuffers<'_>,
+        _elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
+        not_supported()
+    }
+
+    /// `map_update_batch`.
+    fn update_batch(&self, _buffers: &mut BatchBuffers<'_>, _elem_flags: u64) -> MapResult<()> {
+        not_supported()
+    }
+
+    /// `map_delete_batch`.
+    fn delete_batch(&self, _buffers: &mut BatchBuffers<'_>, _elem_flags: u64) -> MapResult<()> {
+        not_supported()
+    }
+
+    /// Helper `bpf_map_lookup_elem` from a program on CPU `cpu`: where the value is (this CPU's
+    /// slot for per-CPU maps), `None` for a missing key (the helper's NULL).
+    fn helper_lookup(&self, _key: &[u8], _cpu: u32) -> Option<ValueRef> {
+        None
+    }
+
+    /// Helper `bpf_map_update_elem` from CPU `cpu`: `value` is one value_size slot.
+    fn helper_update(&self, _key: &[u8], _value: &[u8], _flags: u64, _cpu: u32) -> Result<(), Errno> {
+        Err(Errno::ENOTSUPP)
+    }
+
+    /// Helper `bpf_map_delete_elem`.
+    fn helper_delete(&self, _key: &[u8]) -> Result<(), Errno> {
+        Err(Errno::ENOTSUPP)
+    }
+
+    /// Helper `bpf_for_each_map_elem` from CPU `cpu`: calls `callback(key, value)` for each
+    /// element in iteration order until it returns false; returns the number of calls.
+    fn for_each(
+        &self,
+        _cpu: u32,
+        _callback: &mut dyn FnMut(&[u8], ValueRef) -> bool,
+    ) -> Result<u32, Errno> {
+        Err(Errno::ENOTSUPP)
+    }
+
+    /// The backend as `Any`, for type-specific APIs (ring buffer reserve, perf output, ...).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// The kernel's `elem_flags` check shared by every batch path: only 0 or `BPF_F_LOCK`, and
+/// `BPF_F_LOCK` needs a spin lock in the value, which user-engine maps never have: `EINVAL`.
+pub fn check_batch_elem_flags(elem_flags: u64) -> MapResult<()> {
+    if elem_flags & !BPF_F_LOCK != 0 || elem_flags & BPF_F_LOCK != 0 {
+        return Err(MapError::Errno(Errno::EINVAL));
+    }
+    Ok(())
+}
+
+fn batch_slices<'b>(
+    buffers: &'b mut BatchBuffers<'_>,
+    key_size: usize,
+    value_size: usize,
+) -> MapResult<(&'b mut [u8], &'b mut [u8], u32)> {
+    let count = buffers.count;
+    let n = count as usize;
+    let keys_needed = n.checked_mul(key_size).ok_or(MapError::Errno(Errno::EFAULT))?;
+    let values_needed = n.checked_mul(value_size).ok_or(MapError::Errno(Errno::EFAULT))?;
+    if buffers.keys.len() < keys_needed {
+        return Err(MapError::KeySize { expected: keys_needed, got: buffers.keys.len() });
+    }
+    if buffers.values.len() < values_needed {
+        return Err(MapError::ValueSize { expected: values_needed, got: buffers.values.len() });
+    }
+    Ok((&mut buffers.keys[..keys_needed], &mut buffers.values[..values_needed], count))
+}
+
+/// The kernel's `generic_map_lookup_batch`: walks with get_next_key from the key in `in_batch`,
+/// copies up to `count` elements, writes the last key returned to `out_batch` (only when at least
+/// one element was copied) and ends with `ENOENT` when the walk ran off the end.
+pub fn generic_lookup_batch(
+    backend: &dyn Backend,
+    key_size: usize,
+    value_size: usize,
+    in_batch: Option<&[u8]>,
+    out_batch: &mut [u8],
+    buffers: &mut BatchBuffers<'_>,
+    elem_flags: u64,
+) -> MapResult<()> {
+    check_batch_elem_flags(elem_flags)?;
+    if buffers.count == 0 {
+        return Ok(());
+    }
+    if let Some(prev) = in_batch {
+        if prev.len() != key_size {
+            return Err(MapError::KeySize { expected: key_size, got: prev.len() });
+        }
+    }
+    if out_batch.len() < key_size {
+        return Err(MapError::KeySize { expected: key_size, got: out_batch.len() });
+    }
+    let (keys, values, max_count) = batch_slices(buffers, key_size, value_size)?;
+    let mut prev: Option<Vec<u8>> = in_batch.map(<[u8]>::to_vec);
+    let mut key = vec![0u8; key_size];
+    let mut copied = 0u32;
+    let mut result = Ok(());
+    let mut retries = 3u32;
+    while copied < max_count {
+        if let Err(e) = backend.get_next_key(prev.as_deref(), &mut key) {
+            result = Err(e);
+            break;
+        }
+        let at = copied as usize;
+        match backend.lookup(&key, &mut values[at * value_size..(at + 1) * value_size]) {
+            Ok(()) => {}
+            Err(MapError::Errno(Errno::ENOENT)) if retries > 0 => {
+                retries -= 1;
+                continue;
+            }
+            Err(MapError::Errno(Errno::ENOENT)) => {
+                result = Err(MapError::Errno(Errno::EINTR));
+                break;
+            }
+            Err(e) => {
+                buffers.count = 0;
+                return Err(e);
+            }
+        }
+        keys[at * key_size..(at + 1) * key_size].copy_from_slice(&key);
+        prev = Some(key.clone());
+        retries = 3;
+        copied += 1;
+    }
+    buffers.count = copied;
+    if copied > 0 {
+        if let Some(last) = &prev {
+            out_batch[..key_size].copy_from_slice(last);
+        }
+    }
+    result
+}
+
+/// The kernel's `generic_map_update_batch`: `BPF_ANY` updates in order, stopping at the first
+/// error; `count` becomes the number that succeeded.
+pub fn generic_update_batch(
+    backend: &dyn Backend,
+    key_size: usize,
+    value_size: usize,
+    buffers: &mut BatchBuffers<'_>,
+    elem_flags: u64,
+) -> MapResult<()> {
+    check_batch_elem_flags(elem_flags)?;
+    if buffers.count == 0 {
+        return Ok(());
+    }
+    let (keys, values, max_count) = batch_slices(buffers, key_size, value_size)?;
+    let mut done = 0u32;
+    let mut result = Ok(());
+    for i in 0..max_count as usize {
+        let key = &keys[i * key_size..(i + 1) * key_size];
+        let value = &values[i * value_size..(i + 1) * value_size];
+        if let Err(e) = backend.update(key, value, elem_flags) {
+            result = Err(e);
+            break;
+        }
+        done += 1;
+    }
+    buffers.count = done;
+    result
+}
+
+/// The kernel's `generic_map_delete_batch`: deletes in order, stopping at the first error;
+/// `count` becomes the number that succeeded.
+pub fn generic_delete_batch(
+    backend: &dyn Backend,
+    key_size: usize,
+    buffers: &mut BatchBuffers<'_>,
+    elem_flags: u64,
+) -> MapResult<()> {
+    check_batch_elem_flags(elem_flags)?;
+    if buffers.count == 0 {
+        return Ok(());
+    }
+    let (keys, _, max_count) = batch_slices(buffers, key_size, 0)?;
+    let mut done = 0u32;
+    let mut result = Ok(());
+    for i in 0..max_count as usize {
+        if let Err(e) = backend.delete(&keys[i * key_size..(i + 1) * key_size]) {
+            result = Err(e);
+            break;
+        }
+        done += 1;
+    }
+    buffers.count = done;
+    result
+}
+
+/// The signature of a type's plan step (see the module docs).
+pub type PlanFn = fn(&MapDef, u32) -> Result<Plan, Errno>;
+
+/// The signature of a type's init step.
+pub type InitFn = fn(&MapFile) -> Result<(), crate::UserMapError>;
+
+/// The signature of a type's open step.
+pub type OpenFn = fn(Arc<MapFile>) -> Result<Box<dyn Backend>, crate::UserMapError>;

@@ -1,0 +1,733 @@
+//! The kernel's LRU algorithm (`kernel/bpf/bpf_lru_list.c`) and the LRU hash table
+//! (`kernel/bpf/hashtab.c`'s `htab_lru_*`), over an [`LruLayout`] in a [`Region`].
+//!
+//! Owns list and chain manipulation: taking a node for an update (local free list, refill from
+//! the global lists with rotation and shrinking, stealing from other CPUs; or the per-CPU lists of
+//! `NO_COMMON_LRU`), giving nodes back, and the hash chains that make nodes findable. It does not
+//! check flags or permissions and does not lock: every method expects the caller to hold the
+//! area's lock (the map type in `lru.rs` does).
+//!
+//! The behaviour, step for step, is the kernel's, because which keys survive is observable:
+//! * a node is taken *before* the bucket is searched, so a failing update can still evict;
+//! * refilling a CPU's local free list flushes its pending list into the global lists
+//!   (referenced nodes to active), rotates (active list when it outgrows the inactive one, then
+//!   up to `nr_scans` inactive nodes from the rotation cursor), moves up to `target_free` free
+//!   nodes, and shrinks the inactive tail (or force-evicts one node) for the rest;
+//! * with an empty global list, nodes are stolen round robin from CPUs' local free lists, then
+//!   from their pending lists (unreferenced first).
+
+use std::sync::atomic::Ordering;
+
+use super::layout::{LruLayout, NodeType, NIL};
+use crate::region::Region;
+
+/// `LOCAL_NR_SCANS`: how many nodes one rotation or shrink looks at.
+pub const NR_SCANS: u32 = 128;
+/// `LOCAL_FREE_TARGET`: the upper bound of a common LRU's `target_free`.
+pub const LOCAL_FREE_TARGET: u32 = 128;
+/// `PERCPU_FREE_TARGET`: how many nodes a `NO_COMMON_LRU` shrink frees at once.
+pub const PERCPU_FREE_TARGET: u32 = 4;
+
+/// The common LRU's refill batch: `clamp(nodes / cpus / 2, 1, LOCAL_FREE_TARGET)`.
+pub fn target_free(nodes: u32, cpus: u32) -> u32 {
+    (nodes / cpus.max(1) / 2).clamp(1, LOCAL_FREE_TARGET)
+}
+
+/// A view of one LRU area, used while its lock is held.
+pub struct Table<'a> {
+    region: &'a Region,
+    layout: &'a LruLayout,
+    target_free: u32,
+}
+
+impl<'a> Table<'a> {
+    /// A view of the area `layout` describes in `region`.
+    pub fn new(region: &'a Region, layout: &'a LruLayout) -> Table<'a> {
+        let target_free = target_free(layout.shape.nodes, layout.shape.cpus);
+        Table { region, layout, target_free }
+    }
+
+    fn load(&self, off: usize) -> u32 {
+        self.region.atomic_u32(off).load(Ordering::Relaxed)
+    }
+
+    fn store(&self, off: usize, value: u32) {
+        self.region.atomic_u32(off).store(value, Ordering::Relaxed)
+    }
+
+    /// A link index read from shared memory, checked against the layout so a corrupt word
+    /// cannot send us outside the link arrays.
+    fn checked_link(&self, link: u32) -> u32 {
+        assert!(link < self.layout.n_links, "corrupt LRU map: link {link} out of range");
+        link
+    }
+
+    fn next(&self, link: u32) -> u32 {
+        self.checked_link(self.load(self.layout.next_at(link)))
+    }
+
+    fn prev(&self, link: u32) -> u32 {
+        self.checked_link(self.load(self.layout.prev_at(link)))
+    }
+
+    fn set_next(&self, link: u32, to: u32) {
+        self.store(self.layout.next_at(link), to)
+    }
+
+    fn set_prev(&self, link: u32, to: u32) {
+        self.store(self.layout.prev_at(link), to)
+    }
+
+    /// The list type of `node`.
+    pub fn node_type(&self, node: u32) -> Option<NodeType> {
+        NodeType::from_u32(self.load(self.layout.type_at(node)))
+    }
+
+    fn set_type(&self, node: u32, ty: NodeType) {
+        self.store(self.layout.type_at(node), ty as u32)
+    }
+
+    /// The CPU recorded in `node`, reduced to a valid CPU.
+    pub fn node_cpu(&self, node: u32) -> u32 {
+        self.load(self.layout.cpu_at(node)) % self.layout.shape.cpus.max(1)
+    }
+
+    fn set_cpu(&self, node: u32, cpu: u32) {
+        self.store(self.layout.cpu_at(node), cpu)
+    }
+
+    /// True when `node`'s reference bit is set.
+    pub fn is_ref(&self, node: u32) -> bool {
+        self.load(self.layout.ref_at(node)) != 0
+    }
+
+    /// Sets `node`'s reference bit (`bpf_lru_node_set_ref`).
+    pub fn set_ref(&self, node: u32) {
+        let word = self.region.atomic_u32(self.layout.ref_at(node));
+        if word.load(Ordering::Relaxed) == 0 {
+            word.store(1, Ordering::Relaxed);
+        }
+    }
+
+    fn clear_ref(&self, node: u32) {
+        self.store(self.layout.ref_at(node), 0)
+    }
+
+    /// The hash recorded in `node`.
+    pub fn node_hash(&self, node: u32) -> u32 {
+        self.load(self.layout.hash_at(node))
+    }
+
+    // ---- circular doubly linked lists with sentinel heads (`list_head`) ----
+
+    fn list_init(&self, head: u32) {
+        self.set_next(head, head);
+        self.set_prev(head, head);
+    }
+
+    fn list_is_empty(&self, head: u32) -> bool {
+        self.next(head) == head
+    }
+
+    /// Inserts `link` right after `head` (`list_add`).
+    fn list_add(&self, link: u32, head: u32) {
+        let first = self.next(head);
+        self.set_next(link, first);
+        self.set_prev(link, head);
+        self.set_prev(first, link);
+        self.set_next(head, link);
+    }
+
+    /// Unlinks `link` from whatever list holds it (`list_del`, leaving it self-linked).
+    fn list_del(&self, link: u32) {
+        let prev = self.prev(link);
+        let next = self.next(link);
+        self.set_next(prev, next);
+        self.set_prev(next, prev);
+        self.list_init(link);
+    }
+
+    fn list_move(&self, link: u32, head: u32) {
+        self.list_del(link);
+        self.list_add(link, head);
+    }
+
+    // ---- LRU list counts and moves ----
+
+    fn count_add(&self, list: u32, ty: NodeType, delta: i32) {
+        if matches!(ty, NodeType::Active | NodeType::Inactive) {
+            let off = self.layout.list_count_at(list, ty);
+            self.store(off, self.load(off).wrapping_add_signed(delta));
+        }
+    }
+
+    /// LRU list `list`'s count of active (or inactive) nodes.
+    pub fn list_count(&self, list: u32, ty: NodeType) -> u32 {
+        self.load(self.layout.list_count_at(list, ty))
+    }
+
+    fn rotation(&self, list: u32) -> u32 {
+        self.checked_link(self.load(self.layout.rotation_at(list)))
+    }
+
+    fn set_rotation(&self, list: u32, link: u32) {
+        self.store(self.layout.rotation_at(list), link)
+    }
+
+    fn head(&self, list: u32, ty: NodeType) -> u32 {
+        self.layout.list_head(list, ty)
+    }
+
+    /// Moves a node of an LRU list's lists onto a free list (`__bpf_lru_node_move_to_free`).
+    fn move_to_free(&self, list: u32, node: u32, free_head: u32, ty: NodeType) {
+        if self.rotation(list) == node {
+            self.set_rotation(list, self.prev(node));
+        }
+        if let Some(old) = self.node_type(node) {
+            self.count_add(list, old, -1);
+        }
+        self.set_type(node, ty);
+        self.list_move(node, free_head);
+    }
+
+    /// Moves a node from a local list into an LRU list (`__bpf_lru_node_move_in`).
+    fn move_in(&self, list: u32, node: u32, ty: NodeType) {
+        self.count_add(list, ty, 1);
+        self.set_type(node, ty);
+        self.clear_ref(node);
+        self.list_move(node, self.head(list, ty));
+    }
+
+    /// Moves a node within or between an LRU list's lists, to the head (`__bpf_lru_node_move`).
+    fn move_node(&self, list: u32, node: u32, ty: NodeType) {
+        let old = self.node_type(node);
+        if old != Some(ty) {
+            if let Some(old) = old {
+                self.count_add(list, old, -1);
+            }
+            self.count_add(list, ty, 1);
+            self.set_type(node, ty);
+        }
+        self.clear_ref(node);
+        if self.rotation(list) == node {
+            self.set_rotation(list, self.prev(node));
+        }
+        self.list_move(node, self.head(list, ty));
+    }
+
+    fn rotate_active(&self, list: u32) {
+        let active = self.head(list, NodeType::Active);
+        let first = self.next(active);
+        let mut node = self.prev(active);
+        let mut scanned = 0;
+        while node != active {
+            let earlier = self.prev(node);
+            let target = if self.is_ref(node) { NodeType::Active } else { NodeType::Inactive };
+            self.move_node(list, node, target);
+            scanned += 1;
+            if scanned == NR_SCANS || node == first {
+                break;
+            }
+            node = earlier;
+        }
+    }
+
+    fn rotate_inactive(&self, list: u32) {
+        let inactive = self.head(list, NodeType::Inactive);
+        if self.list_is_empty(inactive) {
+            return;
+        }
+        let mut last = self.next(self.rotation(list));
+        if last == inactive {
+            last = self.next(last);
+        }
+        let mut cur = self.rotation(list);
+        let mut earlier = cur;
+        let mut scanned = 0;
+        while scanned < NR_SCANS {
+            if cur == inactive {
+                cur = self.prev(cur);
+                continue;
+            }
+            earlier = self.prev(cur);
+            if self.is_ref(cur) {
+                self.move_node(list, cur, NodeType::Active);
+            }
+            if cur == last {
+                break;
+            }
+            cur = earlier;
+            scanned += 1;
+        }
+        self.set_rotation(list, earlier);
+    }
+
+    fn rotate(&self, list: u32) {
+        if self.list_count(list, NodeType::Inactive) < self.list_count(list, NodeType::Active) {
+            self.rotate_active(list);
+        }
+        self.rotate_inactive(list);
+    }
+
+    fn shrink_inactive(&self, list: u32, want: u32, free_head: u32, ty: NodeType) -> u32 {
+        let inactive = self.head(list, NodeType::Inactive);
+        let mut node = self.prev(inactive);
+        let mut shrunk = 0;
+        let mut scanned = 0;
+        while node != inactive {
+            let earlier = self.prev(node);
+            if self.is_ref(node) {
+                self.move_node(list, node, NodeType::Active);
+            } else if self.del_from_table(node) {
+                self.move_to_free(list, node, free_head, ty);
+                shrunk += 1;
+                if shrunk == want {
+                    break;
+                }
+            }
+            scanned += 1;
+            if scanned == NR_SCANS {
+                break;
+            }
+            node = earlier;
+        }
+        shrunk
+    }
+
+    fn shrink(&self, list: u32, want: u32, free_head: u32, ty: NodeType) -> u32 {
+        let shrunk = self.shrink_inactive(list, want, free_head, ty);
+        if shrunk > 0 {
+            return shrunk;
+        }
+        let inactive = self.head(list, NodeType::Inactive);
+        let force = if self.list_is_empty(inactive) {
+            self.head(list, NodeType::Active)
+        } else {
+            inactive
+        };
+        let mut node = self.prev(force);
+        while node != force {
+            let earlier = self.prev(node);
+            if self.del_from_table(node) {
+                self.move_to_free(list, node, free_head, ty);
+                return 1;
+            }
+            node = earlier;
+        }
+        0
+    }
+
+    fn flush_pending(&self, cpu: u32) {
+        let pending = self.layout.local_head(cpu, NodeType::LocalPending);
+        let mut node = self.prev(pending);
+        while node != pending {
+            let earlier = self.prev(node);
+            let ty = if self.is_ref(node) { NodeType::Active } else { NodeType::Inactive };
+            self.move_in(0, node, ty);
+            node = earlier;
+        }
+    }
+
+    fn refill_local(&self, cpu: u32) {
+        let local_free = self.layout.local_head(cpu, NodeType::LocalFree);
+        self.flush_pending(cpu);
+        self.rotate(0);
+        let free = self.head(0, NodeType::Free);
+        let mut moved = 0;
+        let mut node = self.next(free);
+        while node != free && moved < self.target_free {
+            let later = self.next(node);
+            self.move_to_free(0, node, local_free, NodeType::LocalFree);
+            moved += 1;
+            node = later;
+        }
+        if moved < self.target_free {
+            self.shrink(0, self.target_free - moved, local_free, NodeType::LocalFree);
+        }
+    }
+
+    fn pop_local_free(&self, cpu: u32) -> Option<u32> {
+        let head = self.layout.local_head(cpu, NodeType::LocalFree);
+        let node = self.next(head);
+        if node == head {
+            return None;
+        }
+        self.list_del(node);
+        Some(node)
+    }
+
+    fn pop_local_pending(&self, cpu: u32) -> Option<u32> {
+        let head = self.layout.local_head(cpu, NodeType::LocalPending);
+        for force in [false, true] {
+            let mut node = self.prev(head);
+            while node != head {
+                let earlier = self.prev(node);
+                if (force || !self.is_ref(node)) && self.del_from_table(node) {
+                    self.list_del(node);
+                    return Some(node);
+                }
+                node = earlier;
+            }
+        }
+        None
+    }
+
+    fn add_pending(&self, cpu: u32, node: u32, hash: u32) {
+        self.store(self.layout.hash_at(node), hash);
+        self.set_cpu(node, cpu);
+        self.set_type(node, NodeType::LocalPending);
+        self.clear_ref(node);
+        self.list_add(node, self.layout.local_head(cpu, NodeType::LocalPending));
+    }
+
+    /// Takes a node for a new element whose key hashes to `hash`, on behalf of `cpu`
+    /// (`bpf_lru_pop_free`). The node may come from evicting another element. `None` only when no
+    /// node exists anywhere (which cannot happen while this process holds the lock).
+    pub fn pop_free(&self, hash: u32, cpu: u32) -> Option<u32> {
+        let cpus = self.layout.shape.cpus.max(1);
+        let cpu = cpu % cpus;
+        if self.layout.shape.percpu_lru {
+            return self.percpu_pop_free(hash, cpu);
+        }
+        let node = self.pop_local_free(cpu).or_else(|| {
+            self.refill_local(cpu);
+            self.pop_local_free(cpu)
+        });
+        if let Some(node) = node {
+            self.add_pending(cpu, node, hash);
+            return Some(node);
+        }
+        let first_steal = self.load(self.layout.steal_at(cpu)) % cpus;
+        let mut steal = first_steal;
+        let mut found = None;
+        loop {
+            found = found.or_else(|| self.pop_local_free(steal)).or_else(|| self.pop_local_pending(steal));
+            steal = (steal + 1) % cpus;
+            if found.is_some() || steal == first_steal {
+                break;
+            }
+        }
+        self.store(self.layout.steal_at(cpu), steal);
+        let node = found?;
+        self.add_pending(cpu, node, hash);
+        Some(node)
+    }
+
+    fn percpu_pop_free(&self, hash: u32, cpu: u32) -> Option<u32> {
+        self.rotate(cpu);
+        let free = self.head(cpu, NodeType::Free);
+        if self.list_is_empty(free) {
+            self.shrink(cpu, PERCPU_FREE_TARGET, free, NodeType::Free);
+        }
+        let node = self.next(free);
+        if node == free {
+            return None;
+        }
+        self.store(self.layout.hash_at(node), hash);
+        self.clear_ref(node);
+        self.move_node(cpu, node, NodeType::Inactive);
+        Some(node)
+    }
+
+    /// Gives a node back after its element left the table, or after a failed update
+    /// (`bpf_lru_push_free`).
+    pub fn push_free(&self, node: u32) {
+        let ty = self.node_type(node);
+        if matches!(ty, Some(NodeType::Free) | Some(NodeType::LocalFree)) {
+            return;
+        }
+        if self.layout.shape.percpu_lru {
+            self.move_node(self.node_cpu(node), node, NodeType::Free);
+            return;
+        }
+        if ty == Some(NodeType::LocalPending) {
+            let cpu = self.node_cpu(node);
+            self.set_type(node, NodeType::LocalFree);
+            self.clear_ref(node);
+            self.list_move(node, self.layout.local_head(cpu, NodeType::LocalFree));
+            return;
+        }
+        self.move_node(0, node, NodeType::Free);
+    }
+
+    // ---- the hash table ----
+
+    fn bucket_of(&self, hash: u32) -> u32 {
+        hash & (self.layout.n_buckets - 1)
+    }
+
+    fn checked_node(&self, node: u32) -> Option<u32> {
+        if node == NIL {
+            return None;
+        }
+        assert!(node < self.layout.shape.nodes, "corrupt LRU map: node {node} out of range");
+        Some(node)
+    }
+
+    /// The first node of bucket `bucket`.
+    pub fn bucket_first(&self, bucket: u32) -> Option<u32> {
+        self.checked_node(self.load(self.layout.bucket_at(bucket)))
+    }
+
+    /// The node after `node` in its bucket.
+    pub fn chain_next(&self, node: u32) -> Option<u32> {
+        self.checked_node(self.load(self.layout.hnext_at(node)))
+    }
+
+    /// The node holding `key` (whose hash is `hash`), if any (`lookup_elem_raw`).
+    pub fn find(&self, hash: u32, key: &[u8]) -> Option<u32> {
+        let mut cur = self.bucket_first(self.bucket_of(hash));
+        while let Some(node) = cur {
+            if self.node_hash(node) == hash && self.region.bytes_equal(self.layout.key_at(node), key)
+            {
+                return Some(node);
+            }
+            cur = self.chain_next(node);
+        }
+        None
+    }
+
+    /// Links `node` (whose hash is already recorded) at the head of its bucket. The store of the
+    /// bucket word publishes it in one step.
+    pub fn link_head(&self, node: u32) {
+        let bucket = self.layout.bucket_at(self.bucket_of(self.node_hash(node)));
+        self.store(self.layout.hnext_at(node), self.load(bucket));
+        self.store(bucket, node);
+        let count = self.layout.count_at();
+        self.store(count, self.load(count).wrapping_add(1));
+    }
+
+    /// Unlinks `node` from its bucket; false when it is not linked there (`del_from_htab`'s
+    /// search). The single store to the predecessor removes it in one step.
+    pub fn unlink(&self, node: u32) -> bool {
+        let bucket = self.bucket_of(self.node_hash(node));
+        let mut link_word = self.layout.bucket_at(bucket);
+        let mut cur = self.bucket_first(bucket);
+        while let Some(c) = cur {
+            if c == node {
+                self.store(link_word, self.load(self.layout.hnext_at(node)));
+                let count = self.layout.count_at();
+                self.store(count, self.load(count).wrapping_sub(1));
+                return true;
+            }
+            link_word = self.layout.hnext_at(c);
+            cur = self.chain_next(c);
+        }
+        false
+    }
+
+    fn del_from_table(&self, node: u32) -> bool {
+        self.unlink(node)
+    }
+
+    // ---- set-up, checks, repair ----
+
+    /// Puts every node on the free lists of a fresh area (`bpf_lru_populate`) and empties the
+    /// table. The area must be zeroed and not yet visible to anyone else.
+    pub fn populate(&self) {
+        let layout = self.layout;
+        let nodes = layout.shape.nodes;
+        for link in nodes..layout.n_links {
+            self.list_init(link);
+        }
+        for list in 0..layout.n_lists {
+            self.set_rotation(list, self.head(list, NodeType::Inactive));
+        }
+        if !layout.shape.percpu_lru {
+            for cpu in 0..layout.shape.cpus {
+                self.store(layout.steal_at(cpu), cpu);
+            }
+        }
+        for bucket in 0..layout.n_buckets {
+            self.store(layout.bucket_at(bucket), NIL);
+        }
+        let per_cpu = nodes / layout.n_lists;
+        for node in 0..nodes {
+            let list = if layout.shape.percpu_lru { node / per_cpu.max(1) } else { 0 };
+            let list = list.min(layout.n_lists - 1);
+            self.store(layout.hnext_at(node), NIL);
+            self.set_cpu(node, list);
+            self.set_type(node, NodeType::Free);
+            self.clear_ref(node);
+            self.list_init(node);
+            self.list_add(node, self.head(list, NodeType::Free));
+        }
+    }
+
+    /// Rebuilds every list from the hash chains after a process died holding the lock: elements
+    /// reachable from a bucket (the first of any duplicated key wins, as lookups see it) go to
+    /// their LRU list's inactive list, every other node to its free list; local lists end empty.
+    pub fn repair(&self) {
+        let layout = self.layout;
+        let nodes = layout.shape.nodes;
+        let mut in_table = vec![false; nodes as usize];
+        let mut count = 0u32;
+        for bucket in 0..layout.n_buckets {
+            let mut link_word = layout.bucket_at(bucket);
+            let mut steps = 0;
+            loop {
+                let raw = self.load(link_word);
+                if raw == NIL {
+                    break;
+                }
+                let cycle = raw >= nodes || in_table[raw as usize] || steps > nodes;
+                let duplicate = !cycle && self.earlier_same_key(bucket, raw);
+                if cycle || duplicate {
+                    // Cut the node out (or the chain off, for a corrupt link).
+                    let after = if cycle { NIL } else { self.load(layout.hnext_at(raw)) };
+                    self.store(link_word, after);
+                    continue;
+                }
+                in_table[raw as usize] = true;
+                count += 1;
+                steps += 1;
+                link_word = layout.hnext_at(raw);
+            }
+        }
+        self.store(layout.count_at(), count);
+        for link in nodes..layout.n_links {
+            self.list_init(link);
+        }
+        for list in 0..layout.n_lists {
+            self.store(layout.list_count_at(list, NodeType::Active), 0);
+            self.store(layout.list_count_at(list, NodeType::Inactive), 0);
+            self.set_rotation(list, self.head(list, NodeType::Inactive));
+        }
+        let per_cpu = (nodes / layout.n_lists).max(1);
+        for node in 0..nodes {
+            let list = if layout.shape.percpu_lru { (node / per_cpu).min(layout.n_lists - 1) } else { 0 };
+            self.set_cpu(node, list);
+            self.list_init(node);
+            let ty = if in_table[node as usize] { NodeType::Inactive } else { NodeType::Free };
+            self.set_type(node, ty);
+            self.count_add(list, ty, 1);
+            self.list_add(node, self.head(list, ty));
+        }
+    }
+
+    fn earlier_same_key(&self, bucket: u32, node: u32) -> bool {
+        let key_len = self.layout.shape.key_size as usize;
+        let mut key = vec![0u8; key_len];
+        self.region.read(self.layout.key_at(node), &mut key);
+        let mut cur = self.bucket_first(bucket);
+        while let Some(c) = cur {
+            if c == node {
+                return false;
+            }
+            if self.node_hash(c) == self.node_hash(node)
+                && self.region.bytes_equal(self.layout.key_at(c), &key)
+            {
+                return true;
+            }
+            cur = self.chain_next(c);
+        }
+        false
+    }
+
+    /// Checks the structural invariants: every node on exactly one list whose type it records,
+    /// list counts right, linked nodes exactly the active/inactive/pending ones that the chains
+    /// reach, element count right. Returns a description of the first violation.
+    pub fn check(&self) -> Result<LruCensus, String> {
+        let layout = self.layout;
+        let nodes = layout.shape.nodes as usize;
+        let mut seen: Vec<Option<NodeType>> = vec![None; nodes];
+        let mut census = LruCensus::default();
+        let mut visit = |head: u32, ty: NodeType, census: &mut LruCensus| -> Result<u32, String> {
+            let mut n = 0;
+            let mut prev = head;
+            let mut cur = self.next(head);
+            while cur != head {
+                if cur as usize >= nodes {
+                    return Err(format!("list head {head} reaches link {cur}, not a node"));
+                }
+                if self.prev(cur) != prev {
+                    return Err(format!("node {cur}: prev link broken"));
+                }
+                if seen[cur as usize].is_some() {
+                    return Err(format!("node {cur} is on two lists"));
+                }
+                if self.node_type(cur) != Some(ty) {
+                    return Err(format!("node {cur} on a {ty:?} list records {:?}", self.node_type(cur)));
+                }
+                seen[cur as usize] = Some(ty);
+                n += 1;
+                prev = cur;
+                cur = self.next(cur);
+            }
+            match ty {
+                NodeType::Active => census.active += n,
+                NodeType::Inactive => census.inactive += n,
+                NodeType::Free => census.free += n,
+                NodeType::LocalFree => census.local_free += n,
+                NodeType::LocalPending => census.pending += n,
+            }
+            Ok(n)
+        };
+        for list in 0..layout.n_lists {
+            for ty in [NodeType::Active, NodeType::Inactive, NodeType::Free] {
+                let n = visit(self.head(list, ty), ty, &mut census)?;
+                if ty != NodeType::Free && n != self.list_count(list, ty) {
+                    return Err(format!(
+                        "list {list} {ty:?}: {n} nodes but count {}",
+                        self.list_count(list, ty)
+                    ));
+                }
+            }
+        }
+        if !layout.shape.percpu_lru {
+            for cpu in 0..layout.shape.cpus {
+                visit(layout.local_head(cpu, NodeType::LocalFree), NodeType::LocalFree, &mut census)?;
+                visit(layout.local_head(cpu, NodeType::LocalPending), NodeType::LocalPending, &mut census)?;
+            }
+        }
+        if let Some(lost) = seen.iter().position(Option::is_none) {
+            return Err(format!("node {lost} is on no list"));
+        }
+        let mut linked = 0u32;
+        for bucket in 0..layout.n_buckets {
+            let mut cur = self.bucket_first(bucket);
+            while let Some(node) = cur {
+                if self.bucket_of(self.node_hash(node)) != bucket {
+                    return Err(format!("node {node} chained in the wrong bucket {bucket}"));
+                }
+                match seen[node as usize] {
+                    Some(NodeType::Free) | Some(NodeType::LocalFree) => {
+                        return Err(format!("free node {node} is linked in the table"))
+                    }
+                    _ => {}
+                }
+                linked += 1;
+                if linked > layout.shape.nodes {
+                    return Err("hash chains loop".into());
+                }
+                cur = self.chain_next(node);
+            }
+        }
+        let in_use = census.active + census.inactive + census.pending;
+        if linked != in_use {
+            return Err(format!("{linked} nodes linked but {in_use} on in-use lists"));
+        }
+        if self.load(layout.count_at()) != linked {
+            return Err(format!("element count {} but {linked} linked", self.load(layout.count_at())));
+        }
+        census.elements = linked;
+        Ok(census)
+    }
+}
+
+/// How many nodes are on each kind of list, from [`Table::check`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LruCensus {
+    /// Nodes on active lists.
+    pub active: u32,
+    /// Nodes on inactive lists.
+    pub inactive: u32,
+    /// Nodes on LRU free lists.
+    pub free: u32,
+    /// Nodes on CPUs' local free lists.
+    pub local_free: u32,
+    /// Nodes on CPUs' pending lists.
+    pub pending: u32,
+    /// Elements linked in the hash table.
+    pub elements: u32,
+}

@@ -1,0 +1,535 @@
+//! The interpreter: [`Vm`] (per-run state: the stack, call frames, counters) runs an
+//! [`Executable`] over a [`Memory`] with a [`HelperHost`]. It implements the whole ISA v4
+//! (RFC 9669) with the kernel's semantics: division by zero gives 0, modulo by zero leaves dst
+//! unchanged, shift counts are masked to the operand width, 32-bit results are zero-extended,
+//! signed division truncates toward zero with `INT_MIN / -1 == INT_MIN`.
+//!
+//! The hot loop dispatches on the pre-decoded opcode byte; registers live in a 16-entry array
+//! indexed by a 4-bit mask (no bounds check), and every memory access goes through
+//! [`Memory`]'s checks. Nothing allocates per instruction.
+
+use crate::error::Trap;
+use crate::helper::HelperHost;
+use crate::memory::{Access, Memory, Region, CONTEXT_BASE, STACK_BASE};
+use crate::program::{Executable, Op};
+
+/// How a [`Vm`] runs programs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Most instructions one run may execute before [`Trap::BudgetExhausted`].
+    pub instruction_budget: u64,
+    /// Bytes of stack per call frame (the kernel's is 512).
+    pub stack_size: usize,
+    /// Most call frames, the entry frame included (the kernel allows 8).
+    pub max_call_depth: usize,
+    /// Whether the program may write its context.
+    pub context_access: Access,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            instruction_budget: 1_000_000,
+            stack_size: 512,
+            max_call_depth: 8,
+            context_access: Access::ReadWrite,
+        }
+    }
+}
+
+/// A caller's state saved by a local call: where to return, its r6-r9 and frame pointer.
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    return_pc: usize,
+    saved: [u64; 4],
+    frame_pointer: u64,
+}
+
+/// Per-run interpreter state; reuse one per thread to avoid reallocating the stack.
+#[derive(Debug)]
+pub struct Vm {
+    config: Config,
+    stack: Vec<u8>,
+    frames: Vec<Frame>,
+    executed: u64,
+}
+
+/// Register file size: r0-r10 padded to 16 so a 4-bit index needs no bounds check.
+const REGS: usize = 16;
+
+#[inline(always)]
+fn reg(index: u8) -> usize {
+    usize::from(index & 0x0f)
+}
+
+impl Vm {
+    /// A VM with the given configuration.
+    pub fn new(config: Config) -> Self {
+        let stack_len = config.stack_size.saturating_mul(config.max_call_depth.max(1));
+        Vm {
+            stack: vec![0; stack_len],
+            frames: Vec::with_capacity(config.max_call_depth),
+            executed: 0,
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of instructions the last run executed.
+    pub fn instructions_executed(&self) -> u64 {
+        self.executed
+    }
+
+    /// Runs `exe` on `context` (mapped at [`CONTEXT_BASE`] with the configured access) and returns
+    /// r0. At entry r1 holds the context's address, r2 its length (the conformance suite's
+    /// convention; kernel program types only define r1), r10 the frame pointer.
+    pub fn run<H: HelperHost + ?Sized>(
+        &mut self,
+        exe: &Executable,
+        context: &mut [u8],
+        host: &mut H,
+    ) -> Result<u64, Trap> {
+        let len = context.len() as u64;
+        let region = Region::borrowed(context, self.config.context_access);
+        self.run_region(exe, region, len, host)
+    }
+
+    /// Like [`Vm::run`] with a context the program may only read.
+    pub fn run_read_only<H: HelperHost + ?Sized>(
+        &mut self,
+        exe: &Executable,
+        context: &[u8],
+        host: &mut H,
+    ) -> Result<u64, Trap> {
+        let len = context.len() as u64;
+        self.run_region(exe, Region::borrowed_read_only(context), len, host)
+    }
+
+    fn run_region<H: HelperHost + ?Sized>(
+        &mut self,
+        exe: &Executable,
+        context: Region<'_>,
+        context_len: u64,
+        host: &mut H,
+    ) -> Result<u64, Trap> {
+        let stack_size = self.config.stack_size as u64;
+        let mut mem = Memory::new(&mut self.stack, context);
+        mem.set_stack_len(stack_size);
+        mem.zero_stack(0, stack_size);
+        host.prepare(&mut mem).map_err(|error| Trap::Helper { pc: 0, id: 0, error })?;
+        self.frames.clear();
+        let mut regs = [0u64; REGS];
+        regs[1] = CONTEXT_BASE;
+        regs[2] = context_len;
+        regs[10] = STACK_BASE + stack_size;
+        let mut run = Run {
+            ops: &exe.ops,
+            exe,
+            config: &self.config,
+            frames: &mut self.frames,
+            mem,
+            regs,
+            executed: 0,
+        };
+        let result = run.execute(host);
+        self.executed = run.executed;
+        result
+    }
+}
+
+/// One run's state, borrowed from the [`Vm`].
+struct Run<'r, 'm> {
+    ops: &'r [Op],
+    exe: &'r Executable,
+    config: &'r Config,
+    frames: &'r mut Vec<Frame>,
+    mem: Memory<'m>,
+    regs: [u64; REGS],
+    executed: u64,
+}
+
+impl Run<'_, '_> {
+    fn call_helper<H: HelperHost + ?Sized>(
+        &mut self,
+        pc: usize,
+        id: u32,
+        host: &mut H,
+    ) -> Result<(), Trap> {
+        let r = &self.regs;
+        let args = [r[1], r[2], r[3], r[4], r[5]];
+        let value =
+            host.call(id, args, &mut self.mem).map_err(|error| Trap::Helper { pc, id, error })?;
+        self.regs[0] = value;
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn call_local(&mut self, pc: usize, return_pc: usize) -> Result<(), Trap> {
+        let max = self.config.max_call_depth;
+        if self.frames.len() + 1 >= max {
+            return Err(Trap::CallDepthExceeded { pc, max });
+        }
+        let r = &mut self.regs;
+        self.frames.push(Frame {
+            return_pc,
+            saved: [r[6], r[7], r[8], r[9]],
+            frame_pointer: r[10],
+        });
+        let stack_size = self.config.stack_size as u64;
+        let depth = self.frames.len() as u64;
+        r[10] = r[10].wrapping_add(stack_size);
+        self.mem.set_stack_len((depth + 1) * stack_size);
+        self.mem.zero_stack(depth * stack_size, stack_size);
+        Ok(())
+    }
+
+    fn execute<H: HelperHost + ?Sized>(&mut self, host: &mut H) -> Result<u64, Trap> {
+        let ops = self.ops;
+        let budget = self.config.instruction_budget;
+        let mut remaining = budget;
+        let mut pc: usize = 0;
+        // Ends the run with a trap, recording how many instructions ran.
+        macro_rules! tri {
+            ($result:expr) => {
+                match $result {
+                    Ok(value) => value,
+                    Err(trap) => {
+                        self.executed = budget - remaining;
+                        return Err(trap);
+                    }
+                }
+            };
+        }
+        macro_rules! mem {
+            ($result:expr, $pc:expr) => {
+                tri!($result.map_err(|fault| Trap::Memory { pc: $pc, fault }))
+            };
+        }
+        loop {
+            if remaining == 0 {
+                self.executed = budget;
+                return Err(Trap::BudgetExhausted { pc, budget });
+            }
+            remaining -= 1;
+            // The load-time checks guarantee pc is in range: every jump target is, and the last
+            // instruction never falls through. The bounds check stays as a backstop.
+            let op = ops[pc];
+            let cur = pc;
+            pc += 1;
+            let r = &mut self.regs;
+            let d = reg(op.dst);
+            let s = reg(op.src);
+            let imm = op.imm;
+            macro_rules! jump_if {
+                ($cond:expr) => {
+                    if $cond {
+                        pc = op.target as usize;
+                    }
+                };
+            }
+            macro_rules! addr {
+                ($base:expr) => {
+                    r[$base].wrapping_add(op.off as i64 as u64)
+                };
+            }
+            match op.code {
+                // ALU64, immediate and register forms.
+                0x07 => r[d] = r[d].wrapping_add(imm),
+                0x0f => r[d] = r[d].wrapping_add(r[s]),
+                0x17 => r[d] = r[d].wrapping_sub(imm),
+                0x1f => r[d] = r[d].wrapping_sub(r[s]),
+                0x27 => r[d] = r[d].wrapping_mul(imm),
+                0x2f => r[d] = r[d].wrapping_mul(r[s]),
+                0x37 => r[d] = div64(r[d], imm, op.off),
+                0x3f => r[d] = div64(r[d], r[s], op.off),
+                0x47 => r[d] |= imm,
+                0x4f => r[d] |= r[s],
+                0x57 => r[d] &= imm,
+                0x5f => r[d] &= r[s],
+                0x67 => r[d] <<= imm & 63,
+                0x6f => r[d] <<= r[s] & 63,
+                0x77 => r[d] >>= imm & 63,
+                0x7f => r[d] >>= r[s] & 63,
+                0x87 => r[d] = (r[d] as i64).wrapping_neg() as u64,
+                0x97 => r[d] = mod64(r[d], imm, op.off),
+                0x9f => r[d] = mod64(r[d], r[s], op.off),
+                0xa7 => r[d] ^= imm,
+                0xaf => r[d] ^= r[s],
+                0xb7 => r[d] = imm,
+                0xbf => {
+                    r[d] = match op.off {
+                        8 => r[s] as i8 as i64 as u64,
+                        16 => r[s] as i16 as i64 as u64,
+                        32 => r[s] as i32 as i64 as u64,
+                        _ => r[s],
+                    }
+                }
+                0xc7 => r[d] = ((r[d] as i64) >> (imm & 63)) as u64,
+                0xcf => r[d] = ((r[d] as i64) >> (r[s] & 63)) as u64,
+                0xd7 => {
+                    r[d] = match imm {
+                        16 => u64::from((r[d] as u16).swap_bytes()),
+                        32 => u64::from((r[d] as u32).swap_bytes()),
+                        _ => r[d].swap_bytes(),
+                    }
+                }
+
+                // ALU32: operands truncated to 32 bits, results zero-extended.
+                0x04 => r[d] = u64::from((r[d] as u32).wrapping_add(imm as u32)),
+                0x0c => r[d] = u64::from((r[d] as u32).wrapping_add(r[s] as u32)),
+                0x14 => r[d] = u64::from((r[d] as u32).wrapping_sub(imm as u32)),
+                0x1c => r[d] = u64::from((r[d] as u32).wrapping_sub(r[s] as u32)),
+                0x24 => r[d] = u64::from((r[d] as u32).wrapping_mul(imm as u32)),
+                0x2c => r[d] = u64::from((r[d] as u32).wrapping_mul(r[s] as u32)),
+                0x34 => r[d] = u64::from(div32(r[d] as u32, imm as u32, op.off)),
+                0x3c => r[d] = u64::from(div32(r[d] as u32, r[s] as u32, op.off)),
+                0x44 => r[d] = u64::from(r[d] as u32 | imm as u32),
+                0x4c => r[d] = u64::from(r[d] as u32 | r[s] as u32),
+                0x54 => r[d] = u64::from(r[d] as u32 & imm as u32),
+                0x5c => r[d] = u64::from(r[d] as u32 & r[s] as u32),
+                0x64 => r[d] = u64::from((r[d] as u32) << (imm & 31)),
+                0x6c => r[d] = u64::from((r[d] as u32) << (r[s] & 31)),
+                0x74 => r[d] = u64::from((r[d] as u32) >> (imm & 31)),
+                0x7c => r[d] = u64::from((r[d] as u32) >> (r[s] & 31)),
+                0x84 => r[d] = u64::from((r[d] as i32).wrapping_neg() as u32),
+                0x94 => r[d] = u64::from(mod32(r[d] as u32, imm as u32, op.off)),
+                0x9c => r[d] = u64::from(mod32(r[d] as u32, r[s] as u32, op.off)),
+                0xa4 => r[d] = u64::from(r[d] as u32 ^ imm as u32),
+                0xac => r[d] = u64::from(r[d] as u32 ^ r[s] as u32),
+                0xb4 => r[d] = u64::from(imm as u32),
+                0xbc => {
+                    r[d] = u64::from(match op.off {
+                        8 => r[s] as i8 as i32 as u32,
+                        16 => r[s] as i16 as i32 as u32,
+                        _ => r[s] as u32,
+                    })
+                }
+                0xc4 => r[d] = u64::from(((r[d] as i32) >> (imm & 31)) as u32),
+                0xcc => r[d] = u64::from(((r[d] as i32) >> (r[s] & 31)) as u32),
+                0xd4 => {
+                    r[d] = match imm {
+                        16 => u64::from((r[d] as u16).to_le()),
+                        32 => u64::from((r[d] as u32).to_le()),
+                        _ => r[d].to_le(),
+                    }
+                }
+                0xdc => {
+                    r[d] = match imm {
+                        16 => u64::from((r[d] as u16).to_be()),
+                        32 => u64::from((r[d] as u32).to_be()),
+                        _ => r[d].to_be(),
+                    }
+                }
+
+                // Loads.
+                0x61 => r[d] = mem!(self.mem.load::<4>(addr!(s)), cur),
+                0x69 => r[d] = mem!(self.mem.load::<2>(addr!(s)), cur),
+                0x71 => r[d] = mem!(self.mem.load::<1>(addr!(s)), cur),
+                0x79 => r[d] = mem!(self.mem.load::<8>(addr!(s)), cur),
+                0x81 => {
+                    let value = mem!(self.mem.load::<4>(addr!(s)), cur);
+                    r[d] = value as u32 as i32 as i64 as u64;
+                }
+                0x89 => {
+                    let value = mem!(self.mem.load::<2>(addr!(s)), cur);
+                    r[d] = value as u16 as i16 as i64 as u64;
+                }
+                0x91 => {
+                    let value = mem!(self.mem.load::<1>(addr!(s)), cur);
+                    r[d] = value as u8 as i8 as i64 as u64;
+                }
+
+                // Stores of an immediate and of a register.
+                0x62 => mem!(self.mem.store::<4>(addr!(d), imm), cur),
+                0x6a => mem!(self.mem.store::<2>(addr!(d), imm), cur),
+                0x72 => mem!(self.mem.store::<1>(addr!(d), imm), cur),
+                0x7a => mem!(self.mem.store::<8>(addr!(d), imm), cur),
+                0x63 => mem!(self.mem.store::<4>(addr!(d), r[s]), cur),
+                0x6b => mem!(self.mem.store::<2>(addr!(d), r[s]), cur),
+                0x73 => mem!(self.mem.store::<1>(addr!(d), r[s]), cur),
+                0x7b => mem!(self.mem.store::<8>(addr!(d), r[s]), cur),
+
+                // Atomics.
+                0xc3 => tri!(self.atomic(cur, op, 4)),
+                0xdb => tri!(self.atomic(cur, op, 8)),
+
+                // lddw: the value was joined (and pseudo values resolved) at load time.
+                0x18 => {
+                    r[d] = imm;
+                    pc += 1;
+                }
+
+                // JMP: 64-bit comparisons, immediates sign-extended.
+                0x05 => pc = op.target as usize,
+                0x15 => jump_if!(r[d] == imm),
+                0x1d => jump_if!(r[d] == r[s]),
+                0x25 => jump_if!(r[d] > imm),
+                0x2d => jump_if!(r[d] > r[s]),
+                0x35 => jump_if!(r[d] >= imm),
+                0x3d => jump_if!(r[d] >= r[s]),
+                0x45 => jump_if!(r[d] & imm != 0),
+                0x4d => jump_if!(r[d] & r[s] != 0),
+                0x55 => jump_if!(r[d] != imm),
+                0x5d => jump_if!(r[d] != r[s]),
+                0x65 => jump_if!((r[d] as i64) > (imm as i64)),
+                0x6d => jump_if!((r[d] as i64) > (r[s] as i64)),
+                0x75 => jump_if!((r[d] as i64) >= (imm as i64)),
+                0x7d => jump_if!((r[d] as i64) >= (r[s] as i64)),
+                0xa5 => jump_if!(r[d] < imm),
+                0xad => jump_if!(r[d] < r[s]),
+                0xb5 => jump_if!(r[d] <= imm),
+                0xbd => jump_if!(r[d] <= r[s]),
+                0xc5 => jump_if!((r[d] as i64) < (imm as i64)),
+                0xcd => jump_if!((r[d] as i64) < (r[s] as i64)),
+                0xd5 => jump_if!((r[d] as i64) <= (imm as i64)),
+                0xdd => jump_if!((r[d] as i64) <= (r[s] as i64)),
+
+                // JMP32: comparisons of the low halves.
+                0x06 => pc = op.target as usize,
+                0x16 => jump_if!(r[d] as u32 == imm as u32),
+                0x1e => jump_if!(r[d] as u32 == r[s] as u32),
+                0x26 => jump_if!(r[d] as u32 > imm as u32),
+                0x2e => jump_if!(r[d] as u32 > r[s] as u32),
+                0x36 => jump_if!(r[d] as u32 >= imm as u32),
+                0x3e => jump_if!(r[d] as u32 >= r[s] as u32),
+                0x46 => jump_if!(r[d] as u32 & imm as u32 != 0),
+                0x4e => jump_if!(r[d] as u32 & r[s] as u32 != 0),
+                0x56 => jump_if!(r[d] as u32 != imm as u32),
+                0x5e => jump_if!(r[d] as u32 != r[s] as u32),
+                0x66 => jump_if!((r[d] as i32) > (imm as i32)),
+                0x6e => jump_if!((r[d] as i32) > (r[s] as i32)),
+                0x76 => jump_if!((r[d] as i32) >= (imm as i32)),
+                0x7e => jump_if!((r[d] as i32) >= (r[s] as i32)),
+                0xa6 => jump_if!((r[d] as u32) < imm as u32),
+                0xae => jump_if!((r[d] as u32) < r[s] as u32),
+                0xb6 => jump_if!(r[d] as u32 <= imm as u32),
+                0xbe => jump_if!(r[d] as u32 <= r[s] as u32),
+                0xc6 => jump_if!((r[d] as i32) < (imm as i32)),
+                0xce => jump_if!((r[d] as i32) < (r[s] as i32)),
+                0xd6 => jump_if!((r[d] as i32) <= (imm as i32)),
+                0xde => jump_if!((r[d] as i32) <= (r[s] as i32)),
+
+                // Calls and exit.
+                0x85 => {
+                    if op.src == 0 {
+                        tri!(self.call_helper(cur, imm as u32, host));
+                    } else {
+                        tri!(self.call_local(cur, pc));
+                        pc = op.target as usize;
+                    }
+                }
+                0x8d => {
+                    let id = r[d];
+                    match u32::try_from(id) {
+                        Ok(id) if self.exe.helpers().contains(id) => {
+                            tri!(self.call_helper(cur, id, host))
+                        }
+                        _ => tri!(Err(Trap::UnknownHelper { pc: cur, id })),
+                    }
+                }
+                0x95 => match self.frames.pop() {
+                    None => {
+                        self.executed = budget - remaining;
+                        return Ok(r[0]);
+                    }
+                    Some(frame) => {
+                        r[6..10].copy_from_slice(&frame.saved);
+                        r[10] = frame.frame_pointer;
+                        pc = frame.return_pc;
+                        let stack_size = self.config.stack_size as u64;
+                        let depth = self.frames.len() as u64;
+                        self.mem.set_stack_len((depth + 1) * stack_size);
+                    }
+                },
+
+                // The load-time checks admit no other opcode (the second slot of an lddw is
+                // skipped, never executed).
+                _ => tri!(Err(Trap::IllegalInstruction { pc: cur })),
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn atomic(&mut self, pc: usize, op: Op, size: u8) -> Result<(), Trap> {
+        use bpfmaps_abi::insn::atomic_op;
+        let d = reg(op.dst);
+        let s = reg(op.src);
+        let addr = self.regs[d].wrapping_add(op.off as i64 as u64);
+        let src = self.regs[s];
+        let mask = if size == 4 { u64::from(u32::MAX) } else { u64::MAX };
+        let code = op.imm as i32;
+        let old = match code & !atomic_op::FETCH {
+            atomic_op::ADD => self.mem.atomic_update(addr, size, &mut |old| old.wrapping_add(src)),
+            atomic_op::OR => self.mem.atomic_update(addr, size, &mut |old| old | src),
+            atomic_op::AND => self.mem.atomic_update(addr, size, &mut |old| old & src),
+            atomic_op::XOR => self.mem.atomic_update(addr, size, &mut |old| old ^ src),
+            _ if code == atomic_op::XCHG => self.mem.atomic_update(addr, size, &mut |_| src),
+            _ => {
+                let expected = self.regs[0] & mask;
+                let old = self.mem.atomic_update(addr, size, &mut |old| {
+                    if old & mask == expected {
+                        src
+                    } else {
+                        old
+                    }
+                });
+                let old = old.map_err(|fault| Trap::Memory { pc, fault })?;
+                self.regs[0] = old & mask;
+                return Ok(());
+            }
+        }
+        .map_err(|fault| Trap::Memory { pc, fault })?;
+        if code & atomic_op::FETCH != 0 {
+            self.regs[s] = old & mask;
+        }
+        Ok(())
+    }
+}
+
+#[inline(always)]
+fn div64(dividend: u64, divisor: u64, signed: i16) -> u64 {
+    if divisor == 0 {
+        0
+    } else if signed == 0 {
+        dividend / divisor
+    } else {
+        (dividend as i64).wrapping_div(divisor as i64) as u64
+    }
+}
+
+#[inline(always)]
+fn mod64(dividend: u64, divisor: u64, signed: i16) -> u64 {
+    if divisor == 0 {
+        dividend
+    } else if signed == 0 {
+        dividend % divisor
+    } else {
+        (dividend as i64).wrapping_rem(divisor as i64) as u64
+    }
+}
+
+#[inline(always)]
+fn div32(dividend: u32, divisor: u32, signed: i16) -> u32 {
+    if divisor == 0 {
+        0
+    } else if signed == 0 {
+        dividend / divisor
+    } else {
+        (dividend as i32).wrapping_div(divisor as i32) as u32
+    }
+}
+
+#[inline(always)]
+fn mod32(dividend: u32, divisor: u32, signed: i16) -> u32 {
+    if divisor == 0 {
+        dividend
+    } else if signed == 0 {
+        dividend % divisor
+    } else {
+        (dividend as i32).wrapping_rem(divisor as i32) as u32
+    }
+}
