@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds bpfmaps' BPF programs: every bpf/NAME.bpf.c becomes bpf/obj/NAME.bpf.o.
+# Builds bpfmaps' BPF programs: every bpf/NAME.bpf.c becomes bpf/obj/NAME.bpf.o, and every
+# bpf/rejected/NAME.bpf.c (programs the verifier must refuse, for tests of the loader's errors)
+# becomes bpf/obj/rejected/NAME.bpf.o.
 #
 #   bpf/build.sh               rebuild the committed objects in bpf/obj/
 #   bpf/build.sh --out DIR     build into DIR instead (created if missing)
@@ -55,12 +57,14 @@ if [ -n "$multiarch" ] && [ -d "/usr/include/$multiarch" ]; then
     arch_include="-I/usr/include/$multiarch"
 fi
 
-mkdir -p "$out"
-for src in "$here"/*.bpf.c; do
+mkdir -p "$out" "$out/rejected"
+for src in "$here"/*.bpf.c "$here"/rejected/*.bpf.c; do
     name="$(basename "$src" .c)"
+    dest="$out"
+    [ "$(basename "$(dirname "$src")")" = rejected ] && dest="$out/rejected"
     # shellcheck disable=SC2086 # arch_include is empty or one flag
     clang -target bpf -g -O2 -Wall -Werror -I "$here/include" $arch_include \
-        -c "$src" -o "$out/$name.o"
+        -c "$src" -o "$dest/$name.o"
 done
 echo "build.sh: built $(ls "$out"/*.bpf.o | wc -l) objects in $out" >&2
 
@@ -114,6 +118,16 @@ if [ "$check" = 1 ]; then
             status=1
         fi
         rm -rf "$pins/$name" "$pins/$name-maps"
+    done
+    for obj in "$out"/rejected/*.bpf.o; do
+        name="$(basename "$obj" .bpf.o)"
+        if bpftool prog loadall "$obj" "$pins/$name" >/dev/null 2>"$log"; then
+            echo "LOADED, but the verifier must reject it: rejected/$name" >&2
+            status=1
+        else
+            echo "rejected as it must be: rejected/$name" >&2
+        fi
+        rm -rf "$pins/$name"
     done
     [ "$status" = 0 ] || exit 1
     echo "$out"

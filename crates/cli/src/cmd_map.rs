@@ -45,7 +45,7 @@ enum MapCommand {
     /// Print every element: `dump MAP`. Stack trace maps print symbolized frames.
     Dump {
         /// `MAP`
-        #[arg(allow_hyphen_values = true, num_args = 2)]
+        #[arg(num_args = 2)]
         words: Vec<String>,
         /// For a stack trace map: symbolize user frames with this process's memory maps.
         #[arg(long)]
@@ -90,13 +90,13 @@ enum MapCommand {
     /// Freeze a map: no further writes from user space: `freeze MAP`.
     Freeze {
         /// `MAP`
-        #[arg(allow_hyphen_values = true, num_args = 2)]
+        #[arg(num_args = 2)]
         words: Vec<String>,
     },
     /// Stream a RINGBUF or PERF_EVENT_ARRAY's records: `events MAP`.
     Events {
         /// `MAP`
-        #[arg(allow_hyphen_values = true, num_args = 2)]
+        #[arg(num_args = 2)]
         words: Vec<String>,
         /// Stop after N records.
         #[arg(long)]
@@ -393,7 +393,10 @@ fn events(
     let mut w = Words::new(words);
     let map = open(&mut w, choice)?;
     w.finish()?;
+    let info = map.info();
     let mut stream = EventStream::open(&map).context("cannot read events")?;
+    // Say on stderr when the reader is in place, so a caller knows events from now on arrive.
+    eprintln!("reading {} events of map {} ({}), Ctrl-C stops", info.map_type, info.id, info.name);
     let deadline = duration.map(|d| Instant::now() + d);
     let mut seen = 0u64;
     let mut lost = 0u64;

@@ -57,7 +57,12 @@ impl Default for BenchConfig {
     fn default() -> BenchConfig {
         BenchConfig {
             entries: 10_000,
-            map_types: vec![MapType::Hash, MapType::Array, MapType::PercpuHash, MapType::LruHash],
+            map_types: vec![
+                MapType::Hash,
+                MapType::Array,
+                MapType::PercpuHash,
+                MapType::LruHash,
+            ],
             ops_per_sample: 200_000,
             samples: 7,
             pin_cpu: Some(0),
@@ -174,7 +179,12 @@ pub fn existing_keys(map: &dyn MapOps) -> Result<Vec<[u8; 4]>, MapError> {
 }
 
 /// Times `calls` calls of `op` over `keys` (cycled) on `map` and returns ns per call.
-pub fn time_op(map: &dyn MapOps, op: BenchOp, keys: &[[u8; 4]], calls: u32) -> Result<f64, MapError> {
+pub fn time_op(
+    map: &dyn MapOps,
+    op: BenchOp,
+    keys: &[[u8; 4]],
+    calls: u32,
+) -> Result<f64, MapError> {
     if keys.is_empty() || calls == 0 {
         return Ok(0.0);
     }
@@ -204,21 +214,42 @@ struct Prepared {
     keys: Vec<[u8; 4]>,
 }
 
-fn prepare(factory: &dyn MapFactory, map_type: MapType, entries: u32) -> Result<Prepared, BenchError> {
+fn prepare(
+    factory: &dyn MapFactory,
+    map_type: MapType,
+    entries: u32,
+) -> Result<Prepared, BenchError> {
     let engine = factory.engine_name();
     let map = factory
         .create(&bench_def(map_type, entries))
-        .map_err(|source| BenchError::Create { engine, map_type, source })?;
-    populate(&*map, entries).map_err(|source| BenchError::Op { engine, map_type, what: "populate", source })?;
-    let keys = existing_keys(&*map)
-        .map_err(|source| BenchError::Op { engine, map_type, what: "key walk", source })?;
+        .map_err(|source| BenchError::Create {
+            engine,
+            map_type,
+            source,
+        })?;
+    populate(&*map, entries).map_err(|source| BenchError::Op {
+        engine,
+        map_type,
+        what: "populate",
+        source,
+    })?;
+    let keys = existing_keys(&*map).map_err(|source| BenchError::Op {
+        engine,
+        map_type,
+        what: "key walk",
+        source,
+    })?;
     Ok(Prepared { map, keys })
 }
 
 /// Runs the benchmark on the kernel engine and the candidate engine ([`crate::engines::User`]
 /// when the `user-engine` feature is on, as it is by default).
 pub fn run_map_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, BenchError> {
-    run_map_bench_with(&crate::engines::Kernel, &crate::engines::Candidate::default(), config)
+    run_map_bench_with(
+        &crate::engines::Kernel,
+        &crate::engines::Candidate::default(),
+        config,
+    )
 }
 
 /// Runs the benchmark on any two engines: `kernel` is the baseline, `user` the candidate.
@@ -232,10 +263,13 @@ pub fn run_map_bench_with(
         return Err(BenchError::Config("entries must be at least 1"));
     }
     if config.samples == 0 || config.ops_per_sample == 0 {
-        return Err(BenchError::Config("samples and ops_per_sample must be at least 1"));
+        return Err(BenchError::Config(
+            "samples and ops_per_sample must be at least 1",
+        ));
     }
     if let Some(cpu) = config.pin_cpu {
-        crate::sys::pin_current_thread_to_cpu(cpu).map_err(|source| BenchError::Pin { cpu, source })?;
+        crate::sys::pin_current_thread_to_cpu(cpu)
+            .map_err(|source| BenchError::Pin { cpu, source })?;
     }
     let mut rows = Vec::new();
     for &map_type in &config.map_types {
@@ -245,17 +279,41 @@ pub fn run_map_bench_with(
             let mut kernel_samples = Vec::new();
             let mut user_samples = Vec::new();
             for _ in 0..config.samples {
-                kernel_samples.push(time_op(&*k.map, op, &k.keys, config.ops_per_sample).map_err(
-                    |source| BenchError::Op { engine: kernel.engine_name(), map_type, what: "timed op", source },
-                )?);
-                user_samples.push(time_op(&*u.map, op, &u.keys, config.ops_per_sample).map_err(
-                    |source| BenchError::Op { engine: user.engine_name(), map_type, what: "timed op", source },
-                )?);
+                kernel_samples.push(
+                    time_op(&*k.map, op, &k.keys, config.ops_per_sample).map_err(|source| {
+                        BenchError::Op {
+                            engine: kernel.engine_name(),
+                            map_type,
+                            what: "timed op",
+                            source,
+                        }
+                    })?,
+                );
+                user_samples.push(
+                    time_op(&*u.map, op, &u.keys, config.ops_per_sample).map_err(|source| {
+                        BenchError::Op {
+                            engine: user.engine_name(),
+                            map_type,
+                            what: "timed op",
+                            source,
+                        }
+                    })?,
+                );
             }
             let kernel_ns = median(kernel_samples);
             let user_ns = median(user_samples);
-            let ratio = if user_ns > 0.0 { kernel_ns / user_ns } else { f64::INFINITY };
-            rows.push(BenchRow { map_type, op, kernel_ns, user_ns, ratio });
+            let ratio = if user_ns > 0.0 {
+                kernel_ns / user_ns
+            } else {
+                f64::INFINITY
+            };
+            rows.push(BenchRow {
+                map_type,
+                op,
+                kernel_ns,
+                user_ns,
+                ratio,
+            });
         }
     }
     Ok(rows)

@@ -96,7 +96,10 @@ impl SuiteConfig {
 
 /// The case count [`CASES_ENV`] asks for, or [`DEFAULT_CASES`].
 pub fn cases_from_env() -> u32 {
-    std::env::var(CASES_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_CASES)
+    std::env::var(CASES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_CASES)
 }
 
 /// What a differential suite did.
@@ -125,8 +128,11 @@ pub fn run_differential(
         with_freeze: config.with_freeze,
     };
     let strategy = ops_strategy(&space, config.max_ops);
-    let proptest_config =
-        Config { cases: config.cases, failure_persistence: None, ..Config::default() };
+    let proptest_config = Config {
+        cases: config.cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
     let mut runner = TestRunner::new_with_rng(
         proptest_config,
         TestRng::from_seed(RngAlgorithm::ChaCha, &config.seed),
@@ -153,9 +159,11 @@ pub fn run_differential(
         };
         let mut diff = DiffRunner::new(&config.def, &*a, &*b, config.comparison, exceptions)
             .map_err(|d| TestCaseError::fail(d.to_string()))?;
-        diff.run(&ops).map_err(|d| TestCaseError::fail(d.to_string()))?;
+        diff.run(&ops)
+            .map_err(|d| TestCaseError::fail(d.to_string()))?;
         ops_before.fetch_add(ops.len() as u64, Ordering::Relaxed);
-        diff.finish().map_err(|d| TestCaseError::fail(d.to_string()))
+        diff.finish()
+            .map_err(|d| TestCaseError::fail(d.to_string()))
     });
     match outcome {
         Ok(()) => Ok(SuiteReport {
@@ -193,7 +201,9 @@ pub fn kernel_usable(factory: &dyn MapFactory) -> Result<bool, String> {
                 eprintln!("skipping: {why} ({SKIP_KERNEL_ENV}=1)");
                 Ok(false)
             } else {
-                Err(format!("{why}; set {SKIP_KERNEL_ENV}=1 to skip kernel tests on purpose"))
+                Err(format!(
+                    "{why}; set {SKIP_KERNEL_ENV}=1 to skip kernel tests on purpose"
+                ))
             }
         }
     }

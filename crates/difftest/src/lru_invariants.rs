@@ -36,7 +36,12 @@ fn errno(r: &Result<(), MapError>) -> Option<Errno> {
 impl<'m> LruChecker<'m> {
     /// A checker over an empty LRU map.
     pub fn new(map: &'m dyn MapOps) -> LruChecker<'m> {
-        LruChecker { map, model: HashMap::new(), state: MapState::default(), frozen: false }
+        LruChecker {
+            map,
+            model: HashMap::new(),
+            state: MapState::default(),
+            frozen: false,
+        }
     }
 
     /// Applies `op` and checks its outcome.
@@ -48,7 +53,11 @@ impl<'m> LruChecker<'m> {
             return fail("an LRU operation returned E2BIG");
         }
         if self.frozen && matches!(op, Op::Update { .. } | Op::Delete { .. }) {
-            return if e == Some(Errno::EPERM) { Ok(()) } else { fail("write after freeze") };
+            return if e == Some(Errno::EPERM) {
+                Ok(())
+            } else {
+                fail("write after freeze")
+            };
         }
         match op {
             Op::Update { key, value, flags } => {
@@ -128,7 +137,11 @@ impl<'m> LruChecker<'m> {
         let info = self.map.info();
         let walked = contents(self.map)?;
         if walked.len() > info.max_entries as usize {
-            return Err(format!("{} keys in a map of {}", walked.len(), info.max_entries));
+            return Err(format!(
+                "{} keys in a map of {}",
+                walked.len(),
+                info.max_entries
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (key, value) in &walked {
@@ -136,7 +149,10 @@ impl<'m> LruChecker<'m> {
                 return Err(format!("key {key:02x?} visited twice"));
             }
             if self.model.get(key) != Some(value) {
-                return Err(format!("key {key:02x?} holds {value:02x?}, the model allows {:02x?}", self.model.get(key)));
+                return Err(format!(
+                    "key {key:02x?} holds {value:02x?}, the model allows {:02x?}",
+                    self.model.get(key)
+                ));
             }
         }
         Ok(())
@@ -145,7 +161,10 @@ impl<'m> LruChecker<'m> {
 
 /// Runs `config.cases` generated op sequences (updates, lookups, deletes, lookup-and-deletes,
 /// freezes) on fresh maps from `factory` and checks the LRU invariants on each.
-pub fn run_lru_invariants(factory: &dyn MapFactory, config: &SuiteConfig) -> Result<SuiteReport, String> {
+pub fn run_lru_invariants(
+    factory: &dyn MapFactory,
+    config: &SuiteConfig,
+) -> Result<SuiteReport, String> {
     let possible_cpus = crate::sys::possible_cpus().map_err(|e| format!("possible CPUs: {e}"))?;
     let space = OpSpace {
         def: config.def.clone(),
@@ -153,27 +172,34 @@ pub fn run_lru_invariants(factory: &dyn MapFactory, config: &SuiteConfig) -> Res
         comparison: Comparison::Unordered,
         with_freeze: config.with_freeze,
     };
-    let strategy = proptest::strategy::Strategy::prop_map(ops_strategy(&space, config.max_ops), |ops| {
-        ops.into_iter()
-            .filter(|op| {
-                matches!(
-                    op,
-                    Op::Update { .. }
-                        | Op::Lookup { .. }
-                        | Op::Delete { .. }
-                        | Op::LookupAndDelete { .. }
-                        | Op::Freeze
-                )
-            })
-            .collect::<Vec<Op>>()
-    });
+    let strategy =
+        proptest::strategy::Strategy::prop_map(ops_strategy(&space, config.max_ops), |ops| {
+            ops.into_iter()
+                .filter(|op| {
+                    matches!(
+                        op,
+                        Op::Update { .. }
+                            | Op::Lookup { .. }
+                            | Op::Delete { .. }
+                            | Op::LookupAndDelete { .. }
+                            | Op::Freeze
+                    )
+                })
+                .collect::<Vec<Op>>()
+        });
     let mut runner = TestRunner::new_with_rng(
-        Config { cases: config.cases, failure_persistence: None, ..Config::default() },
+        Config {
+            cases: config.cases,
+            failure_persistence: None,
+            ..Config::default()
+        },
         TestRng::from_seed(RngAlgorithm::ChaCha, &config.seed),
     );
     let ops_total = std::sync::atomic::AtomicU64::new(0);
     let outcome = runner.run(&strategy, |ops| {
-        let map = factory.create(&config.def).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let map = factory
+            .create(&config.def)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut checker = LruChecker::new(&*map);
         for op in &ops {
             checker.step(op).map_err(TestCaseError::fail)?;
@@ -188,9 +214,10 @@ pub fn run_lru_invariants(factory: &dyn MapFactory, config: &SuiteConfig) -> Res
             cases: config.cases,
             ops: ops_total.load(std::sync::atomic::Ordering::Relaxed),
         }),
-        Err(TestError::Fail(reason, ops)) => {
-            Err(format!("{} engine: {reason}\nminimal sequence: {ops:#?}", factory.engine_name()))
-        }
+        Err(TestError::Fail(reason, ops)) => Err(format!(
+            "{} engine: {reason}\nminimal sequence: {ops:#?}",
+            factory.engine_name()
+        )),
         Err(TestError::Abort(reason)) => Err(format!("aborted: {reason}")),
     }
 }

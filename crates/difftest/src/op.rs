@@ -128,7 +128,9 @@ impl Op {
     pub fn is_order_dependent(&self) -> bool {
         matches!(
             self,
-            Op::GetNextKey { key: Some(_) } | Op::LookupBatch { .. } | Op::LookupAndDeleteBatch { .. }
+            Op::GetNextKey { key: Some(_) }
+                | Op::LookupBatch { .. }
+                | Op::LookupAndDeleteBatch { .. }
         )
     }
 }
@@ -153,7 +155,14 @@ pub struct Outcome {
 
 impl Outcome {
     fn result_only(result: MapResult<()>) -> Outcome {
-        Outcome { result, value: None, keys: None, values: None, count: None, cursor: None }
+        Outcome {
+            result,
+            value: None,
+            keys: None,
+            values: None,
+            count: None,
+            cursor: None,
+        }
     }
 }
 
@@ -174,22 +183,41 @@ pub fn apply(map: &dyn MapOps, state: &mut MapState, op: &Op) -> Outcome {
         Op::Lookup { key, flags } => {
             let mut value = vec![SENTINEL; value_len];
             let result = map.lookup(key, &mut value, *flags);
-            Outcome { value: Some(value), ..Outcome::result_only(result) }
+            Outcome {
+                value: Some(value),
+                ..Outcome::result_only(result)
+            }
         }
         Op::Update { key, value, flags } => Outcome::result_only(map.update(key, value, *flags)),
         Op::Delete { key } => Outcome::result_only(map.delete(key)),
         Op::GetNextKey { key } => {
             let mut next = vec![SENTINEL; key_len];
             let result = map.get_next_key(key.as_deref(), &mut next);
-            Outcome { value: Some(next), ..Outcome::result_only(result) }
+            Outcome {
+                value: Some(next),
+                ..Outcome::result_only(result)
+            }
         }
         Op::LookupAndDelete { key, flags } => {
             let mut value = vec![SENTINEL; value_len];
             let result = map.lookup_and_delete(key, &mut value, *flags);
-            Outcome { value: Some(value), ..Outcome::result_only(result) }
+            Outcome {
+                value: Some(value),
+                ..Outcome::result_only(result)
+            }
         }
-        Op::LookupBatch { cursor, count, elem_flags, flags }
-        | Op::LookupAndDeleteBatch { cursor, count, elem_flags, flags } => {
+        Op::LookupBatch {
+            cursor,
+            count,
+            elem_flags,
+            flags,
+        }
+        | Op::LookupAndDeleteBatch {
+            cursor,
+            count,
+            elem_flags,
+            flags,
+        } => {
             let cursor_len = map.batch_cursor_size();
             let in_batch: Option<Vec<u8>> = match cursor {
                 Cursor::Start => None,
@@ -206,9 +234,19 @@ pub fn apply(map: &dyn MapOps, state: &mut MapState, op: &Op) -> Outcome {
             let mut keys = vec![SENTINEL; capacity.saturating_mul(key_len)];
             let mut values = vec![SENTINEL; capacity.saturating_mul(value_len)];
             let mut out_batch = vec![SENTINEL; cursor_len];
-            let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: *count };
+            let mut buffers = BatchBuffers {
+                keys: &mut keys,
+                values: &mut values,
+                count: *count,
+            };
             let result = if matches!(op, Op::LookupBatch { .. }) {
-                map.lookup_batch(in_batch.as_deref(), &mut out_batch, &mut buffers, *elem_flags, *flags)
+                map.lookup_batch(
+                    in_batch.as_deref(),
+                    &mut out_batch,
+                    &mut buffers,
+                    *elem_flags,
+                    *flags,
+                )
             } else {
                 map.lookup_and_delete_batch(
                     in_batch.as_deref(),
@@ -219,7 +257,8 @@ pub fn apply(map: &dyn MapOps, state: &mut MapState, op: &Op) -> Outcome {
                 )
             };
             let count = buffers.count;
-            if result.is_ok() || result.err().and_then(|e| e.errno()) == Some(bpfmaps_abi::Errno::ENOENT)
+            if result.is_ok()
+                || result.err().and_then(|e| e.errno()) == Some(bpfmaps_abi::Errno::ENOENT)
             {
                 state.last_cursor = Some(out_batch.clone());
             }
@@ -232,22 +271,44 @@ pub fn apply(map: &dyn MapOps, state: &mut MapState, op: &Op) -> Outcome {
                 cursor: Some(out_batch),
             }
         }
-        Op::UpdateBatch { keys, values, elem_flags, flags } => {
+        Op::UpdateBatch {
+            keys,
+            values,
+            elem_flags,
+            flags,
+        } => {
             let mut key_bytes: Vec<u8> = keys.concat();
             let mut value_bytes: Vec<u8> = values.concat();
             let count = u32::try_from(keys.len()).unwrap_or(u32::MAX);
-            let mut buffers =
-                BatchBuffers { keys: &mut key_bytes, values: &mut value_bytes, count };
+            let mut buffers = BatchBuffers {
+                keys: &mut key_bytes,
+                values: &mut value_bytes,
+                count,
+            };
             let result = map.update_batch(&mut buffers, *elem_flags, *flags);
-            Outcome { count: Some(buffers.count), ..Outcome::result_only(result) }
+            Outcome {
+                count: Some(buffers.count),
+                ..Outcome::result_only(result)
+            }
         }
-        Op::DeleteBatch { keys, elem_flags, flags } => {
+        Op::DeleteBatch {
+            keys,
+            elem_flags,
+            flags,
+        } => {
             let mut key_bytes: Vec<u8> = keys.concat();
             let mut no_values: Vec<u8> = Vec::new();
             let count = u32::try_from(keys.len()).unwrap_or(u32::MAX);
-            let mut buffers = BatchBuffers { keys: &mut key_bytes, values: &mut no_values, count };
+            let mut buffers = BatchBuffers {
+                keys: &mut key_bytes,
+                values: &mut no_values,
+                count,
+            };
             let result = map.delete_batch(&mut buffers, *elem_flags, *flags);
-            Outcome { count: Some(buffers.count), ..Outcome::result_only(result) }
+            Outcome {
+                count: Some(buffers.count),
+                ..Outcome::result_only(result)
+            }
         }
         Op::Freeze => Outcome::result_only(map.freeze()),
     }

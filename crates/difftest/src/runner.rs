@@ -64,7 +64,11 @@ impl fmt::Display for Divergence {
         if let Some(op) = &self.op {
             write!(f, "\n  op:        {op:?}")?;
         }
-        write!(f, "\n  reference: {}\n  candidate: {}", self.reference, self.candidate)
+        write!(
+            f,
+            "\n  reference: {}\n  candidate: {}",
+            self.reference, self.candidate
+        )
     }
 }
 
@@ -94,7 +98,10 @@ pub fn op_totals_line(label: &str) -> String {
     let (counts, skipped) = op_totals();
     let total: u64 = counts.values().sum();
     let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("difftest {label}: {total} ops on both engines ({}), {skipped} skipped", parts.join(" "))
+    format!(
+        "difftest {label}: {total} ops on both engines ({}), {skipped} skipped",
+        parts.join(" ")
+    )
 }
 
 /// The final contents of a map, in iteration order: `(key, user-space value)` pairs.
@@ -106,7 +113,9 @@ pub type Contents = Vec<(Vec<u8>, Vec<u8>)>;
 pub fn contents(map: &dyn MapOps) -> Result<Contents, String> {
     let info = map.info();
     let key_len = info.key_size as usize;
-    let limit = (info.max_entries as usize).saturating_mul(4).saturating_add(16);
+    let limit = (info.max_entries as usize)
+        .saturating_mul(4)
+        .saturating_add(16);
     let mut out = Vec::new();
     let mut current: Option<Vec<u8>> = None;
     loop {
@@ -123,7 +132,9 @@ pub fn contents(map: &dyn MapOps) -> Result<Contents, String> {
         };
         out.push((next.clone(), value));
         if out.len() > limit {
-            return Err(format!("get_next_key walk exceeded {limit} steps (a cycle?)"));
+            return Err(format!(
+                "get_next_key walk exceeded {limit} steps (a cycle?)"
+            ));
         }
         current = Some(next);
     }
@@ -131,9 +142,21 @@ pub fn contents(map: &dyn MapOps) -> Result<Contents, String> {
 }
 
 /// Compares the parts of two [`MapInfo`]s both engines must agree on (not the id).
-pub fn compare_info(def: &MapDef, reference: &MapInfo, candidate: &MapInfo) -> Result<(), Divergence> {
+pub fn compare_info(
+    def: &MapDef,
+    reference: &MapInfo,
+    candidate: &MapInfo,
+) -> Result<(), Divergence> {
     let pick = |i: &MapInfo| {
-        (i.map_type, i.key_size, i.value_size, i.max_entries, i.map_flags, i.possible_cpus, i.frozen)
+        (
+            i.map_type,
+            i.key_size,
+            i.value_size,
+            i.max_entries,
+            i.map_flags,
+            i.possible_cpus,
+            i.frozen,
+        )
     };
     if pick(reference) != pick(candidate) {
         return Err(Divergence {
@@ -281,12 +304,21 @@ fn unordered_equal(op: &Op, a: &Outcome, b: &Outcome, key_len: usize) -> bool {
                 let n = o.count? as usize;
                 let keys = o.keys.as_ref()?;
                 let values = o.values.as_ref()?;
-                let value_len = if n == 0 { 0 } else { values.len() / (keys.len() / key_len.max(1)).max(1) };
+                let value_len = if n == 0 {
+                    0
+                } else {
+                    values.len() / (keys.len() / key_len.max(1)).max(1)
+                };
                 let mut v: Contents = (0..n)
                     .map(|i| {
                         (
-                            keys.get(i * key_len..(i + 1) * key_len).unwrap_or(&[]).to_vec(),
-                            values.get(i * value_len..(i + 1) * value_len).unwrap_or(&[]).to_vec(),
+                            keys.get(i * key_len..(i + 1) * key_len)
+                                .unwrap_or(&[])
+                                .to_vec(),
+                            values
+                                .get(i * value_len..(i + 1) * value_len)
+                                .unwrap_or(&[])
+                                .to_vec(),
                         )
                     })
                     .collect();

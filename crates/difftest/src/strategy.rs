@@ -52,7 +52,11 @@ impl OpSpace {
     /// A cursor value space for [`Cursor::Raw`]: bucket indices around n_buckets, or indices
     /// around max_entries.
     fn raw_cursor_bound(&self) -> u32 {
-        self.def.max_entries.min(4096).next_power_of_two().saturating_add(2)
+        self.def
+            .max_entries
+            .min(4096)
+            .next_power_of_two()
+            .saturating_add(2)
     }
 }
 
@@ -65,7 +69,9 @@ pub fn key_bytes(def: &MapDef, k: u32) -> Vec<u8> {
         .map(|i| match le.get(i) {
             Some(b) => *b,
             None => {
-                let mixed = k.wrapping_mul(0x9e37_79b9).rotate_left(u32::try_from(i % 32).unwrap_or(0));
+                let mixed = k
+                    .wrapping_mul(0x9e37_79b9)
+                    .rotate_left(u32::try_from(i % 32).unwrap_or(0));
                 mixed.to_le_bytes()[i % 4]
             }
         })
@@ -121,7 +127,11 @@ fn cursor_and_count(space: &OpSpace) -> BoxedStrategy<(Cursor, u32)> {
                 4 => Just(Cursor::Continue),
                 1 => prop_oneof![(0..bound).prop_map(Cursor::Raw), Just(Cursor::Raw(u32::MAX))],
             ];
-            (cursor, prop_oneof![1 => Just(0u32), 8 => 1..max.saturating_add(3)]).boxed()
+            (
+                cursor,
+                prop_oneof![1 => Just(0u32), 8 => 1..max.saturating_add(3)],
+            )
+                .boxed()
         }
     }
 }

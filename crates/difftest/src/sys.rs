@@ -10,7 +10,10 @@ use std::io;
 /// affected.
 pub fn pin_current_thread_to_cpu(cpu: usize) -> io::Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "cpu id beyond CPU_SETSIZE"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cpu id beyond CPU_SETSIZE",
+        ));
     }
     // SAFETY: `cpu_set_t` is a plain bit array for which all-zero is a valid (empty) value.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };

@@ -19,8 +19,21 @@ use bpfmaps_difftest::{
     SuiteConfig,
 };
 
-fn def(map_type: MapType, key_size: u32, value_size: u32, max_entries: u32, map_flags: u32) -> MapDef {
-    MapDef { map_type, key_size, value_size, max_entries, map_flags, name: "difftest".into() }
+fn def(
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> MapDef {
+    MapDef {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
+        name: "difftest".into(),
+    }
 }
 
 /// Known divergences of the user engine from the kernel, each naming the rule it breaks. The
@@ -48,17 +61,37 @@ fn check(defs: &[(MapDef, Comparison)]) {
         }
     }
     println!("{}", op_totals_line("so far in this binary"));
-    assert!(failures.is_empty(), "{} divergence(s):\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} divergence(s):\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
 fn hash_matches_kernel_in_order_under_zero_seed() {
     check(&[
-        (def(MapType::Hash, 4, 8, 8, BPF_F_ZERO_SEED), Comparison::Exact),
-        (def(MapType::Hash, 4, 8, 8, BPF_F_ZERO_SEED | BPF_F_NO_PREALLOC), Comparison::Exact),
-        (def(MapType::Hash, 3, 5, 5, BPF_F_ZERO_SEED), Comparison::Exact),
-        (def(MapType::Hash, 12, 4, 6, BPF_F_ZERO_SEED), Comparison::Exact),
-        (def(MapType::Hash, 4, 4, 1, BPF_F_ZERO_SEED), Comparison::Exact),
+        (
+            def(MapType::Hash, 4, 8, 8, BPF_F_ZERO_SEED),
+            Comparison::Exact,
+        ),
+        (
+            def(MapType::Hash, 4, 8, 8, BPF_F_ZERO_SEED | BPF_F_NO_PREALLOC),
+            Comparison::Exact,
+        ),
+        (
+            def(MapType::Hash, 3, 5, 5, BPF_F_ZERO_SEED),
+            Comparison::Exact,
+        ),
+        (
+            def(MapType::Hash, 12, 4, 6, BPF_F_ZERO_SEED),
+            Comparison::Exact,
+        ),
+        (
+            def(MapType::Hash, 4, 4, 1, BPF_F_ZERO_SEED),
+            Comparison::Exact,
+        ),
     ]);
 }
 
@@ -73,8 +106,20 @@ fn hash_matches_kernel_as_a_set_with_a_random_seed() {
 #[test]
 fn percpu_hash_matches_kernel() {
     check(&[
-        (def(MapType::PercpuHash, 4, 4, 6, BPF_F_ZERO_SEED), Comparison::Exact),
-        (def(MapType::PercpuHash, 4, 12, 4, BPF_F_ZERO_SEED | BPF_F_NO_PREALLOC), Comparison::Exact),
+        (
+            def(MapType::PercpuHash, 4, 4, 6, BPF_F_ZERO_SEED),
+            Comparison::Exact,
+        ),
+        (
+            def(
+                MapType::PercpuHash,
+                4,
+                12,
+                4,
+                BPF_F_ZERO_SEED | BPF_F_NO_PREALLOC,
+            ),
+            Comparison::Exact,
+        ),
     ]);
 }
 
@@ -83,7 +128,10 @@ fn array_matches_kernel() {
     check(&[
         (def(MapType::Array, 4, 4, 5, 0), Comparison::Exact),
         (def(MapType::Array, 4, 12, 3, 0), Comparison::Exact),
-        (def(MapType::Array, 4, 8, 8, BPF_F_MMAPABLE), Comparison::Exact),
+        (
+            def(MapType::Array, 4, 8, 8, BPF_F_MMAPABLE),
+            Comparison::Exact,
+        ),
     ]);
 }
 
@@ -103,12 +151,36 @@ fn lru_victims_match_kernel_from_one_cpu() {
         panic!("pinning the test thread to CPU 0: {e}");
     }
     check(&[
-        (def(MapType::LruHash, 4, 8, 8, BPF_F_ZERO_SEED), Comparison::Exact),
-        (def(MapType::LruHash, 4, 8, 16, BPF_F_ZERO_SEED), Comparison::Exact),
-        (def(MapType::LruHash, 4, 8, 8, BPF_F_ZERO_SEED | BPF_F_NO_COMMON_LRU), Comparison::Exact),
-        (def(MapType::LruPercpuHash, 4, 4, 8, BPF_F_ZERO_SEED), Comparison::Exact),
         (
-            def(MapType::LruPercpuHash, 4, 8, 6, BPF_F_ZERO_SEED | BPF_F_NO_COMMON_LRU),
+            def(MapType::LruHash, 4, 8, 8, BPF_F_ZERO_SEED),
+            Comparison::Exact,
+        ),
+        (
+            def(MapType::LruHash, 4, 8, 16, BPF_F_ZERO_SEED),
+            Comparison::Exact,
+        ),
+        (
+            def(
+                MapType::LruHash,
+                4,
+                8,
+                8,
+                BPF_F_ZERO_SEED | BPF_F_NO_COMMON_LRU,
+            ),
+            Comparison::Exact,
+        ),
+        (
+            def(MapType::LruPercpuHash, 4, 4, 8, BPF_F_ZERO_SEED),
+            Comparison::Exact,
+        ),
+        (
+            def(
+                MapType::LruPercpuHash,
+                4,
+                8,
+                6,
+                BPF_F_ZERO_SEED | BPF_F_NO_COMMON_LRU,
+            ),
             Comparison::Exact,
         ),
     ]);
@@ -162,7 +234,11 @@ fn syscall_side_errnos_of_stack_ringbuf_and_perf_maps_match_kernel() {
 #[test]
 fn known_divergences_name_their_rule() {
     for d in KNOWN_DIVERGENCES {
-        assert!(d.rule.len() > 10, "exception for {} has no rule text", d.map_type);
+        assert!(
+            d.rule.len() > 10,
+            "exception for {} has no rule text",
+            d.map_type
+        );
         let _ = (d.matches)(&def(d.map_type, 4, 8, 8, 0), &Op::Freeze);
     }
 }

@@ -56,8 +56,9 @@ impl AttachPoint {
     /// ```
     pub fn from_section(section: &str) -> Option<AttachPoint> {
         let non_empty = |s: &str| !s.is_empty() && !s.contains('/');
-        if let Some(rest) =
-            section.strip_prefix("tracepoint/").or_else(|| section.strip_prefix("tp/"))
+        if let Some(rest) = section
+            .strip_prefix("tracepoint/")
+            .or_else(|| section.strip_prefix("tp/"))
         {
             let (category, name) = rest.split_once('/')?;
             return (non_empty(category) && non_empty(name)).then(|| AttachPoint::TracePoint {
@@ -65,10 +66,13 @@ impl AttachPoint {
                 name: name.to_owned(),
             });
         }
-        if let Some(name) =
-            section.strip_prefix("raw_tracepoint/").or_else(|| section.strip_prefix("raw_tp/"))
+        if let Some(name) = section
+            .strip_prefix("raw_tracepoint/")
+            .or_else(|| section.strip_prefix("raw_tp/"))
         {
-            return non_empty(name).then(|| AttachPoint::RawTracePoint { name: name.to_owned() });
+            return non_empty(name).then(|| AttachPoint::RawTracePoint {
+                name: name.to_owned(),
+            });
         }
         None
     }
@@ -153,12 +157,20 @@ impl Attachment {
     /// Detaches now (dropping does the same, ignoring errors).
     pub fn detach(self) -> Result<(), AttachError> {
         use aya::programs::Link as _;
-        let Attachment { program, point, link } = self;
+        let Attachment {
+            program,
+            point,
+            link,
+        } = self;
         let result = match link {
             Link::TracePoint(link) => link.detach(),
             Link::RawTracePoint(link) => link.detach(),
         };
-        result.map_err(|source| AttachError::Attach { program, point, source: Box::new(source) })
+        result.map_err(|source| AttachError::Attach {
+            program,
+            point,
+            source: Box::new(source),
+        })
     }
 }
 
@@ -169,9 +181,11 @@ impl KernelObject {
             .program(name)
             .map(|p| p.section.clone())
             .ok_or_else(|| AttachError::NoSuchProgram(name.to_owned()))?;
-        let point = AttachPoint::from_section(&section).ok_or_else(|| {
-            AttachError::NoAttachPoint { program: name.to_owned(), section: section.clone() }
-        })?;
+        let point =
+            AttachPoint::from_section(&section).ok_or_else(|| AttachError::NoAttachPoint {
+                program: name.to_owned(),
+                section: section.clone(),
+            })?;
         if matches!(point, AttachPoint::TracePoint { .. }) {
             crate::fs::ensure_tracefs().map_err(AttachError::Tracefs)?;
         }
@@ -185,7 +199,13 @@ impl KernelObject {
             source: Box::new(source),
         };
         let link = match (&point, program) {
-            (AttachPoint::TracePoint { category, name: event }, Program::TracePoint(p)) => {
+            (
+                AttachPoint::TracePoint {
+                    category,
+                    name: event,
+                },
+                Program::TracePoint(p),
+            ) => {
                 let id = p.attach(category, event).map_err(attach_error)?;
                 Link::TracePoint(p.take_link(id).map_err(attach_error)?)
             }
@@ -194,10 +214,17 @@ impl KernelObject {
                 Link::RawTracePoint(p.take_link(id).map_err(attach_error)?)
             }
             _ => {
-                return Err(AttachError::KindMismatch { program: name.to_owned(), point });
+                return Err(AttachError::KindMismatch {
+                    program: name.to_owned(),
+                    point,
+                });
             }
         };
-        Ok(Attachment { program: name.to_owned(), point, link })
+        Ok(Attachment {
+            program: name.to_owned(),
+            point,
+            link,
+        })
     }
 
     /// Attaches every program of the object, in name order. Fails (detaching what was attached)
@@ -219,16 +246,24 @@ mod tests {
     #[test]
     fn section_names() {
         let tp = |c: &str, n: &str| {
-            Some(AttachPoint::TracePoint { category: c.into(), name: n.into() })
+            Some(AttachPoint::TracePoint {
+                category: c.into(),
+                name: n.into(),
+            })
         };
         assert_eq!(
             AttachPoint::from_section("tracepoint/syscalls/sys_enter_openat"),
             tp("syscalls", "sys_enter_openat")
         );
-        assert_eq!(AttachPoint::from_section("tp/sched/sched_switch"), tp("sched", "sched_switch"));
+        assert_eq!(
+            AttachPoint::from_section("tp/sched/sched_switch"),
+            tp("sched", "sched_switch")
+        );
         assert_eq!(
             AttachPoint::from_section("raw_tracepoint/sys_enter"),
-            Some(AttachPoint::RawTracePoint { name: "sys_enter".into() })
+            Some(AttachPoint::RawTracePoint {
+                name: "sys_enter".into()
+            })
         );
         for bad in [
             "tracepoint/",
@@ -248,9 +283,14 @@ mod tests {
 
     #[test]
     fn display() {
-        let p = AttachPoint::TracePoint { category: "syscalls".into(), name: "x".into() };
+        let p = AttachPoint::TracePoint {
+            category: "syscalls".into(),
+            name: "x".into(),
+        };
         assert_eq!(p.to_string(), "tracepoint syscalls:x");
-        let p = AttachPoint::RawTracePoint { name: "sys_enter".into() };
+        let p = AttachPoint::RawTracePoint {
+            name: "sys_enter".into(),
+        };
         assert_eq!(p.to_string(), "raw tracepoint sys_enter");
     }
 }

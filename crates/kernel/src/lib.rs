@@ -7,6 +7,7 @@ pub mod fs;
 pub mod map;
 pub mod object;
 pub mod perf;
+pub mod prog;
 pub mod ringbuf;
 pub mod stack;
 pub mod sys;

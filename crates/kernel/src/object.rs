@@ -65,7 +65,9 @@ impl LoadConfig {
 
     /// The pin directory in effect.
     pub fn effective_pin_dir(&self) -> &Path {
-        self.pin_dir.as_deref().unwrap_or_else(|| Path::new(DEFAULT_PIN_DIR))
+        self.pin_dir
+            .as_deref()
+            .unwrap_or_else(|| Path::new(DEFAULT_PIN_DIR))
     }
 }
 
@@ -87,7 +89,10 @@ pub enum MapDefinitionKind {
 impl MapDefinitionKind {
     /// True for the maps the loader makes for global variables rather than declared maps.
     pub fn is_global_data(self) -> bool {
-        matches!(self, MapDefinitionKind::Data | MapDefinitionKind::Rodata | MapDefinitionKind::Bss)
+        matches!(
+            self,
+            MapDefinitionKind::Data | MapDefinitionKind::Rodata | MapDefinitionKind::Bss
+        )
     }
 }
 
@@ -286,8 +291,10 @@ impl fmt::Debug for KernelObject {
 impl KernelObject {
     /// Reads the object file at `path` and loads it (see [`KernelObject::load_bytes`]).
     pub fn load_file(path: &Path, config: &LoadConfig) -> Result<KernelObject, ObjectError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| ObjectError::Read { path: path.to_owned(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| ObjectError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         KernelObject::load_bytes(&bytes, config)
     }
 
@@ -339,7 +346,13 @@ impl KernelObject {
             };
             maps.insert(
                 name.clone(),
-                ObjectMap { def, kind, pin_path, reused_pin, id: 0 },
+                ObjectMap {
+                    def,
+                    kind,
+                    pin_path,
+                    reused_pin,
+                    id: 0,
+                },
             );
         }
 
@@ -360,7 +373,9 @@ impl KernelObject {
         let mut ebpf = loader.load(bytes).map_err(classify_load_error)?;
 
         for (name, entry) in maps.iter_mut() {
-            let map = ebpf.map(name).ok_or_else(|| ObjectError::NoSuchMap(name.clone()))?;
+            let map = ebpf
+                .map(name)
+                .ok_or_else(|| ObjectError::NoSuchMap(name.clone()))?;
             entry.id = KernelMap::from_fd(dup_map_fd(map)?)?.id();
         }
 
@@ -369,12 +384,25 @@ impl KernelObject {
         names.sort();
         for name in names {
             let section = programs.get(&name).cloned().unwrap_or_default();
-            let Some(program) = ebpf.program_mut(&name) else { continue };
+            let Some(program) = ebpf.program_mut(&name) else {
+                continue;
+            };
             let kind = load_program(&name, &section, program)?;
-            described.insert(name.clone(), ObjectProgram { name, section, kind });
+            described.insert(
+                name.clone(),
+                ObjectProgram {
+                    name,
+                    section,
+                    kind,
+                },
+            );
         }
 
-        Ok(KernelObject { ebpf, maps, programs: described })
+        Ok(KernelObject {
+            ebpf,
+            maps,
+            programs: described,
+        })
     }
 
     /// Every map of the object (declared maps and global-data maps), by name.
@@ -395,7 +423,10 @@ impl KernelObject {
     /// A new fd (a `dup` of the object's) of the map named `name`. It keeps the map alive after
     /// the object is dropped.
     pub fn map_fd(&self, name: &str) -> Result<OwnedFd, ObjectError> {
-        let map = self.ebpf.map(name).ok_or_else(|| ObjectError::NoSuchMap(name.to_owned()))?;
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or_else(|| ObjectError::NoSuchMap(name.to_owned()))?;
         dup_map_fd(map)
     }
 
@@ -486,10 +517,18 @@ fn check_pinned(name: &str, path: &Path, def: &MapDef) -> Result<(), ObjectError
     })?;
     let info = pinned.info();
     let pairs = [
-        (PinnedMapField::MapType, def.map_type.as_u32(), info.map_type.as_u32()),
+        (
+            PinnedMapField::MapType,
+            def.map_type.as_u32(),
+            info.map_type.as_u32(),
+        ),
         (PinnedMapField::KeySize, def.key_size, info.key_size),
         (PinnedMapField::ValueSize, def.value_size, info.value_size),
-        (PinnedMapField::MaxEntries, def.max_entries, info.max_entries),
+        (
+            PinnedMapField::MaxEntries,
+            def.max_entries,
+            info.max_entries,
+        ),
         (PinnedMapField::MapFlags, def.map_flags, info.map_flags),
     ];
     for (field, expected, found) in pairs {
@@ -510,7 +549,10 @@ fn check_pinned(name: &str, path: &Path, def: &MapDef) -> Result<(), ObjectError
 fn classify_load_error(error: EbpfError) -> ObjectError {
     match error {
         EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error }) => {
-            ObjectError::MapCreate { map: name, errno: Errno(io_error.raw_os_error().unwrap_or(0)) }
+            ObjectError::MapCreate {
+                map: name,
+                errno: Errno(io_error.raw_os_error().unwrap_or(0)),
+            }
         }
         EbpfError::ParseError(e) => ObjectError::Malformed(e.to_string()),
         EbpfError::BtfError(e) => ObjectError::Malformed(e.to_string()),
@@ -540,14 +582,18 @@ fn load_program(
     };
     match result {
         Ok(()) => Ok(kind),
-        Err(ProgramError::LoadError { io_error, verifier_log }) => Err(ObjectError::Verifier {
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => Err(ObjectError::Verifier {
             program: name.to_owned(),
             errno: Errno(io_error.raw_os_error().unwrap_or(0)),
             log: verifier_log.to_string(),
         }),
-        Err(source) => {
-            Err(ObjectError::Program { program: name.to_owned(), source: Box::new(source) })
-        }
+        Err(source) => Err(ObjectError::Program {
+            program: name.to_owned(),
+            source: Box::new(source),
+        }),
     }
 }
 
@@ -589,12 +635,16 @@ fn map_data(map: &Map) -> &MapData {
 
 /// A `dup` of the fd behind `map`.
 fn dup_map_fd(map: &Map) -> Result<OwnedFd, ObjectError> {
-    map_data(map).fd().as_fd().try_clone_to_owned().map_err(|e| {
-        ObjectError::Kernel(crate::Error::Sys(crate::sys::SysError {
-            call: "dup",
-            errno: Errno(e.raw_os_error().unwrap_or(0)),
-        }))
-    })
+    map_data(map)
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| {
+            ObjectError::Kernel(crate::Error::Sys(crate::sys::SysError {
+                call: "dup",
+                errno: Errno(e.raw_os_error().unwrap_or(0)),
+            }))
+        })
 }
 
 #[cfg(test)]
@@ -618,9 +668,17 @@ mod tests {
 
     #[test]
     fn target_tgid_config_sets_the_global() {
-        let config = LoadConfig::default().with_target_tgid(42).with_pin_dir("/sys/fs/bpf/x");
-        assert_eq!(config.globals.get(TARGET_TGID_GLOBAL), Some(&42u32.to_ne_bytes().to_vec()));
+        let config = LoadConfig::default()
+            .with_target_tgid(42)
+            .with_pin_dir("/sys/fs/bpf/x");
+        assert_eq!(
+            config.globals.get(TARGET_TGID_GLOBAL),
+            Some(&42u32.to_ne_bytes().to_vec())
+        );
         assert_eq!(config.effective_pin_dir(), Path::new("/sys/fs/bpf/x"));
-        assert_eq!(LoadConfig::default().effective_pin_dir(), Path::new(DEFAULT_PIN_DIR));
+        assert_eq!(
+            LoadConfig::default().effective_pin_dir(),
+            Path::new(DEFAULT_PIN_DIR)
+        );
     }
 }

@@ -6,10 +6,10 @@
 //! Reading goes through the engine-neutral [`MapOps`], so a stack map of either engine works.
 //! It does not decide which stacks to read: programs record stack ids in their own maps.
 
-use bpfmaps_abi::{Errno, MapError, MapOps, MapType};
 use blazesym::symbolize::source::{Kernel, Process, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use blazesym::{MaybeDefault, Pid};
+use bpfmaps_abi::{Errno, MapError, MapOps, MapType};
 
 /// The system's kallsyms file, which kernel stacks are symbolized with.
 pub const KALLSYMS_PATH: &str = "/proc/kallsyms";
@@ -108,13 +108,18 @@ impl Default for StackSymbolizer {
 impl StackSymbolizer {
     /// A symbolizer that demangles Rust and C++ names.
     pub fn new() -> StackSymbolizer {
-        StackSymbolizer { symbolizer: Symbolizer::new() }
+        StackSymbolizer {
+            symbolizer: Symbolizer::new(),
+        }
     }
 
     /// Symbolizes user-space `ips` of process `pid`, which must still be running (its memory
     /// maps are read from `/proc/PID/maps`).
     pub fn user_frames(&self, pid: u32, ips: &[u64]) -> Result<Vec<Frame>, StackError> {
-        let process = Process { debug_syms: false, ..Process::new(Pid::from(pid)) };
+        let process = Process {
+            debug_syms: false,
+            ..Process::new(Pid::from(pid))
+        };
         self.frames(&Source::Process(process), ips)
     }
 
@@ -144,7 +149,12 @@ impl StackSymbolizer {
                     offset: u64::try_from(sym.offset).unwrap_or(u64::MAX),
                     module: sym.module.map(|m| m.to_string_lossy().into_owned()),
                 },
-                Symbolized::Unknown(_) => Frame { addr, symbol: None, offset: 0, module: None },
+                Symbolized::Unknown(_) => Frame {
+                    addr,
+                    symbol: None,
+                    offset: 0,
+                    module: None,
+                },
             })
             .collect())
     }
@@ -168,7 +178,13 @@ mod tests {
     #[test]
     fn negative_recorded_ids_are_errnos() {
         assert_eq!(recorded_stack_id(12).unwrap(), 12);
-        assert!(matches!(recorded_stack_id(-14), Err(StackError::NotRecorded(Errno::EFAULT))));
-        assert!(matches!(recorded_stack_id(-17), Err(StackError::NotRecorded(Errno::EEXIST))));
+        assert!(matches!(
+            recorded_stack_id(-14),
+            Err(StackError::NotRecorded(Errno::EFAULT))
+        ));
+        assert!(matches!(
+            recorded_stack_id(-17),
+            Err(StackError::NotRecorded(Errno::EEXIST))
+        ));
     }
 }

@@ -24,7 +24,8 @@ fn ncpus() -> usize {
 
 fn lookup_u64(m: &KernelMap, key: u32) -> Result<u64, Errno> {
     let mut v = [0u8; 8];
-    m.lookup(&k(key), &mut v, 0).map_err(|e| e.errno().expect("errno"))?;
+    m.lookup(&k(key), &mut v, 0)
+        .map_err(|e| e.errno().expect("errno"))?;
     Ok(u64::from_ne_bytes(v))
 }
 
@@ -53,38 +54,76 @@ fn hash_element_operations_and_errnos() {
     let m = create(MapType::Hash, 4, 8, 4, 0);
     assert_eq!(lookup_u64(&m, 1), Err(Errno::ENOENT));
     assert_eq!(errno(m.delete(&k(1))), Some(Errno::ENOENT));
-    assert_eq!(errno(m.update(&k(1), &v64(10), BPF_EXIST)), Some(Errno::ENOENT));
+    assert_eq!(
+        errno(m.update(&k(1), &v64(10), BPF_EXIST)),
+        Some(Errno::ENOENT)
+    );
     assert_eq!(errno(m.update(&k(1), &v64(10), BPF_ANY)), None);
     assert_eq!(lookup_u64(&m, 1), Ok(10));
-    assert_eq!(errno(m.update(&k(1), &v64(11), BPF_NOEXIST)), Some(Errno::EEXIST));
+    assert_eq!(
+        errno(m.update(&k(1), &v64(11), BPF_NOEXIST)),
+        Some(Errno::EEXIST)
+    );
     assert_eq!(errno(m.update(&k(1), &v64(12), BPF_EXIST)), None);
     assert_eq!(lookup_u64(&m, 1), Ok(12));
     for bad in [3u64, 8, 16] {
-        assert_eq!(errno(m.update(&k(1), &v64(0), bad)), Some(Errno::EINVAL), "flags {bad}");
+        assert_eq!(
+            errno(m.update(&k(1), &v64(0), bad)),
+            Some(Errno::EINVAL),
+            "flags {bad}"
+        );
     }
     // BPF_F_LOCK on a value without a spin lock.
-    assert_eq!(errno(m.update(&k(1), &v64(0), BPF_F_LOCK)), Some(Errno::EINVAL));
+    assert_eq!(
+        errno(m.update(&k(1), &v64(0), BPF_F_LOCK)),
+        Some(Errno::EINVAL)
+    );
     let mut v = [0u8; 8];
-    assert_eq!(errno(m.lookup(&k(1), &mut v, BPF_F_LOCK)), Some(Errno::EINVAL));
+    assert_eq!(
+        errno(m.lookup(&k(1), &mut v, BPF_F_LOCK)),
+        Some(Errno::EINVAL)
+    );
     assert_eq!(errno(m.lookup(&k(1), &mut v, 1)), Some(Errno::EINVAL));
     // lookup_and_delete returns the value and removes the key.
     assert_eq!(errno(m.lookup_and_delete(&k(1), &mut v, 0)), None);
     assert_eq!(u64::from_ne_bytes(v), 12);
-    assert_eq!(errno(m.lookup_and_delete(&k(1), &mut v, 0)), Some(Errno::ENOENT));
+    assert_eq!(
+        errno(m.lookup_and_delete(&k(1), &mut v, 0)),
+        Some(Errno::ENOENT)
+    );
     // Full map: a new key is E2BIG, NOEXIST on an existing key EEXIST, ANY on one succeeds.
     for key in 0..4 {
-        m.update(&k(key), &v64(u64::from(key)), BPF_NOEXIST).unwrap();
+        m.update(&k(key), &v64(u64::from(key)), BPF_NOEXIST)
+            .unwrap();
     }
     assert_eq!(errno(m.update(&k(9), &v64(9), BPF_ANY)), Some(Errno::E2BIG));
-    assert_eq!(errno(m.update(&k(9), &v64(9), BPF_NOEXIST)), Some(Errno::E2BIG));
-    assert_eq!(errno(m.update(&k(2), &v64(9), BPF_NOEXIST)), Some(Errno::EEXIST));
+    assert_eq!(
+        errno(m.update(&k(9), &v64(9), BPF_NOEXIST)),
+        Some(Errno::E2BIG)
+    );
+    assert_eq!(
+        errno(m.update(&k(2), &v64(9), BPF_NOEXIST)),
+        Some(Errno::EEXIST)
+    );
     assert_eq!(errno(m.update(&k(2), &v64(22), BPF_ANY)), None);
     assert_eq!(lookup_u64(&m, 2), Ok(22));
     assert_eq!(errno(m.delete(&k(2))), None);
     assert_eq!(errno(m.update(&k(9), &v64(9), BPF_ANY)), None);
     // Wrong buffer lengths never reach the kernel.
-    assert_eq!(m.lookup(&[0; 3], &mut v, 0), Err(MapError::KeySize { expected: 4, got: 3 }));
-    assert_eq!(m.update(&k(1), &[0; 4], 0), Err(MapError::ValueSize { expected: 8, got: 4 }));
+    assert_eq!(
+        m.lookup(&[0; 3], &mut v, 0),
+        Err(MapError::KeySize {
+            expected: 4,
+            got: 3
+        })
+    );
+    assert_eq!(
+        m.update(&k(1), &[0; 4], 0),
+        Err(MapError::ValueSize {
+            expected: 8,
+            got: 4
+        })
+    );
 }
 
 #[test]
@@ -105,32 +144,65 @@ fn hash_creation_rules() {
     assert_eq!(create_errno(Hash, 0, 8, 4, 0), Some(Errno::EINVAL));
     assert_eq!(create_errno(Hash, 4, 0, 4, 0), Some(Errno::EINVAL));
     assert_eq!(create_errno(Hash, 4, 8, 0, 0), Some(Errno::EINVAL));
-    assert_eq!(create_errno(Hash, 4096, 8, 4, 0), None, "big keys are accepted");
-    assert_eq!(create_errno(Hash, 4, 8, (1 << 27) + 1, BPF_F_NO_PREALLOC), Some(Errno::E2BIG));
+    assert_eq!(
+        create_errno(Hash, 4096, 8, 4, 0),
+        None,
+        "big keys are accepted"
+    );
+    assert_eq!(
+        create_errno(Hash, 4, 8, (1 << 27) + 1, BPF_F_NO_PREALLOC),
+        Some(Errno::E2BIG)
+    );
     assert_eq!(create_errno(Hash, 4, 8, 1 << 31, 0), Some(Errno::E2BIG));
     assert_eq!(create_errno(Hash, 4, (4 << 20) - 64, 1, 0), None);
-    assert_eq!(create_errno(Hash, 4, (4 << 20) - 48, 1, 0), Some(Errno::E2BIG));
+    assert_eq!(
+        create_errno(Hash, 4, (4 << 20) - 48, 1, 0),
+        Some(Errno::E2BIG)
+    );
     assert_eq!(create_errno(PercpuHash, 4, 32768, 1, 0), None);
     assert_eq!(create_errno(PercpuHash, 4, 32769, 1, 0), Some(Errno::E2BIG));
-    assert_eq!(create_errno(Hash, 4, 8, 4, BPF_F_MMAPABLE), Some(Errno::EINVAL));
+    assert_eq!(
+        create_errno(Hash, 4, 8, 4, BPF_F_MMAPABLE),
+        Some(Errno::EINVAL)
+    );
     assert_eq!(create_errno(Hash, 4, 8, 4, 1 << 20), Some(Errno::EINVAL));
-    assert_eq!(create_errno(Hash, 4, 8, 4, BPF_F_NO_COMMON_LRU), Some(Errno::EINVAL));
-    assert_eq!(create_errno(Hash, 4, 8, 4, BPF_F_RDONLY | BPF_F_WRONLY), Some(Errno::EINVAL));
+    assert_eq!(
+        create_errno(Hash, 4, 8, 4, BPF_F_NO_COMMON_LRU),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(Hash, 4, 8, 4, BPF_F_RDONLY | BPF_F_WRONLY),
+        Some(Errno::EINVAL)
+    );
     assert_eq!(
         create_errno(Hash, 4, 8, 4, BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG),
         Some(Errno::EINVAL)
     );
-    assert_eq!(create_errno(LruHash, 4, 8, 4, BPF_F_NO_PREALLOC), Some(ENOTSUPP));
-    assert_eq!(create_errno(LruPercpuHash, 4, 8, 4, BPF_F_NO_PREALLOC), Some(ENOTSUPP));
-    assert_eq!(create_errno(PercpuHash, 4, 8, 4, BPF_F_NUMA_NODE), Some(Errno::EINVAL));
-    assert_eq!(create_errno(LruPercpuHash, 4, 8, 4, BPF_F_NUMA_NODE), Some(Errno::EINVAL));
+    assert_eq!(
+        create_errno(LruHash, 4, 8, 4, BPF_F_NO_PREALLOC),
+        Some(ENOTSUPP)
+    );
+    assert_eq!(
+        create_errno(LruPercpuHash, 4, 8, 4, BPF_F_NO_PREALLOC),
+        Some(ENOTSUPP)
+    );
+    assert_eq!(
+        create_errno(PercpuHash, 4, 8, 4, BPF_F_NUMA_NODE),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(LruPercpuHash, 4, 8, 4, BPF_F_NUMA_NODE),
+        Some(Errno::EINVAL)
+    );
     // NO_COMMON_LRU rounds max_entries up to a multiple of the possible CPUs.
     let m = create(LruHash, 4, 8, 3, BPF_F_NO_COMMON_LRU);
     let n = ncpus() as u32;
     assert_eq!(m.info().max_entries, 3u32.div_ceil(n) * n);
     // Names: alphanumerics, '_' and '.', NUL-terminated within 16 bytes.
     let named = |name: &str| {
-        KernelMap::create(&def(Hash, 4, 8, 4, 0, name)).err().map(|e| sys_errno(&e))
+        KernelMap::create(&def(Hash, 4, 8, 4, 0, name))
+            .err()
+            .map(|e| sys_errno(&e))
     };
     assert_eq!(named("bad-name"), Some(Errno::EINVAL));
     assert_eq!(named("sixteen_chars_xx"), Some(Errno::EINVAL));
@@ -164,13 +236,23 @@ fn lru_never_returns_e2big_and_evicts_fifo_on_one_cpu() {
         let m = create(map_type, 4, 8, 64, 0);
         let value = vec![0u8; m.info().user_value_size()];
         for key in 0..128 {
-            assert_eq!(errno(m.update(&k(key), &value, BPF_NOEXIST)), None, "{map_type} {key}");
+            assert_eq!(
+                errno(m.update(&k(key), &value, BPF_NOEXIST)),
+                None,
+                "{map_type} {key}"
+            );
         }
         let mut present = keys_of(&m);
         present.sort_unstable();
         assert_eq!(present, (64..128).collect::<Vec<_>>(), "{map_type}");
-        assert_eq!(errno(m.update(&k(500), &value, BPF_EXIST)), Some(Errno::ENOENT));
-        assert_eq!(errno(m.update(&k(127), &value, BPF_NOEXIST)), Some(Errno::EEXIST));
+        assert_eq!(
+            errno(m.update(&k(500), &value, BPF_EXIST)),
+            Some(Errno::ENOENT)
+        );
+        assert_eq!(
+            errno(m.update(&k(127), &value, BPF_NOEXIST)),
+            Some(Errno::EEXIST)
+        );
     }
 }
 
@@ -181,15 +263,40 @@ fn array_rules() {
     assert_eq!(create_errno(Array, 8, 4, 4, 0), Some(Errno::EINVAL));
     assert_eq!(create_errno(Array, 4, 0, 4, 0), Some(Errno::EINVAL));
     assert_eq!(create_errno(Array, 4, 4, 0, 0), Some(Errno::EINVAL));
-    assert_eq!(create_errno(Array, 4, 4, 4, BPF_F_NO_PREALLOC), Some(Errno::EINVAL));
-    assert_eq!(create_errno(Array, 4, 4, 4, BPF_F_ZERO_SEED), Some(Errno::EINVAL));
-    assert_eq!(create_errno(Array, 4, 4, 4, BPF_F_PRESERVE_ELEMS), Some(Errno::EINVAL));
+    assert_eq!(
+        create_errno(Array, 4, 4, 4, BPF_F_NO_PREALLOC),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(Array, 4, 4, 4, BPF_F_ZERO_SEED),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(Array, 4, 4, 4, BPF_F_PRESERVE_ELEMS),
+        Some(Errno::EINVAL)
+    );
     assert_eq!(create_errno(Array, 4, 4, 4, BPF_F_MMAPABLE), None);
-    assert_eq!(create_errno(PercpuArray, 4, 4, 4, BPF_F_MMAPABLE), Some(Errno::EINVAL));
-    assert_eq!(create_errno(PercpuArray, 4, 4, 4, BPF_F_INNER_MAP), Some(Errno::EINVAL));
-    assert_eq!(create_errno(PercpuArray, 4, 4, 4, BPF_F_NUMA_NODE), Some(Errno::EINVAL));
-    assert_eq!(create_errno(PercpuArray, 4, 32769, 4, 0), Some(Errno::E2BIG));
-    assert_eq!(create_errno(Array, 4, 4, 5, 0), None, "non-power-of-two sizes are fine");
+    assert_eq!(
+        create_errno(PercpuArray, 4, 4, 4, BPF_F_MMAPABLE),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(PercpuArray, 4, 4, 4, BPF_F_INNER_MAP),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(PercpuArray, 4, 4, 4, BPF_F_NUMA_NODE),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(PercpuArray, 4, 32769, 4, 0),
+        Some(Errno::E2BIG)
+    );
+    assert_eq!(
+        create_errno(Array, 4, 4, 5, 0),
+        None,
+        "non-power-of-two sizes are fine"
+    );
 
     let m = create(Array, 4, 4, 5, 0);
     let mut v = [0xffu8; 4];
@@ -197,10 +304,16 @@ fn array_rules() {
     assert_eq!(v, [0; 4], "never-written elements read as zero");
     assert_eq!(errno(m.lookup(&k(5), &mut v, 0)), Some(Errno::ENOENT));
     assert_eq!(errno(m.update(&k(5), &[1; 4], BPF_ANY)), Some(Errno::E2BIG));
-    assert_eq!(errno(m.update(&k(1), &[1; 4], BPF_NOEXIST)), Some(Errno::EEXIST));
+    assert_eq!(
+        errno(m.update(&k(1), &[1; 4], BPF_NOEXIST)),
+        Some(Errno::EEXIST)
+    );
     assert_eq!(errno(m.update(&k(1), &[2; 4], BPF_EXIST)), None);
     assert_eq!(errno(m.update(&k(1), &[2; 4], 3)), Some(Errno::EINVAL));
-    assert_eq!(errno(m.update(&k(1), &[2; 4], BPF_F_LOCK)), Some(Errno::EINVAL));
+    assert_eq!(
+        errno(m.update(&k(1), &[2; 4], BPF_F_LOCK)),
+        Some(Errno::EINVAL)
+    );
     m.lookup(&k(1), &mut v, 0).unwrap();
     assert_eq!(v, [2; 4]);
     assert_eq!(errno(m.delete(&k(1))), Some(Errno::EINVAL));
@@ -214,7 +327,10 @@ fn array_rules() {
     assert_eq!(u32::from_ne_bytes(next), 0);
     m.get_next_key(Some(&k(2)), &mut next).unwrap();
     assert_eq!(u32::from_ne_bytes(next), 3);
-    assert_eq!(errno(m.get_next_key(Some(&k(4)), &mut next)), Some(Errno::ENOENT));
+    assert_eq!(
+        errno(m.get_next_key(Some(&k(4)), &mut next)),
+        Some(Errno::ENOENT)
+    );
     assert_eq!(keys_of(&m), vec![0, 1, 2, 3, 4]);
 }
 
@@ -230,7 +346,11 @@ fn hash_get_next_key_order_rules() {
     let order = keys_of(&m);
     let mut sorted = order.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, (0..20).collect::<Vec<_>>(), "every key exactly once");
+    assert_eq!(
+        sorted,
+        (0..20).collect::<Vec<_>>(),
+        "every key exactly once"
+    );
     // A missing key restarts at the first key.
     m.get_next_key(Some(&k(1000)), &mut next).unwrap();
     assert_eq!(u32::from_ne_bytes(next), order[0]);
@@ -239,7 +359,9 @@ fn hash_get_next_key_order_rules() {
     let mut cur: Option<[u8; 4]> = None;
     loop {
         let mut n = [0u8; 4];
-        if m.get_next_key(cur.as_ref().map(|c| &c[..]), &mut n).is_err() {
+        if m.get_next_key(cur.as_ref().map(|c| &c[..]), &mut n)
+            .is_err()
+        {
             break;
         }
         visited.push(u32::from_ne_bytes(n));
@@ -254,7 +376,11 @@ fn hash_get_next_key_order_rules() {
 fn percpu_layout_and_padding_round_trip() {
     require_kernel!();
     let n = ncpus();
-    for map_type in [MapType::PercpuHash, MapType::PercpuArray, MapType::LruPercpuHash] {
+    for map_type in [
+        MapType::PercpuHash,
+        MapType::PercpuArray,
+        MapType::LruPercpuHash,
+    ] {
         let m = create(map_type, 4, 4, 4, 0);
         assert_eq!(m.info().user_value_size(), 8 * n, "{map_type}");
         let mut value = vec![0u8; 8 * n];
@@ -265,13 +391,30 @@ fn percpu_layout_and_padding_round_trip() {
         m.update(&k(1), &value, BPF_ANY).unwrap();
         let mut back = vec![0u8; 8 * n];
         m.lookup(&k(1), &mut back, 0).unwrap();
-        assert_eq!(back, value, "{map_type}: padding is stored and returned as given");
-        assert_eq!(bpfmaps_abi::cpus::sum_percpu_u64(&back, 4), (1..=n as u64).sum::<u64>());
-        assert_eq!(errno(m.update(&k(1), &value, 8)), Some(Errno::EINVAL), "no BPF_F_CPU");
-        assert_eq!(errno(m.update(&k(1), &value, 16)), Some(Errno::EINVAL), "no BPF_F_ALL_CPUS");
+        assert_eq!(
+            back, value,
+            "{map_type}: padding is stored and returned as given"
+        );
+        assert_eq!(
+            bpfmaps_abi::cpus::sum_percpu_u64(&back, 4),
+            (1..=n as u64).sum::<u64>()
+        );
+        assert_eq!(
+            errno(m.update(&k(1), &value, 8)),
+            Some(Errno::EINVAL),
+            "no BPF_F_CPU"
+        );
+        assert_eq!(
+            errno(m.update(&k(1), &value, 16)),
+            Some(Errno::EINVAL),
+            "no BPF_F_ALL_CPUS"
+        );
         assert_eq!(
             m.lookup(&k(1), &mut [0u8; 4], 0),
-            Err(MapError::ValueSize { expected: 8 * n, got: 4 })
+            Err(MapError::ValueSize {
+                expected: 8 * n,
+                got: 4
+            })
         );
     }
     let a = create(MapType::PercpuArray, 4, 12, 2, 0);
@@ -292,12 +435,20 @@ fn batch_lookup_all(m: &KernelMap, chunk: u32) -> (Vec<u32>, Vec<u64>, usize) {
         let mut out_batch = vec![0u8; cursor_len];
         let mut keys = vec![0u8; chunk as usize * 4];
         let mut values = vec![0u8; chunk as usize * vsize];
-        let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: chunk };
+        let mut buffers = BatchBuffers {
+            keys: &mut keys,
+            values: &mut values,
+            count: chunk,
+        };
         let r = m.lookup_batch(in_batch.as_deref(), &mut out_batch, &mut buffers, 0, 0);
         let got = buffers.count as usize;
         for i in 0..got {
-            keys_out.push(u32::from_ne_bytes(keys[i * 4..i * 4 + 4].try_into().unwrap()));
-            values_out.push(u64::from_ne_bytes(values[i * vsize..i * vsize + 8].try_into().unwrap()));
+            keys_out.push(u32::from_ne_bytes(
+                keys[i * 4..i * 4 + 4].try_into().unwrap(),
+            ));
+            values_out.push(u64::from_ne_bytes(
+                values[i * vsize..i * vsize + 8].try_into().unwrap(),
+            ));
         }
         match r {
             Ok(()) => in_batch = Some(out_batch),
@@ -315,37 +466,82 @@ fn hash_batch_operations() {
     // UPDATE_BATCH of 10 elements.
     let mut keys: Vec<u8> = (0..10u32).flat_map(|i| i.to_ne_bytes()).collect();
     let mut values: Vec<u8> = (0..10u64).flat_map(|i| (i * 100).to_ne_bytes()).collect();
-    let mut b = BatchBuffers { keys: &mut keys, values: &mut values, count: 10 };
+    let mut b = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 10,
+    };
     m.update_batch(&mut b, 0, 0).unwrap();
     assert_eq!(b.count, 10);
     // NOEXIST/EXIST elem_flags are rejected early, count untouched.
-    let mut b = BatchBuffers { keys: &mut keys, values: &mut values, count: 10 };
-    assert_eq!(errno(m.update_batch(&mut b, BPF_NOEXIST, 0)), Some(Errno::EINVAL));
+    let mut b = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 10,
+    };
+    assert_eq!(
+        errno(m.update_batch(&mut b, BPF_NOEXIST, 0)),
+        Some(Errno::EINVAL)
+    );
     assert_eq!(b.count, 10);
-    let mut b = BatchBuffers { keys: &mut keys, values: &mut values, count: 10 };
-    assert_eq!(errno(m.update_batch(&mut b, BPF_EXIST, 0)), Some(Errno::EINVAL));
+    let mut b = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 10,
+    };
+    assert_eq!(
+        errno(m.update_batch(&mut b, BPF_EXIST, 0)),
+        Some(Errno::EINVAL)
+    );
     // count == 0 returns 0 immediately.
     let mut out = [0u8; 4];
-    let mut b = BatchBuffers { keys: &mut keys, values: &mut values, count: 0 };
+    let mut b = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 0,
+    };
     assert_eq!(errno(m.lookup_batch(None, &mut out, &mut b, 0, 0)), None);
     assert_eq!(b.count, 0);
     // Hash lookup batch needs flags == 0.
-    let mut b = BatchBuffers { keys: &mut keys, values: &mut values, count: 10 };
-    assert_eq!(errno(m.lookup_batch(None, &mut out, &mut b, 0, 1)), Some(Errno::EINVAL));
+    let mut b = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 10,
+    };
+    assert_eq!(
+        errno(m.lookup_batch(None, &mut out, &mut b, 0, 1)),
+        Some(Errno::EINVAL)
+    );
     // Walking in chunks returns every element once, ending with ENOENT.
     let (mut got, vals, _) = batch_lookup_all(&m, 4);
     let mut pairs: Vec<(u32, u64)> = got.iter().copied().zip(vals).collect();
     pairs.sort_unstable();
-    assert_eq!(pairs, (0..10u32).map(|i| (i, u64::from(i) * 100)).collect::<Vec<_>>());
+    assert_eq!(
+        pairs,
+        (0..10u32)
+            .map(|i| (i, u64::from(i) * 100))
+            .collect::<Vec<_>>()
+    );
     // One call with room for everything: ENOENT and the full count.
     let mut out = [0u8; 4];
     let mut kb = vec![0u8; 64 * 4];
     let mut vb = vec![0u8; 64 * 8];
-    let mut b = BatchBuffers { keys: &mut kb, values: &mut vb, count: 64 };
-    assert_eq!(errno(m.lookup_batch(None, &mut out, &mut b, 0, 0)), Some(Errno::ENOENT));
+    let mut b = BatchBuffers {
+        keys: &mut kb,
+        values: &mut vb,
+        count: 64,
+    };
+    assert_eq!(
+        errno(m.lookup_batch(None, &mut out, &mut b, 0, 0)),
+        Some(Errno::ENOENT)
+    );
     assert_eq!(b.count, 10);
     // A cursor past the last bucket: ENOENT with count 0.
-    let mut b = BatchBuffers { keys: &mut kb, values: &mut vb, count: 64 };
+    let mut b = BatchBuffers {
+        keys: &mut kb,
+        values: &mut vb,
+        count: 64,
+    };
     assert_eq!(
         errno(m.lookup_batch(Some(&u32::MAX.to_ne_bytes()), &mut out, &mut b, 0, 0)),
         Some(Errno::ENOENT)
@@ -353,13 +549,21 @@ fn hash_batch_operations() {
     assert_eq!(b.count, 0);
     // DELETE_BATCH of [1, 99 (missing), 2] stops at the missing key with count 1.
     let mut dk: Vec<u8> = [1u32, 99, 2].iter().flat_map(|i| i.to_ne_bytes()).collect();
-    let mut b = BatchBuffers { keys: &mut dk, values: &mut [], count: 3 };
+    let mut b = BatchBuffers {
+        keys: &mut dk,
+        values: &mut [],
+        count: 3,
+    };
     assert_eq!(errno(m.delete_batch(&mut b, 0, 0)), Some(Errno::ENOENT));
     assert_eq!(b.count, 1);
     assert_eq!(lookup_u64(&m, 1), Err(Errno::ENOENT));
     assert_eq!(lookup_u64(&m, 2), Ok(200));
     // LOOKUP_AND_DELETE_BATCH empties the map.
-    let mut b = BatchBuffers { keys: &mut kb, values: &mut vb, count: 64 };
+    let mut b = BatchBuffers {
+        keys: &mut kb,
+        values: &mut vb,
+        count: 64,
+    };
     assert_eq!(
         errno(m.lookup_and_delete_batch(None, &mut out, &mut b, 0, 0)),
         Some(Errno::ENOENT)
@@ -381,7 +585,11 @@ fn hash_batch_returns_enospc_when_the_first_bucket_does_not_fit() {
         let mut out = [0u8; 4];
         let mut kb = [0u8; 4];
         let mut vb = [0u8; 8];
-        let mut b = BatchBuffers { keys: &mut kb, values: &mut vb, count: 1 };
+        let mut b = BatchBuffers {
+            keys: &mut kb,
+            values: &mut vb,
+            count: 1,
+        };
         match m.lookup_batch(None, &mut out, &mut b, 0, 0) {
             Err(MapError::Errno(Errno::ENOSPC)) => {
                 assert_eq!(b.count, 0);
@@ -394,7 +602,10 @@ fn hash_batch_returns_enospc_when_the_first_bucket_does_not_fit() {
     assert!(found, "no pair of keys shared a bucket out of 62 tries");
     let (keys, _, calls) = batch_lookup_all(&m, 2);
     assert_eq!(keys.len(), 2);
-    assert_eq!(calls, 1, "the whole bucket fits in one call, which then hits the end");
+    assert_eq!(
+        calls, 1,
+        "the whole bucket fits in one call, which then hits the end"
+    );
 }
 
 #[test]
@@ -403,7 +614,11 @@ fn array_batch_operations() {
     let m = create(MapType::Array, 4, 8, 16, 0);
     let mut keys: Vec<u8> = (0..16u32).flat_map(|i| i.to_ne_bytes()).collect();
     let mut values: Vec<u8> = (0..16u64).flat_map(|i| (i + 1).to_ne_bytes()).collect();
-    let mut b = BatchBuffers { keys: &mut keys, values: &mut values, count: 16 };
+    let mut b = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 16,
+    };
     m.update_batch(&mut b, 0, 1).unwrap();
     assert_eq!(b.count, 16, "generic update ignores `flags`");
     assert_eq!(m.batch_cursor_size(), 4);
@@ -415,7 +630,11 @@ fn array_batch_operations() {
         let mut out = [0u8; 4];
         let mut kb = [0u8; 20];
         let mut vb = [0u8; 40];
-        let mut b = BatchBuffers { keys: &mut kb, values: &mut vb, count: 5 };
+        let mut b = BatchBuffers {
+            keys: &mut kb,
+            values: &mut vb,
+            count: 5,
+        };
         let r = m.lookup_batch(in_batch.as_ref().map(|c| &c[..]), &mut out, &mut b, 0, 0);
         counts.push(b.count);
         for i in 0..b.count as usize {
@@ -432,10 +651,21 @@ fn array_batch_operations() {
     assert_eq!(counts, vec![5, 5, 5, 1]);
     assert_eq!(all, (1..=16).collect::<Vec<u64>>());
     let mut out = [0u8; 4];
-    let mut b = BatchBuffers { keys: &mut keys, values: &mut values, count: 4 };
-    assert_eq!(errno(m.lookup_and_delete_batch(None, &mut out, &mut b, 0, 0)), Some(ENOTSUPP));
+    let mut b = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 4,
+    };
+    assert_eq!(
+        errno(m.lookup_and_delete_batch(None, &mut out, &mut b, 0, 0)),
+        Some(ENOTSUPP)
+    );
     assert_eq!(b.count, 4, "early ENOTSUPP leaves count untouched");
-    let mut b = BatchBuffers { keys: &mut keys, values: &mut values, count: 4 };
+    let mut b = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 4,
+    };
     assert_eq!(errno(m.delete_batch(&mut b, 0, 0)), Some(ENOTSUPP));
 }
 
@@ -449,7 +679,11 @@ fn percpu_hash_batch_uses_the_percpu_layout() {
     for (i, b) in values.iter_mut().enumerate() {
         *b = i as u8;
     }
-    let mut b = BatchBuffers { keys: &mut keys, values: &mut values.clone(), count: 3 };
+    let mut b = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values.clone(),
+        count: 3,
+    };
     m.update_batch(&mut b, 0, 0).unwrap();
     for key in 0..3usize {
         let mut v = vec![0u8; 8 * n];
@@ -472,7 +706,11 @@ fn freeze_blocks_syscall_writes() {
     assert_eq!(errno(m.freeze()), Some(Errno::EPERM), "a second freeze");
     let mut kb = k(5).to_vec();
     let mut vb = v64(5).to_vec();
-    let mut b = BatchBuffers { keys: &mut kb, values: &mut vb, count: 1 };
+    let mut b = BatchBuffers {
+        keys: &mut kb,
+        values: &mut vb,
+        count: 1,
+    };
     assert_eq!(errno(m.update_batch(&mut b, 0, 0)), Some(Errno::EPERM));
 }
 
@@ -487,7 +725,10 @@ fn readonly_and_writeonly_fds_get_eperm() {
     assert_eq!(ro.id(), m.id());
     assert_eq!(ro.access(), Access::ReadOnly);
     assert_eq!(lookup_u64(&ro, 1), Ok(7));
-    assert_eq!(errno(ro.update(&k(1), &v64(8), BPF_ANY)), Some(Errno::EPERM));
+    assert_eq!(
+        errno(ro.update(&k(1), &v64(8), BPF_ANY)),
+        Some(Errno::EPERM)
+    );
     assert_eq!(errno(ro.delete(&k(1))), Some(Errno::EPERM));
     let wo = KernelMap::from_pinned_with_access(&pin.0, Access::WriteOnly).unwrap();
     assert_eq!(lookup_u64(&wo, 1), Err(Errno::EPERM));
@@ -496,7 +737,10 @@ fn readonly_and_writeonly_fds_get_eperm() {
     assert_eq!(errno(wo.update(&k(1), &v64(8), BPF_ANY)), None);
     assert_eq!(lookup_u64(&m, 1), Ok(8));
     let by_id = KernelMap::from_id_with_access(m.id(), Access::ReadOnly).unwrap();
-    assert_eq!(errno(by_id.update(&k(1), &v64(9), BPF_ANY)), Some(Errno::EPERM));
+    assert_eq!(
+        errno(by_id.update(&k(1), &v64(9), BPF_ANY)),
+        Some(Errno::EPERM)
+    );
     // RDONLY|WRONLY together is EINVAL at BPF_OBJ_GET.
     let both = sys::obj_get(&pin.0, sys::BPF_F_RDONLY | sys::BPF_F_WRONLY);
     assert_eq!(both.err().map(|e| e.errno), Some(Errno::EINVAL));
@@ -511,15 +755,30 @@ fn pin_rules() {
     let m = create(MapType::Array, 4, 4, 2, 0);
     m.pin(&pin.0).unwrap();
     let meta = std::fs::metadata(&pin.0).unwrap();
-    assert_eq!(meta.permissions().mode(), 0o100600, "pins are regular files with mode 0600");
+    assert_eq!(
+        meta.permissions().mode(),
+        0o100600,
+        "pins are regular files with mode 0600"
+    );
     assert!(bpfmaps_kernel::fs::is_on_bpffs(&pin.0));
-    assert!(bpfmaps_kernel::fs::is_on_bpffs(&pin.0.with_file_name("not_yet_pinned")));
-    assert_eq!(m.pin(&pin.0).err().map(|e| sys_errno(&e)), Some(Errno::EEXIST));
+    assert!(bpfmaps_kernel::fs::is_on_bpffs(
+        &pin.0.with_file_name("not_yet_pinned")
+    ));
+    assert_eq!(
+        m.pin(&pin.0).err().map(|e| sys_errno(&e)),
+        Some(Errno::EEXIST)
+    );
     let outside = std::env::temp_dir().join(format!("bpfmaps_pin_{}", std::process::id()));
     assert!(!bpfmaps_kernel::fs::is_on_bpffs(&outside));
-    assert_eq!(m.pin(&outside).err().map(|e| sys_errno(&e)), Some(Errno::EPERM));
+    assert_eq!(
+        m.pin(&outside).err().map(|e| sys_errno(&e)),
+        Some(Errno::EPERM)
+    );
     let dotted = PinPath::new("has.dot");
-    assert_eq!(m.pin(&dotted.0).err().map(|e| sys_errno(&e)), Some(Errno::EPERM));
+    assert_eq!(
+        m.pin(&dotted.0).err().map(|e| sys_errno(&e)),
+        Some(Errno::EPERM)
+    );
     let no_dir = pin.0.join("child");
     assert!(m.pin(&no_dir).is_err());
     let missing_dir = PinPath::new("missing_dir");
@@ -557,7 +816,10 @@ fn unpin_while_open_keeps_the_map_until_the_last_fd_closes() {
     assert_eq!(lookup_u64(&reopened, 3), Ok(33));
     assert_eq!(KernelMap::from_id(id).unwrap().id(), id);
     drop(reopened);
-    assert!(wait_until_gone(id), "map {id} still exists after its last fd closed");
+    assert!(
+        wait_until_gone(id),
+        "map {id} still exists after its last fd closed"
+    );
 }
 
 /// Runs in a child process (this test binary re-executed with `BPFMAPS_CHILD_PIN` set): create a
@@ -582,7 +844,11 @@ fn pin_outlives_the_process_that_made_it() {
         .env("BPFMAPS_CHILD_PIN", &pin.0)
         .output()
         .unwrap();
-    assert!(child.status.success(), "child: {}", String::from_utf8_lossy(&child.stdout));
+    assert!(
+        child.status.success(),
+        "child: {}",
+        String::from_utf8_lossy(&child.stdout)
+    );
     let m = KernelMap::from_pinned(&pin.0).unwrap();
     assert_eq!(lookup_u64(&m, 7), Ok(42));
     assert_eq!(m.map_type(), MapType::Hash);
@@ -599,10 +865,22 @@ fn ringbuf_syscall_side() {
     assert_eq!(create_errno(Ringbuf, 0, 0, 12288, 0), Some(Errno::EINVAL));
     assert_eq!(create_errno(Ringbuf, 0, 0, 2048, 0), Some(Errno::EINVAL));
     assert_eq!(create_errno(Ringbuf, 0, 0, 0, 0), Some(Errno::EINVAL));
-    assert_eq!(create_errno(Ringbuf, 0, 0, 4096, BPF_F_NO_PREALLOC), Some(Errno::EINVAL));
-    assert_eq!(create_errno(Ringbuf, 0, 0, 4096, BPF_F_MMAPABLE), Some(Errno::EINVAL));
-    assert_eq!(create_errno(Ringbuf, 0, 0, 4096, BPF_F_RDONLY_PROG), Some(Errno::EINVAL));
-    assert_eq!(create_errno(Ringbuf, 0, 0, 4096, 1 << 13), Some(Errno::EINVAL));
+    assert_eq!(
+        create_errno(Ringbuf, 0, 0, 4096, BPF_F_NO_PREALLOC),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(Ringbuf, 0, 0, 4096, BPF_F_MMAPABLE),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(Ringbuf, 0, 0, 4096, BPF_F_RDONLY_PROG),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(Ringbuf, 0, 0, 4096, 1 << 13),
+        Some(Errno::EINVAL)
+    );
     let m = create(Ringbuf, 0, 0, 4096, 0);
     assert_eq!(m.info().user_value_size(), 0);
     assert_eq!(errno(m.lookup(&[], &mut [], 0)), Some(ENOTSUPP));
@@ -614,44 +892,94 @@ fn ringbuf_syscall_side() {
     let key = [0u8; 4];
     let raw = sys::map_lookup_elem(m.fd(), &key, &mut [], 0);
     assert_eq!(raw.err().map(|e| e.errno), Some(Errno::EINVAL));
-    let mut b = BatchBuffers { keys: &mut [], values: &mut [], count: 1 };
-    assert_eq!(errno(m.lookup_batch(None, &mut [], &mut b, 0, 0)), Some(ENOTSUPP));
+    let mut b = BatchBuffers {
+        keys: &mut [],
+        values: &mut [],
+        count: 1,
+    };
+    assert_eq!(
+        errno(m.lookup_batch(None, &mut [], &mut b, 0, 0)),
+        Some(ENOTSUPP)
+    );
     assert_eq!(errno(m.update_batch(&mut b, 0, 0)), Some(ENOTSUPP));
     assert_eq!(errno(m.delete_batch(&mut b, 0, 0)), Some(ENOTSUPP));
-    assert_eq!(errno(m.lookup_and_delete_batch(None, &mut [], &mut b, 0, 0)), Some(ENOTSUPP));
+    assert_eq!(
+        errno(m.lookup_and_delete_batch(None, &mut [], &mut b, 0, 0)),
+        Some(ENOTSUPP)
+    );
 }
 
 #[test]
 fn perf_event_array_syscall_side() {
     require_kernel!();
     use MapType::PerfEventArray;
-    assert_eq!(create_errno(PerfEventArray, 4, 8, 2, 0), Some(Errno::EINVAL));
-    assert_eq!(create_errno(PerfEventArray, 8, 4, 2, 0), Some(Errno::EINVAL));
-    assert_eq!(create_errno(PerfEventArray, 4, 4, 0, 0), Some(Errno::EINVAL));
-    assert_eq!(create_errno(PerfEventArray, 4, 4, 2, BPF_F_MMAPABLE), Some(Errno::EINVAL));
-    assert_eq!(create_errno(PerfEventArray, 4, 4, 2, BPF_F_NO_PREALLOC), Some(Errno::EINVAL));
-    assert_eq!(create_errno(PerfEventArray, 4, 4, 2, BPF_F_RDONLY_PROG), Some(Errno::EINVAL));
-    assert_eq!(create_errno(PerfEventArray, 4, 4, 2, BPF_F_PRESERVE_ELEMS), None);
+    assert_eq!(
+        create_errno(PerfEventArray, 4, 8, 2, 0),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(PerfEventArray, 8, 4, 2, 0),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(PerfEventArray, 4, 4, 0, 0),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(PerfEventArray, 4, 4, 2, BPF_F_MMAPABLE),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(PerfEventArray, 4, 4, 2, BPF_F_NO_PREALLOC),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(PerfEventArray, 4, 4, 2, BPF_F_RDONLY_PROG),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(PerfEventArray, 4, 4, 2, BPF_F_PRESERVE_ELEMS),
+        None
+    );
     let m = create(PerfEventArray, 4, 4, 2, 0);
     let mut v = [0u8; 4];
     assert_eq!(errno(m.lookup(&k(0), &mut v, 0)), Some(ENOTSUPP));
     // A map fd is not a perf event.
     let other = create(MapType::Array, 4, 4, 1, 0);
     let other_fd = std::os::fd::AsRawFd::as_raw_fd(&other.fd()) as u32;
-    assert_eq!(errno(m.update(&k(0), &other_fd.to_ne_bytes(), BPF_ANY)), Some(Errno::EBADF));
+    assert_eq!(
+        errno(m.update(&k(0), &other_fd.to_ne_bytes(), BPF_ANY)),
+        Some(Errno::EBADF)
+    );
     let event = sys::perf_event_open_bpf_output(0, 1).unwrap();
     let event_fd = std::os::fd::AsRawFd::as_raw_fd(&event) as u32;
-    assert_eq!(errno(m.update(&k(0), &event_fd.to_ne_bytes(), BPF_NOEXIST)), Some(Errno::EINVAL));
-    assert_eq!(errno(m.update(&k(2), &event_fd.to_ne_bytes(), BPF_ANY)), Some(Errno::E2BIG));
+    assert_eq!(
+        errno(m.update(&k(0), &event_fd.to_ne_bytes(), BPF_NOEXIST)),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        errno(m.update(&k(2), &event_fd.to_ne_bytes(), BPF_ANY)),
+        Some(Errno::E2BIG)
+    );
     assert_eq!(errno(m.delete(&k(1))), Some(Errno::ENOENT));
-    assert_eq!(errno(m.update(&k(1), &event_fd.to_ne_bytes(), BPF_ANY)), None);
+    assert_eq!(
+        errno(m.update(&k(1), &event_fd.to_ne_bytes(), BPF_ANY)),
+        None
+    );
     assert_eq!(errno(m.delete(&k(1))), None);
     assert_eq!(errno(m.delete(&k(2))), Some(Errno::E2BIG));
     let mut next = [0u8; 4];
     m.get_next_key(None, &mut next).unwrap();
     assert_eq!(next, k(0));
-    let mut b = BatchBuffers { keys: &mut [0u8; 4], values: &mut [0u8; 4], count: 1 };
-    assert_eq!(errno(m.lookup_batch(None, &mut [0u8; 4], &mut b, 0, 0)), Some(ENOTSUPP));
+    let mut b = BatchBuffers {
+        keys: &mut [0u8; 4],
+        values: &mut [0u8; 4],
+        count: 1,
+    };
+    assert_eq!(
+        errno(m.lookup_batch(None, &mut [0u8; 4], &mut b, 0, 0)),
+        Some(ENOTSUPP)
+    );
     assert_eq!(errno(m.update_batch(&mut b, 0, 0)), Some(ENOTSUPP));
 }
 
@@ -660,15 +988,30 @@ fn stack_trace_syscall_side() {
     require_kernel!();
     use MapType::StackTrace;
     assert_eq!(create_errno(StackTrace, 4, 8 * 127, 4, 0), None);
-    assert_eq!(create_errno(StackTrace, 4, 8 * 128, 4, 0), Some(Errno::EINVAL));
+    assert_eq!(
+        create_errno(StackTrace, 4, 8 * 128, 4, 0),
+        Some(Errno::EINVAL)
+    );
     assert_eq!(create_errno(StackTrace, 4, 12, 4, 0), Some(Errno::EINVAL));
     assert_eq!(create_errno(StackTrace, 4, 4, 4, 0), Some(Errno::EINVAL));
     assert_eq!(create_errno(StackTrace, 8, 8, 4, 0), Some(Errno::EINVAL));
     assert_eq!(create_errno(StackTrace, 4, 8, 0, 0), Some(Errno::EINVAL));
-    assert_eq!(create_errno(StackTrace, 4, 8, 4, BPF_F_NO_PREALLOC), Some(Errno::EINVAL));
-    assert_eq!(create_errno(StackTrace, 4, 8, 4, BPF_F_RDONLY_PROG), Some(Errno::EINVAL));
-    assert_eq!(create_errno(StackTrace, 4, 32, 4, BPF_F_STACK_BUILD_ID), None);
-    assert_eq!(create_errno(StackTrace, 4, 8, 4, BPF_F_STACK_BUILD_ID), Some(Errno::EINVAL));
+    assert_eq!(
+        create_errno(StackTrace, 4, 8, 4, BPF_F_NO_PREALLOC),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(StackTrace, 4, 8, 4, BPF_F_RDONLY_PROG),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        create_errno(StackTrace, 4, 32, 4, BPF_F_STACK_BUILD_ID),
+        None
+    );
+    assert_eq!(
+        create_errno(StackTrace, 4, 8, 4, BPF_F_STACK_BUILD_ID),
+        Some(Errno::EINVAL)
+    );
     let m = create(StackTrace, 4, 8 * 16, 5, 0);
     let mut v = vec![0u8; 8 * 16];
     assert_eq!(errno(m.lookup(&k(0), &mut v, 0)), Some(Errno::ENOENT));
@@ -680,8 +1023,15 @@ fn stack_trace_syscall_side() {
     assert_eq!(errno(m.delete(&k(8))), Some(Errno::E2BIG));
     let mut next = [0u8; 4];
     assert_eq!(errno(m.get_next_key(None, &mut next)), Some(Errno::ENOENT));
-    let mut b = BatchBuffers { keys: &mut [0u8; 4], values: &mut v, count: 1 };
-    assert_eq!(errno(m.lookup_batch(None, &mut [0u8; 4], &mut b, 0, 0)), Some(ENOTSUPP));
+    let mut b = BatchBuffers {
+        keys: &mut [0u8; 4],
+        values: &mut v,
+        count: 1,
+    };
+    assert_eq!(
+        errno(m.lookup_batch(None, &mut [0u8; 4], &mut b, 0, 0)),
+        Some(ENOTSUPP)
+    );
     assert_eq!(errno(m.delete_batch(&mut b, 0, 0)), Some(ENOTSUPP));
 }
 
@@ -692,7 +1042,10 @@ fn info_listing_and_lookup_by_name() {
     let m = KernelMap::create(&def(MapType::LruHash, 8, 16, 32, 0, &name)).unwrap();
     let info = m.info();
     assert_eq!(info.map_type, MapType::LruHash);
-    assert_eq!((info.key_size, info.value_size, info.max_entries), (8, 16, 32));
+    assert_eq!(
+        (info.key_size, info.value_size, info.max_entries),
+        (8, 16, 32)
+    );
     assert_eq!(info.name, name);
     assert_eq!(info.possible_cpus as usize, ncpus());
     assert_eq!(info.btf_id, 0);
@@ -712,7 +1065,10 @@ fn info_listing_and_lookup_by_name() {
 }
 
 fn bpftool(args: &[&str]) -> std::process::Output {
-    Command::new("bpftool").args(args).output().expect("running bpftool")
+    Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("running bpftool")
 }
 
 fn hex_bytes(value: &serde_json::Value) -> Vec<u8> {
@@ -737,7 +1093,11 @@ fn bpftool_dumps_a_map_pinned_by_bpfmaps() {
     }
     m.pin(&pin.0).unwrap();
     let out = bpftool(&["-j", "map", "dump", "pinned", pin.0.to_str().unwrap()]);
-    assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut dumped: Vec<(Vec<u8>, Vec<u8>)> = json
         .as_array()
@@ -756,19 +1116,70 @@ fn bpfmaps_reads_a_map_pinned_by_bpftool() {
     let pin = PinPath::new("interop_in");
     let p = pin.0.to_str().unwrap();
     let out = bpftool(&[
-        "map", "create", p, "type", "hash", "key", "4", "value", "8", "entries", "8", "name",
+        "map",
+        "create",
+        p,
+        "type",
+        "hash",
+        "key",
+        "4",
+        "value",
+        "8",
+        "entries",
+        "8",
+        "name",
         "bpftool_made",
     ]);
-    assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = bpftool(&[
         "map", "update", "pinned", p, "key", "5", "0", "0", "0", "value", "0x11", "0x22", "0", "0",
         "0", "0", "0", "0",
     ]);
-    assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = KernelMap::from_pinned(&pin.0).unwrap();
     let info = m.info();
     assert_eq!(info.name, "bpftool_made");
-    assert_eq!((info.map_type, info.key_size, info.value_size), (MapType::Hash, 4, 8));
+    assert_eq!(
+        (info.map_type, info.key_size, info.value_size),
+        (MapType::Hash, 4, 8)
+    );
     assert_eq!(lookup_u64(&m, 5), Ok(0x2211));
     assert_eq!(keys_of(&m), vec![5]);
+}
+
+#[test]
+fn syscall_layer_edge_cases() {
+    require_kernel!();
+    let m = create(MapType::Hash, 4, 8, 4, 0);
+    // A NULL key (bypassing KernelMap's length check) is EFAULT.
+    let mut v = [0u8; 8];
+    let null_key = sys::map_lookup_elem(m.fd(), &[], &mut v, 0);
+    assert_eq!(
+        null_key.err().map(|e| (e.call, e.errno)),
+        Some(("BPF_MAP_LOOKUP_ELEM", Errno::EFAULT))
+    );
+    // Unknown BPF_OBJ_GET flag bits are EINVAL; open()/read() of a pin without BTF is EIO.
+    let pin = PinPath::new("edge");
+    m.pin(&pin.0).unwrap();
+    assert_eq!(
+        sys::obj_get(&pin.0, 1 << 20).err().map(|e| e.errno),
+        Some(Errno::EINVAL)
+    );
+    let opened = std::fs::File::open(&pin.0);
+    assert_eq!(
+        opened.err().and_then(|e| e.raw_os_error()),
+        Some(Errno::EIO.0)
+    );
+    // A file descriptor that is not a bpf object.
+    let file = std::fs::File::open("/proc/self/stat").unwrap();
+    let not_a_map = KernelMap::from_fd(file.into());
+    assert_eq!(not_a_map.err().map(|e| sys_errno(&e)), Some(Errno::EINVAL));
 }

@@ -90,7 +90,10 @@ fn ringbuf_discarded_records_are_skipped_but_advance_the_position() {
     assert_eq!(run(&output, 3, None), 0);
     let mut consumer = KernelRingBuf::new(&map).unwrap().into_consumer();
     // Positions 0, 16 and 40 as the kernel lays them out; the discard is at 16.
-    assert_eq!(consumer.memory().load_len_word(16), 16 | bpfmaps_abi::ringbuf::BPF_RINGBUF_DISCARD_BIT);
+    assert_eq!(
+        consumer.memory().load_len_word(16),
+        16 | bpfmaps_abi::ringbuf::BPF_RINGBUF_DISCARD_BIT
+    );
     assert_eq!(consumer.memory().load_producer_pos(), 72);
     let mut got = Vec::new();
     let n = consumer
@@ -138,9 +141,15 @@ fn ringbuf_poll_times_out_when_empty_and_wakes_on_a_record() {
     let prog = ringbuf_output_prog(map.fd(), 8);
     let mut consumer = KernelRingBuf::new(&map).unwrap().into_consumer();
     let start = Instant::now();
-    let n = consumer.poll(Some(Duration::from_millis(100)), |_| Ok::<(), ()>(())).unwrap();
+    let n = consumer
+        .poll(Some(Duration::from_millis(100)), |_| Ok::<(), ()>(()))
+        .unwrap();
     assert_eq!(n, 0);
-    assert!(start.elapsed() >= Duration::from_millis(90), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(90),
+        "{:?}",
+        start.elapsed()
+    );
     let producer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
         run(&prog, 99, None)
@@ -148,7 +157,10 @@ fn ringbuf_poll_times_out_when_empty_and_wakes_on_a_record() {
     let start = Instant::now();
     let record = consumer.next_record(Some(Duration::from_secs(10))).unwrap();
     assert_eq!(record.map(|r| first_u64(&r)), Some(99));
-    assert!(start.elapsed() < Duration::from_secs(5), "woken by epoll, not the timeout");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "woken by epoll, not the timeout"
+    );
     assert_eq!(producer.join().unwrap(), 0);
 }
 
@@ -158,6 +170,9 @@ fn ringbuf_consumer_rejects_other_map_types() {
     let map = create(MapType::Array, 4, 4, 1, 0);
     assert!(matches!(
         KernelRingBuf::new(&map),
-        Err(bpfmaps_kernel::Error::WrongMapType { expected: MapType::Ringbuf, .. })
+        Err(bpfmaps_kernel::Error::WrongMapType {
+            expected: MapType::Ringbuf,
+            ..
+        })
     ));
 }

@@ -521,6 +521,19 @@ impl RingBuf {
         self.submit(handle, flags).map_err(|_| Errno::EINVAL)
     }
 
+    /// Copies `out.len()` bytes of the data area starting at data offset `offset` (which may run
+    /// past the end into the second mapping, up to twice the data size): what a kernel ring's
+    /// user-space mapping shows at `2 × page + offset`.
+    pub fn read_data(&self, offset: u64, out: &mut [u8]) -> Result<(), RingBufError> {
+        let inner = &*self.inner;
+        let len = out.len() as u64;
+        if offset.checked_add(len).is_none_or(|end| end > 2 * inner.data_size) {
+            return Err(RingBufError::OutsideRecord { at: offset, len, size: 0 });
+        }
+        inner.ring.read(inner.data_offset() + offset as usize, out);
+        Ok(())
+    }
+
     /// `bpf_ringbuf_query(map, selector)`: available data, ring size, consumer position,
     /// producer position; 0 for any other selector.
     pub fn query(&self, selector: u64) -> u64 {

@@ -503,6 +503,15 @@ pub(crate) fn parse_btf_ext(data: &[u8], btf: &BtfInfo) -> Result<Vec<CoreReloca
             let Some(records) = records_end.and_then(|e| sub.get(records_start..e)) else {
                 return Err(bad(S, start + at, format!("{what}: {num} records run past the subsection")));
             };
+            // aya-obj rebases line info by subtracting the first record's instruction offset, and
+            // the kernel wants both lists sorted: offsets must never decrease.
+            if what != "core_relo" {
+                let offsets: Vec<u32> =
+                    records.chunks_exact(rec_size).map(|r| read_u32(r, 0).unwrap_or(0)).collect();
+                if offsets.windows(2).any(|w| w[1] < w[0]) {
+                    return Err(bad(S, start + at, format!("{what} offsets are not sorted")));
+                }
+            }
             if what == "core_relo" {
                 let section = btf.string_at(sec_name).to_owned();
                 for rec in records.chunks_exact(rec_size) {

@@ -404,6 +404,18 @@ fn check_relocation(
                     return Err(RelocProblem::Bad(format!("data offset of `{}` does not fit in 32 bits", sym.name)));
                 }
             }
+            if target_section.role.is_code() && sym.kind == SymbolKind::Section {
+                // aya-obj computes the function address as `symbol + imm`.
+                let target = i64::try_from(sym.address)
+                    .ok()
+                    .and_then(|a| a.checked_add(i64::from(imm_of(&insn))));
+                if target.is_none_or(|t| t < 0 || t as u64 >= target_section.size) {
+                    return Err(RelocProblem::Bad(format!(
+                        "function reference outside `{}`",
+                        target_section.name
+                    )));
+                }
+            }
             if target_section.role.is_code()
                 && !matches!(sym.kind, SymbolKind::Text | SymbolKind::Section)
             {
@@ -419,6 +431,19 @@ fn check_relocation(
             }
             if !matches!(sym.kind, SymbolKind::Text | SymbolKind::Section) {
                 return Err(RelocProblem::Bad(format!("call to `{}` of kind {:?}", sym.name, sym.kind)));
+            }
+            if sym.kind == SymbolKind::Section {
+                // aya-obj computes the callee address as `symbol + (imm + 1) * 8`.
+                let target = i64::try_from(sym.address).ok().and_then(|a| {
+                    let slots = i64::from(imm_of(&insn)).checked_add(1)?;
+                    a.checked_add(slots.checked_mul(INSN_SIZE as i64)?)
+                });
+                if target.is_none_or(|t| t < 0 || t as u64 >= target_section.size) {
+                    return Err(RelocProblem::Bad(format!(
+                        "call target outside `{}`",
+                        target_section.name
+                    )));
+                }
             }
         }
         other => return Err(RelocProblem::Bad(format!("unsupported relocation type {other}"))),

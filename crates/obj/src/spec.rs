@@ -719,7 +719,12 @@ fn data_map(
             initial_value: Some(initial_value),
             frozen: kind == MapKind::Rodata,
             key_type: None,
-            value_type: datasec.and_then(|(b, id)| b.type_info(id)),
+            // clang leaves a DATASEC's size at 0 in object files; libbpf fixes it to the
+            // section size, and so does this.
+            value_type: datasec.and_then(|(b, id)| b.type_info(id)).map(|mut t| {
+                t.size = Some(value_size);
+                t
+            }),
             inner: None,
         },
     })

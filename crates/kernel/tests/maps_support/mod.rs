@@ -21,7 +21,9 @@ pub fn kernel_available() -> bool {
         Ok(_) => true,
         Err(e) => {
             if std::env::var("BPFMAPS_SKIP_KERNEL").as_deref() == Ok("1") {
-                eprintln!("skipping kernel test: cannot create a BPF map ({e}); BPFMAPS_SKIP_KERNEL=1");
+                eprintln!(
+                    "skipping kernel test: cannot create a BPF map ({e}); BPFMAPS_SKIP_KERNEL=1"
+                );
                 false
             } else {
                 panic!(
@@ -44,7 +46,14 @@ macro_rules! require_kernel {
 }
 
 /// A map definition.
-pub fn def(map_type: MapType, key: u32, value: u32, entries: u32, flags: u32, name: &str) -> MapDef {
+pub fn def(
+    map_type: MapType,
+    key: u32,
+    value: u32,
+    entries: u32,
+    flags: u32,
+    name: &str,
+) -> MapDef {
     MapDef {
         map_type,
         key_size: key,
@@ -57,12 +66,19 @@ pub fn def(map_type: MapType, key: u32, value: u32, entries: u32, flags: u32, na
 
 /// Creates a map, panicking with the errno on failure.
 pub fn create(map_type: MapType, key: u32, value: u32, entries: u32, flags: u32) -> KernelMap {
-    KernelMap::create(&def(map_type, key, value, entries, flags, "t"))
-        .unwrap_or_else(|e| panic!("creating {map_type} k{key} v{value} n{entries} f{flags:#x}: {e}"))
+    KernelMap::create(&def(map_type, key, value, entries, flags, "t")).unwrap_or_else(|e| {
+        panic!("creating {map_type} k{key} v{value} n{entries} f{flags:#x}: {e}")
+    })
 }
 
 /// The errno of a failed map creation (`None` when it succeeded).
-pub fn create_errno(map_type: MapType, key: u32, value: u32, entries: u32, flags: u32) -> Option<Errno> {
+pub fn create_errno(
+    map_type: MapType,
+    key: u32,
+    value: u32,
+    entries: u32,
+    flags: u32,
+) -> Option<Errno> {
     match KernelMap::create(&def(map_type, key, value, entries, flags, "t")) {
         Ok(_) => None,
         Err(e) => Some(sys_errno(&e)),
@@ -103,7 +119,10 @@ impl PinPath {
     /// `/sys/fs/bpf/bpfmaps_test_<pid>_<tag>`.
     pub fn new(tag: &str) -> PinPath {
         bpfmaps_kernel::fs::ensure_bpffs().expect("mounting bpffs");
-        let path = PathBuf::from(format!("/sys/fs/bpf/bpfmaps_test_{}_{tag}", std::process::id()));
+        let path = PathBuf::from(format!(
+            "/sys/fs/bpf/bpfmaps_test_{}_{tag}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_file(&path);
         PinPath(path)
     }
@@ -162,7 +181,10 @@ pub mod asm {
     }
     /// `dst = imm64` (two slots).
     pub fn ld_imm64(dst: u8, imm: u64) -> [u64; 2] {
-        [insn(0x18, dst, 0, 0, imm as u32 as i32), insn(0, 0, 0, 0, (imm >> 32) as u32 as i32)]
+        [
+            insn(0x18, dst, 0, 0, imm as u32 as i32),
+            insn(0, 0, 0, 0, (imm >> 32) as u32 as i32),
+        ]
     }
     /// `dst = map` by fd (`BPF_PSEUDO_MAP_FD`, two slots).
     pub fn ld_map_fd(dst: u8, fd: i32) -> [u64; 2] {
@@ -210,7 +232,11 @@ pub fn ringbuf_output_prog(map: BorrowedFd<'_>, size: i16) -> OwnedFd {
     }
     p.push(stx_dw(10, -size, 7));
     p.extend(ld_map_fd(1, map.as_raw_fd()));
-    p.extend([mov_reg(2, 10), add_imm(2, -i32::from(size)), mov_imm(3, i32::from(size))]);
+    p.extend([
+        mov_reg(2, 10),
+        add_imm(2, -i32::from(size)),
+        mov_imm(3, i32::from(size)),
+    ]);
     p.extend([mov_imm(4, 0), call(HELPER_RINGBUF_OUTPUT), exit()]);
     load(&p, "rb_output")
 }
@@ -221,10 +247,18 @@ pub fn ringbuf_reserve_prog(map: BorrowedFd<'_>, size: i32, discard: bool) -> Ow
     use asm::*;
     let mut p = vec![mov_reg(6, 1), ldx_dw(7, 6, 0)];
     p.extend(ld_map_fd(1, map.as_raw_fd()));
-    p.extend([mov_imm(2, size), mov_imm(3, 0), call(HELPER_RINGBUF_RESERVE)]);
+    p.extend([
+        mov_imm(2, size),
+        mov_imm(3, 0),
+        call(HELPER_RINGBUF_RESERVE),
+    ]);
     p.push(jeq_imm(0, 0, 6));
     p.extend([stx_dw(0, 0, 7), mov_reg(1, 0), mov_imm(2, 0)]);
-    p.push(call(if discard { HELPER_RINGBUF_DISCARD } else { HELPER_RINGBUF_SUBMIT }));
+    p.push(call(if discard {
+        HELPER_RINGBUF_DISCARD
+    } else {
+        HELPER_RINGBUF_SUBMIT
+    }));
     p.extend([mov_imm(0, 0), exit(), mov_imm(0, 1), exit()]);
     load(&p, "rb_reserve")
 }
@@ -233,10 +267,20 @@ pub fn ringbuf_reserve_prog(map: BorrowedFd<'_>, size: i32, discard: bool) -> Ow
 /// context argument as the 8-byte payload. Returns the helper's result.
 pub fn perf_output_prog(map: BorrowedFd<'_>) -> OwnedFd {
     use asm::*;
-    let mut p = vec![mov_reg(6, 1), ldx_dw(7, 6, 0), stx_dw(10, -8, 7), mov_reg(1, 6)];
+    let mut p = vec![
+        mov_reg(6, 1),
+        ldx_dw(7, 6, 0),
+        stx_dw(10, -8, 7),
+        mov_reg(1, 6),
+    ];
     p.extend(ld_map_fd(2, map.as_raw_fd()));
     p.extend(ld_imm64(3, 0xffff_ffff));
-    p.extend([mov_reg(4, 10), add_imm(4, -8), mov_imm(5, 8), call(HELPER_PERF_EVENT_OUTPUT)]);
+    p.extend([
+        mov_reg(4, 10),
+        add_imm(4, -8),
+        mov_imm(5, 8),
+        call(HELPER_PERF_EVENT_OUTPUT),
+    ]);
     p.push(exit());
     load(&p, "perf_output")
 }
@@ -246,7 +290,14 @@ pub fn perf_output_prog(map: BorrowedFd<'_>) -> OwnedFd {
 pub fn run(prog: &OwnedFd, arg: u64, cpu: Option<u32>) -> i32 {
     use std::os::fd::AsFd;
     let ctx = arg.to_ne_bytes();
-    let result = sys::prog_test_run(prog.as_fd(), &TestRun { ctx_in: &ctx, cpu, ..Default::default() })
-        .unwrap_or_else(|e| panic!("test run: {e}"));
+    let result = sys::prog_test_run(
+        prog.as_fd(),
+        &TestRun {
+            ctx_in: &ctx,
+            cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("test run: {e}"));
     result.retval as i32
 }
