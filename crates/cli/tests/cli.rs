@@ -306,3 +306,61 @@ fn top_once_prints_one_table() {
         assert!(p["opens"].as_u64().unwrap() >= p["delta"].as_u64().unwrap());
     }
 }
+
+fn bpftool_json(args: &[&str]) -> Value {
+    let bpftool = ["/usr/sbin/bpftool", "/usr/bin/bpftool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("bpftool is installed by scripts/setup.sh");
+    let out = Command::new(bpftool).arg("-j").args(args).output().unwrap();
+    assert!(out.status.success(), "bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn dumps_are_byte_for_byte_what_bpftool_prints() {
+    if !kernel() {
+        return;
+    }
+    let cli = Cli::new("bpftool");
+    for (ty, value_len) in [("hash", 8), ("array", 4), ("percpu_hash", 4), ("percpu_array", 12), ("lru_hash", 8)] {
+        let path = format!("/sys/fs/bpf/bpfmaps_cli_bt_{ty}_{}", std::process::id());
+        let _ = std::fs::remove_file(&path);
+        let vl = value_len.to_string();
+        cli.ok(&["map", "create", &path, "type", ty, "key", "4", "value", &vl, "entries", "8", "name", "bt"]);
+        for k in 0..5u8 {
+            let key = k.to_string();
+            let mut args = vec!["map", "update", "pinned", &path, "key", &key, "0", "0", "0", "value"];
+            let bytes: Vec<String> = (0..value_len).map(|i| (i * 3 + k as usize).to_string()).collect();
+            args.extend(bytes.iter().map(String::as_str));
+            cli.ok(&args);
+        }
+        let ours = cli.json(&["map", "dump", "pinned", &path]);
+        let theirs = bpftool_json(&["map", "dump", "pinned", &path]);
+        assert_eq!(ours, theirs, "{ty}");
+        let ours = cli.json(&["map", "lookup", "pinned", &path, "key", "3", "0", "0", "0"]);
+        let theirs = bpftool_json(&["map", "lookup", "pinned", &path, "key", "3", "0", "0", "0"]);
+        assert_eq!(ours, theirs, "{ty}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+fn pinned_maps_of_a_run_outlive_it() {
+    if !kernel() {
+        return;
+    }
+    let cli = Cli::new("pinrun");
+    let dir = format!("/sys/fs/bpf/bpfmaps_cli_run_{}", std::process::id());
+    let _ = std::fs::remove_dir_all(&dir);
+    let obj = repo().join("bpf/obj/ringbuf_events.bpf.o");
+    cli.ok(&["run", obj.to_str().unwrap(), "--pin-maps", &dir, "--", "python3", "-c", "import os; os.sched_getscheduler(0)"]);
+    // The run is over; its pinned ARRAY is still there, and readable by bpftool too.
+    let ours = cli.json(&["map", "dump", "pinned", &format!("{dir}/ringbuf_drops")]);
+    assert_eq!(ours.as_array().unwrap().len(), 1);
+    let theirs = bpftool_json(&["map", "dump", "pinned", &format!("{dir}/ringbuf_drops")]);
+    assert_eq!(ours, theirs);
+    let info = cli.json(&["map", "show", "pinned", &format!("{dir}/events")]);
+    assert_eq!(info["type"], "ringbuf");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -55,6 +55,9 @@ impl MapFactory for User {
     fn create(&self, def: &MapDef) -> Result<Box<dyn MapOps>, CreateError> {
         match bpfmaps_maps::UserMap::create(def) {
             Ok(map) => Ok(Box::new(map)),
+            Err(e @ bpfmaps_maps::UserMapError::Unsupported(_)) => {
+                Err(CreateError::Unsupported(e.to_string()))
+            }
             Err(e) => match e.errno() {
                 Some(errno) => Err(CreateError::Errno(errno)),
                 None => Err(CreateError::Other(e.to_string())),

@@ -32,6 +32,7 @@ pub mod op;
 pub mod runner;
 pub mod strategy;
 pub mod sys;
+pub mod worker;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -105,8 +106,10 @@ pub fn cases_from_env() -> u32 {
 /// What a differential suite did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SuiteReport {
-    /// Cases run.
+    /// Cases run (0 when the candidate does not implement the map type).
     pub cases: u32,
+    /// Set when the candidate engine does not implement the map type: nothing was compared.
+    pub not_covered: Option<String>,
     /// Operations applied to both engines (creation and final walks not counted).
     pub ops: u64,
 }
@@ -121,6 +124,13 @@ pub fn run_differential(
     exceptions: &[KnownDivergence],
 ) -> Result<SuiteReport, String> {
     let possible_cpus = sys::possible_cpus().map_err(|e| format!("possible CPUs: {e}"))?;
+    if let Err(CreateError::Unsupported(why)) = candidate.create(&config.def) {
+        return Ok(SuiteReport {
+            cases: 0,
+            not_covered: Some(why),
+            ops: 0,
+        });
+    }
     let space = OpSpace {
         def: config.def.clone(),
         possible_cpus: u32::try_from(possible_cpus).unwrap_or(u32::MAX),
@@ -168,6 +178,7 @@ pub fn run_differential(
     match outcome {
         Ok(()) => Ok(SuiteReport {
             cases: u32::try_from(cases.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+            not_covered: None,
             ops: ops_before.load(Ordering::Relaxed),
         }),
         Err(TestError::Fail(reason, ops)) => Err(format!(

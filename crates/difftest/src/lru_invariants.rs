@@ -166,6 +166,13 @@ pub fn run_lru_invariants(
     config: &SuiteConfig,
 ) -> Result<SuiteReport, String> {
     let possible_cpus = crate::sys::possible_cpus().map_err(|e| format!("possible CPUs: {e}"))?;
+    if let Err(crate::CreateError::Unsupported(why)) = factory.create(&config.def) {
+        return Ok(SuiteReport {
+            cases: 0,
+            not_covered: Some(why),
+            ops: 0,
+        });
+    }
     let space = OpSpace {
         def: config.def.clone(),
         possible_cpus: u32::try_from(possible_cpus).unwrap_or(u32::MAX),
@@ -212,6 +219,7 @@ pub fn run_lru_invariants(
     match outcome {
         Ok(()) => Ok(SuiteReport {
             cases: config.cases,
+            not_covered: None,
             ops: ops_total.load(std::sync::atomic::Ordering::Relaxed),
         }),
         Err(TestError::Fail(reason, ops)) => Err(format!(

@@ -42,13 +42,13 @@ pub struct KnownDivergence {
 #[derive(Clone, Debug)]
 pub struct Divergence {
     /// The map definition.
-    pub def: MapDef,
+    pub def: Box<MapDef>,
     /// Index of the operation in the sequence (`None` for creation or final contents).
     pub step: Option<usize>,
     /// What differed, in words.
     pub what: String,
     /// The operation (when a step diverged).
-    pub op: Option<Op>,
+    pub op: Option<Box<Op>>,
     /// The reference's side.
     pub reference: String,
     /// The candidate's side.
@@ -160,7 +160,7 @@ pub fn compare_info(
     };
     if pick(reference) != pick(candidate) {
         return Err(Divergence {
-            def: def.clone(),
+            def: Box::new(def.clone()),
             step: None,
             what: "map info differs".into(),
             op: None,
@@ -230,10 +230,10 @@ impl<'m> DiffRunner<'m> {
             Ok(())
         } else {
             Err(Divergence {
-                def: self.def.clone(),
+                def: Box::new(self.def.clone()),
                 step: Some(index),
                 what: format!("{} outcome differs", op.kind()),
-                op: Some(op.clone()),
+                op: Some(Box::new(op.clone())),
                 reference: format!("{a:?}"),
                 candidate: format!("{b:?}"),
             })
@@ -264,7 +264,7 @@ impl<'m> DiffRunner<'m> {
             Ok(())
         } else {
             Err(Divergence {
-                def: self.def,
+                def: Box::new(self.def),
                 step: None,
                 what: "final contents differ".into(),
                 op: None,

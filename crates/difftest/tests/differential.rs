@@ -16,7 +16,7 @@ use bpfmaps_difftest::lru_invariants::run_lru_invariants;
 use bpfmaps_difftest::op::Op;
 use bpfmaps_difftest::{
     kernel_usable, op_totals_line, run_differential, sys, Comparison, KnownDivergence, MapFactory,
-    SuiteConfig,
+    SuiteConfig, SuiteReport,
 };
 
 fn def(
@@ -53,6 +53,15 @@ fn check(defs: &[(MapDef, Comparison)]) {
     for (def, comparison) in defs {
         let config = SuiteConfig::new(def.clone(), *comparison);
         match run_differential(&Kernel, &candidate, &config, KNOWN_DIVERGENCES) {
+            Ok(SuiteReport {
+                not_covered: Some(why),
+                ..
+            }) => {
+                println!(
+                    "NOT COVERED: {} flags {:#x}: {why}",
+                    def.map_type, def.map_flags
+                )
+            }
             Ok(report) => println!(
                 "{} {:?} flags {:#x}: {} cases, {} ops, no divergence",
                 def.map_type, comparison, def.map_flags, report.cases, report.ops
@@ -206,6 +215,16 @@ fn lru_invariants_hold_on_both_engines_from_any_cpu() {
         for factory in factories {
             let config = SuiteConfig::new(d.clone(), Comparison::Unordered);
             match run_lru_invariants(factory, &config) {
+                Ok(SuiteReport {
+                    not_covered: Some(why),
+                    ..
+                }) => {
+                    println!(
+                        "NOT COVERED: {} on {}: {why}",
+                        d.map_type,
+                        factory.engine_name()
+                    )
+                }
                 Ok(report) => println!(
                     "{} on {} flags {:#x}: LRU invariants hold over {} ops",
                     d.map_type,

@@ -171,9 +171,6 @@ fn rewrite(
             out.extend_from_slice(&epilogue);
         }
     }
-    if main_end == slots.len() {
-        out.extend_from_slice(&epilogue);
-    }
     Ok(out)
 }
 

@@ -1183,3 +1183,54 @@ fn syscall_layer_edge_cases() {
     let not_a_map = KernelMap::from_fd(file.into());
     assert_eq!(not_a_map.err().map(|e| sys_errno(&e)), Some(Errno::EINVAL));
 }
+
+#[test]
+fn stack_trace_lookup_after_get_stackid() {
+    require_kernel!();
+    // Running on the current CPU keeps the call path (and so the stack) identical between runs;
+    // a run sent to another CPU goes through an IPI and records a different stack.
+    pin_thread_to_cpu(0);
+    let depth = 32usize;
+    let m = create(MapType::StackTrace, 4, 8 * depth as u32, 16, 0);
+    let prog = stackid_prog(m.fd(), 0);
+    let id = run(&prog, 0, Some(0));
+    assert!(id >= 0, "get_stackid: {id}");
+    let id = id as u32;
+    assert!(id < 16, "ids are bucket indexes below n_buckets");
+    assert_eq!(
+        run(&prog, 0, Some(0)),
+        id as i32,
+        "the same stack gets the same id"
+    );
+    let mut v = vec![0u8; 8 * depth];
+    m.lookup(&k(id), &mut v, 0).unwrap();
+    let frames: Vec<u64> = v
+        .chunks(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+        .collect();
+    let nr = frames.iter().position(|&ip| ip == 0).unwrap_or(depth);
+    assert!(nr > 0, "at least one kernel frame");
+    assert!(
+        frames[..nr].iter().all(|&ip| ip >= 0xffff_0000_0000_0000),
+        "kernel addresses"
+    );
+    assert!(
+        frames[nr..].iter().all(|&ip| ip == 0),
+        "the rest is zero-filled"
+    );
+    let mut next = [0u8; 4];
+    m.get_next_key(None, &mut next).unwrap();
+    assert_eq!(next, k(id));
+    assert_eq!(
+        errno(m.get_next_key(Some(&k(id)), &mut next)),
+        Some(Errno::ENOENT)
+    );
+    // Flags outside skip/USER_STACK/FAST_CMP/REUSE give EINVAL; skipping every frame EFAULT.
+    assert_eq!(
+        run(&stackid_prog(m.fd(), 1 << 11), 0, None),
+        -Errno::EINVAL.0
+    );
+    assert_eq!(run(&stackid_prog(m.fd(), 255), 0, None), -Errno::EFAULT.0);
+    assert_eq!(errno(m.delete(&k(id))), None);
+    assert_eq!(errno(m.lookup(&k(id), &mut v, 0)), Some(Errno::ENOENT));
+}

@@ -5,8 +5,9 @@
 //!
 //! Objects come from `bpf/obj/` (committed), or from `$BPFMAPS_BPF_OBJ_DIR` when set (CI points it
 //! at a fresh `bpf/build.sh --out DIR`). Every program gets `target_tgid` set to this process, so
-//! other processes never disturb the counts, and each program uses a syscall no other test here
-//! makes, so tests can run in parallel threads.
+//! other processes never disturb the counts, and each program uses a syscall no other program
+//! here uses, so tests can run in parallel threads (the two tests of one program, perf_events,
+//! take a lock).
 //!
 //! These tests need root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for tracefs and pins). Without it
 //! they fail, unless `BPFMAPS_SKIP_KERNEL=1` is set: then they print why and return.
@@ -494,6 +495,10 @@ fn ringbuf_events_are_received_exactly() {
 // ---------------------------------------------------------------------------------------------
 // perf_events
 
+/// Serializes the two perf_events tests: both programs see every getpriority call of this
+/// process, so one test's calls would show up in the other's samples.
+static PERF_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// getpriority(PRIO_PROCESS, who): a perf_events trigger.
 fn getpriority(who: u32) {
     // SAFETY: getpriority has no memory arguments; unknown pids fail with ESRCH.
@@ -505,6 +510,9 @@ fn perf_events_are_received_exactly() {
     if !kernel_ready("perf_events_are_received_exactly") {
         return;
     }
+    let _serial = PERF_TESTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut object = load_for_me("perf_events");
     let perf_out = object.map("perf_out").expect("perf_out");
     let cpus = possible_cpus().expect("possible CPUs");
@@ -550,6 +558,9 @@ fn perf_events_report_lost_samples_when_the_ring_is_full() {
     if !kernel_ready("perf_events_report_lost_samples_when_the_ring_is_full") {
         return;
     }
+    let _serial = PERF_TESTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut object = load_for_me("perf_events");
     let perf_out = object.map("perf_out").expect("perf_out");
     let config = PerfBufferConfig {
@@ -1021,7 +1032,11 @@ fn verifier_rejection_is_a_typed_error_with_the_log() {
     let path = object_dir().join("rejected/null_deref.bpf.o");
     let err = KernelObject::load_file(&path, &LoadConfig::default()).unwrap_err();
     match err {
-        ObjectError::Verifier { program, errno, log } => {
+        ObjectError::Verifier {
+            program,
+            errno,
+            log,
+        } => {
             assert_eq!(program, "unchecked_lookup");
             assert_eq!(errno, Errno::EACCES);
             assert!(log.contains("map_value_or_null"), "the log says why: {log}");

@@ -25,7 +25,9 @@ use bpfmaps_abi::map_flags::*;
 use bpfmaps_abi::update_flags::{BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST};
 use bpfmaps_abi::{BatchBuffers, Errno, MapDef, MapResult, MapType};
 
-use crate::backend::{generic_lookup_batch, generic_update_batch, Backend, MapFile, Plan, ValueRef};
+use crate::backend::{
+    generic_lookup_batch, generic_update_batch, Backend, MapFile, Plan, ValueRef,
+};
 use crate::header::AREA_OFFSET;
 use crate::UserMapError;
 
@@ -58,7 +60,8 @@ pub fn plan(def: &MapDef, cpus: u32) -> Result<Plan, Errno> {
         || def.key_size != 4
         || def.value_size == 0
         || flags & !ARRAY_CREATE_FLAG_MASK != 0
-        || flags & (BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG) == (BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG)
+        || flags & (BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG)
+            == (BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG)
         || (percpu && flags & BPF_F_NUMA_NODE != 0)
     {
         return Err(Errno::EINVAL);
@@ -76,13 +79,19 @@ pub fn plan(def: &MapDef, cpus: u32) -> Result<Plan, Errno> {
         return Err(Errno::E2BIG);
     }
     let stride = elem_stride(def.map_type, def.value_size, cpus).ok_or(Errno::ENOMEM)?;
-    let area_size = stride.checked_mul(u64::from(def.max_entries)).ok_or(Errno::ENOMEM)?;
-    Ok(Plan { max_entries: def.max_entries, area_size, hash_seed: 0 })
+    let area_size = stride
+        .checked_mul(u64::from(def.max_entries))
+        .ok_or(Errno::ENOMEM)?;
+    Ok(Plan {
+        max_entries: def.max_entries,
+        area_size,
+        hash_seed: 0,
+    })
 }
 
 /// Arrays need no initialisation: a zeroed file is an array of zeroed values.
 pub fn init(file: &MapFile) -> Result<(), UserMapError> {
-    ArrayMap::layout(&file).map(|_| ())
+    ArrayMap::layout(file).map(|_| ())
 }
 
 /// Opens the array backend of a validated map file.
@@ -115,11 +124,15 @@ pub struct ArrayMap {
 impl ArrayMap {
     fn layout(file: &MapFile) -> Result<(usize, bool), UserMapError> {
         let h = &file.header;
-        let corrupt = |reason: &str| UserMapError::Corrupt { path: format!("map `{}`", h.name), reason: reason.into() };
+        let corrupt = |reason: &str| UserMapError::Corrupt {
+            path: format!("map `{}`", h.name),
+            reason: reason.into(),
+        };
         if h.key_size != 4 || h.value_size == 0 || h.max_entries == 0 || h.possible_cpus == 0 {
             return Err(corrupt("bad array sizes in header"));
         }
-        let stride = elem_stride(h.map_type, h.value_size, h.possible_cpus).ok_or_else(|| corrupt("stride overflows"))?;
+        let stride = elem_stride(h.map_type, h.value_size, h.possible_cpus)
+            .ok_or_else(|| corrupt("stride overflows"))?;
         let end = stride
             .checked_mul(u64::from(h.max_entries))
             .and_then(|s| s.checked_add(AREA_OFFSET as u64))
@@ -148,7 +161,11 @@ impl ArrayMap {
     }
 
     fn check_update(&self, index: u32, flags: u64) -> Result<(), Errno> {
-        let bad = if self.percpu { flags > BPF_EXIST } else { (flags & !BPF_F_LOCK) > BPF_EXIST };
+        let bad = if self.percpu {
+            flags > BPF_EXIST
+        } else {
+            (flags & !BPF_F_LOCK) > BPF_EXIST
+        };
         if bad {
             return Err(Errno::EINVAL);
         }
@@ -165,7 +182,12 @@ impl ArrayMap {
     }
 
     fn slot_off(&self, index: u32, cpu: u32) -> usize {
-        self.elem_off(index) + if self.percpu { cpu as usize * self.slot_stride } else { 0 }
+        self.elem_off(index)
+            + if self.percpu {
+                cpu as usize * self.slot_stride
+            } else {
+                0
+            }
     }
 }
 
@@ -175,14 +197,18 @@ impl Backend for ArrayMap {
         if index >= self.max_entries {
             return Err(Errno::ENOENT.into());
         }
-        self.file.region.read(self.elem_off(index), &mut value[..self.user_value_len()]);
+        self.file
+            .region
+            .read(self.elem_off(index), &mut value[..self.user_value_len()]);
         Ok(())
     }
 
     fn update(&self, key: &[u8], value: &[u8], flags: u64) -> MapResult<()> {
         let index = Self::index(key);
         self.check_update(index, flags)?;
-        self.file.region.write(self.elem_off(index), &value[..self.user_value_len()]);
+        self.file
+            .region
+            .write(self.elem_off(index), &value[..self.user_value_len()]);
         Ok(())
     }
 
@@ -209,7 +235,15 @@ impl Backend for ArrayMap {
         elem_flags: u64,
         _flags: u64,
     ) -> MapResult<()> {
-        generic_lookup_batch(self, 4, self.user_value_len(), in_batch, out_batch, buffers, elem_flags)
+        generic_lookup_batch(
+            self,
+            4,
+            self.user_value_len(),
+            in_batch,
+            out_batch,
+            buffers,
+            elem_flags,
+        )
     }
 
     fn update_batch(&self, buffers: &mut BatchBuffers<'_>, elem_flags: u64) -> MapResult<()> {
@@ -224,16 +258,24 @@ impl Backend for ArrayMap {
         if index >= self.max_entries {
             return None;
         }
-        Some(ValueRef { offset: self.slot_off(index, cpu), len: self.value_size })
+        Some(ValueRef {
+            offset: self.slot_off(index, cpu),
+            len: self.value_size,
+        })
     }
 
     fn helper_update(&self, key: &[u8], value: &[u8], flags: u64, cpu: u32) -> Result<(), Errno> {
-        if key.len() != 4 || value.len() < self.value_size || (self.percpu && cpu as usize >= self.cpus) {
+        if key.len() != 4
+            || value.len() < self.value_size
+            || (self.percpu && cpu as usize >= self.cpus)
+        {
             return Err(Errno::EINVAL);
         }
         let index = Self::index(key);
         self.check_update(index, flags)?;
-        self.file.region.write(self.slot_off(index, cpu), &value[..self.value_size]);
+        self.file
+            .region
+            .write(self.slot_off(index, cpu), &value[..self.value_size]);
         Ok(())
     }
 
@@ -241,14 +283,21 @@ impl Backend for ArrayMap {
         Err(Errno::EINVAL)
     }
 
-    fn for_each(&self, cpu: u32, callback: &mut dyn FnMut(&[u8], ValueRef) -> bool) -> Result<u32, Errno> {
+    fn for_each(
+        &self,
+        cpu: u32,
+        callback: &mut dyn FnMut(&[u8], ValueRef) -> bool,
+    ) -> Result<u32, Errno> {
         if self.percpu && cpu as usize >= self.cpus {
             return Err(Errno::EINVAL);
         }
         let mut calls = 0;
         for index in 0..self.max_entries {
             calls += 1;
-            let value = ValueRef { offset: self.slot_off(index, cpu), len: self.value_size };
+            let value = ValueRef {
+                offset: self.slot_off(index, cpu),
+                len: self.value_size,
+            };
             if !callback(&index.to_le_bytes(), value) {
                 break;
             }
@@ -265,8 +314,21 @@ impl Backend for ArrayMap {
 mod tests {
     use super::*;
 
-    fn def(map_type: MapType, key_size: u32, value_size: u32, max_entries: u32, map_flags: u32) -> MapDef {
-        MapDef { map_type, key_size, value_size, max_entries, map_flags, name: "a".into() }
+    fn def(
+        map_type: MapType,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    ) -> MapDef {
+        MapDef {
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            map_flags,
+            name: "a".into(),
+        }
     }
 
     #[test]
@@ -275,11 +337,26 @@ mod tests {
             (def(MapType::Array, 8, 4, 4, 0), Err(Errno::EINVAL)),
             (def(MapType::Array, 4, 0, 4, 0), Err(Errno::EINVAL)),
             (def(MapType::Array, 4, 4, 0, 0), Err(Errno::EINVAL)),
-            (def(MapType::Array, 4, 4, 4, BPF_F_NO_PREALLOC), Err(Errno::EINVAL)),
-            (def(MapType::Array, 4, 4, 4, BPF_F_ZERO_SEED), Err(Errno::EINVAL)),
-            (def(MapType::PercpuArray, 4, 4, 4, BPF_F_MMAPABLE), Err(Errno::EINVAL)),
-            (def(MapType::PercpuArray, 4, 4, 4, BPF_F_NUMA_NODE), Err(Errno::EINVAL)),
-            (def(MapType::Array, 4, 4, 4, BPF_F_PRESERVE_ELEMS), Err(Errno::EINVAL)),
+            (
+                def(MapType::Array, 4, 4, 4, BPF_F_NO_PREALLOC),
+                Err(Errno::EINVAL),
+            ),
+            (
+                def(MapType::Array, 4, 4, 4, BPF_F_ZERO_SEED),
+                Err(Errno::EINVAL),
+            ),
+            (
+                def(MapType::PercpuArray, 4, 4, 4, BPF_F_MMAPABLE),
+                Err(Errno::EINVAL),
+            ),
+            (
+                def(MapType::PercpuArray, 4, 4, 4, BPF_F_NUMA_NODE),
+                Err(Errno::EINVAL),
+            ),
+            (
+                def(MapType::Array, 4, 4, 4, BPF_F_PRESERVE_ELEMS),
+                Err(Errno::EINVAL),
+            ),
             (def(MapType::PercpuArray, 4, 32769, 4, 0), Err(Errno::E2BIG)),
             (def(MapType::Array, 4, 4, 4, BPF_F_MMAPABLE), Ok(4)),
             (def(MapType::PercpuArray, 4, 32768, 4, 0), Ok(4)),

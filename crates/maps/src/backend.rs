@@ -129,7 +129,13 @@ pub trait Backend: Send + Sync {
     }
 
     /// Helper `bpf_map_update_elem` from CPU `cpu`: `value` is one value_size slot.
-    fn helper_update(&self, _key: &[u8], _value: &[u8], _flags: u64, _cpu: u32) -> Result<(), Errno> {
+    fn helper_update(
+        &self,
+        _key: &[u8],
+        _value: &[u8],
+        _flags: u64,
+        _cpu: u32,
+    ) -> Result<(), Errno> {
         Err(Errno::ENOTSUPP)
     }
 
@@ -168,15 +174,29 @@ fn batch_slices<'b>(
 ) -> MapResult<(&'b mut [u8], &'b mut [u8], u32)> {
     let count = buffers.count;
     let n = count as usize;
-    let keys_needed = n.checked_mul(key_size).ok_or(MapError::Errno(Errno::EFAULT))?;
-    let values_needed = n.checked_mul(value_size).ok_or(MapError::Errno(Errno::EFAULT))?;
+    let keys_needed = n
+        .checked_mul(key_size)
+        .ok_or(MapError::Errno(Errno::EFAULT))?;
+    let values_needed = n
+        .checked_mul(value_size)
+        .ok_or(MapError::Errno(Errno::EFAULT))?;
     if buffers.keys.len() < keys_needed {
-        return Err(MapError::KeySize { expected: keys_needed, got: buffers.keys.len() });
+        return Err(MapError::KeySize {
+            expected: keys_needed,
+            got: buffers.keys.len(),
+        });
     }
     if buffers.values.len() < values_needed {
-        return Err(MapError::ValueSize { expected: values_needed, got: buffers.values.len() });
+        return Err(MapError::ValueSize {
+            expected: values_needed,
+            got: buffers.values.len(),
+        });
     }
-    Ok((&mut buffers.keys[..keys_needed], &mut buffers.values[..values_needed], count))
+    Ok((
+        &mut buffers.keys[..keys_needed],
+        &mut buffers.values[..values_needed],
+        count,
+    ))
 }
 
 /// The kernel's `generic_map_lookup_batch`: walks with get_next_key from the key in `in_batch`,
@@ -197,11 +217,17 @@ pub fn generic_lookup_batch(
     }
     if let Some(prev) = in_batch {
         if prev.len() != key_size {
-            return Err(MapError::KeySize { expected: key_size, got: prev.len() });
+            return Err(MapError::KeySize {
+                expected: key_size,
+                got: prev.len(),
+            });
         }
     }
     if out_batch.len() < key_size {
-        return Err(MapError::KeySize { expected: key_size, got: out_batch.len() });
+        return Err(MapError::KeySize {
+            expected: key_size,
+            got: out_batch.len(),
+        });
     }
     let (keys, values, max_count) = batch_slices(buffers, key_size, value_size)?;
     let mut prev: Option<Vec<u8>> = in_batch.map(<[u8]>::to_vec);

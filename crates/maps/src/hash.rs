@@ -15,6 +15,7 @@
 //! | type state +4 (u32, atomic) | number of keys in the map |
 //! | type state +8 (u32, atomic) | bump: elements with index < bump were handed out at least once |
 //! | type state +12 (u32, atomic) | needs-recovery flag |
+//! | type state +16 (u32, atomic) | number of recoveries run (diagnostics) |
 //! | header lock slot 0 | the free-list lock (also guards count and bump) |
 //! | area + 0 | `n_buckets` u32 bucket heads (element index + 1, 0 = empty), padded to 64 |
 //! | then | `n_stripes` lock slots of 64 bytes; bucket `b` is guarded by stripe `b % n_stripes` |
@@ -79,6 +80,7 @@ const FREE_HEAD: usize = TYPE_STATE_OFFSET;
 const COUNT: usize = TYPE_STATE_OFFSET + 4;
 const BUMP: usize = TYPE_STATE_OFFSET + 8;
 const NEEDS_RECOVERY: usize = TYPE_STATE_OFFSET + 12;
+const RECOVERIES: usize = TYPE_STATE_OFFSET + 16;
 const ELEM_HEADER: usize = 8;
 /// Most bucket lock stripes a map gets.
 const MAX_STRIPES: u32 = 256;
@@ -135,8 +137,14 @@ impl Layout {
         let n_stripes = n_buckets.min(MAX_STRIPES);
         let key_stride = round8(u64::from(key_size));
         let slot_stride = round8(u64::from(value_size));
-        let value_len = if percpu { slot_stride.checked_mul(u64::from(cpus))? } else { slot_stride };
-        let elem_size = (ELEM_HEADER as u64).checked_add(key_stride)?.checked_add(value_len)?;
+        let value_len = if percpu {
+            slot_stride.checked_mul(u64::from(cpus))?
+        } else {
+            slot_stride
+        };
+        let elem_size = (ELEM_HEADER as u64)
+            .checked_add(key_stride)?
+            .checked_add(value_len)?;
         let n_elems = max_entries.checked_add(n_stripes)?;
         let buckets_off = AREA_OFFSET as u64;
         let stripes_off = buckets_off + (u64::from(n_buckets) * 4).div_ceil(64) * 64;
@@ -205,7 +213,8 @@ pub fn plan(def: &MapDef, cpus: u32) -> Result<Plan, Errno> {
         return Err(Errno::EPERM);
     }
     if flags & !HTAB_CREATE_FLAG_MASK != 0
-        || flags & (BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG) == (BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG)
+        || flags & (BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG)
+            == (BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG)
     {
         return Err(Errno::EINVAL);
     }
@@ -230,9 +239,20 @@ pub fn plan(def: &MapDef, cpus: u32) -> Result<Plan, Errno> {
     if def.max_entries.next_power_of_two() > u32::MAX / 16 {
         return Err(Errno::E2BIG);
     }
-    let seed = if flags & BPF_F_ZERO_SEED != 0 { 0 } else { random_seed() };
-    let layout = Layout::new(def.map_type, def.key_size, def.value_size, def.max_entries, cpus, seed)
-        .ok_or(Errno::ENOMEM)?;
+    let seed = if flags & BPF_F_ZERO_SEED != 0 {
+        0
+    } else {
+        random_seed()
+    };
+    let layout = Layout::new(
+        def.map_type,
+        def.key_size,
+        def.value_size,
+        def.max_entries,
+        cpus,
+        seed,
+    )
+    .ok_or(Errno::ENOMEM)?;
     Ok(Plan {
         max_entries: def.max_entries,
         area_size: layout.end - AREA_OFFSET as u64,
@@ -259,9 +279,19 @@ fn random_seed() -> u32 {
 
 fn layout_of(file: &MapFile) -> Result<Layout, UserMapError> {
     let h = &file.header;
-    let corrupt = |reason: String| UserMapError::Corrupt { path: format!("map `{}`", h.name), reason };
-    let layout = Layout::new(h.map_type, h.key_size, h.value_size, h.max_entries, h.possible_cpus, h.hash_seed)
-        .ok_or_else(|| corrupt("hash layout overflows".into()))?;
+    let corrupt = |reason: String| UserMapError::Corrupt {
+        path: format!("map `{}`", h.name),
+        reason,
+    };
+    let layout = Layout::new(
+        h.map_type,
+        h.key_size,
+        h.value_size,
+        h.max_entries,
+        h.possible_cpus,
+        h.hash_seed,
+    )
+    .ok_or_else(|| corrupt("hash layout overflows".into()))?;
     if h.max_entries == 0 || h.key_size == 0 || h.value_size == 0 || h.possible_cpus == 0 {
         return Err(corrupt("zero size in header".into()));
     }
@@ -322,7 +352,9 @@ impl HashMap {
     }
 
     fn store(&self, off: usize, value: u32) {
-        self.region().atomic_u32(off).store(value, Ordering::Release)
+        self.region()
+            .atomic_u32(off)
+            .store(value, Ordering::Release)
     }
 
     fn needs_recovery(&self) -> bool {
@@ -400,7 +432,9 @@ impl HashMap {
                 return None;
             }
             let off = self.layout.elem_off(idx);
-            if self.load(off + 4) == hash && self.region().bytes_equal(self.layout.key_off(idx), key) {
+            if self.load(off + 4) == hash
+                && self.region().bytes_equal(self.layout.key_off(idx), key)
+            {
                 return Some(Found { prev, idx });
             }
             prev = Some(idx);
@@ -483,11 +517,17 @@ impl HashMap {
     }
 
     fn copy_value_out(&self, idx: u32, out: &mut [u8]) {
-        self.region().read(self.layout.value_off(idx), &mut out[..self.layout.user_value_len()]);
+        self.region().read(
+            self.layout.value_off(idx),
+            &mut out[..self.layout.user_value_len()],
+        );
     }
 
     fn write_user_value(&self, idx: u32, value: &[u8]) {
-        self.region().write(self.layout.value_off(idx), &value[..self.layout.user_value_len()]);
+        self.region().write(
+            self.layout.value_off(idx),
+            &value[..self.layout.user_value_len()],
+        );
     }
 
     fn slot_off(&self, idx: u32, cpu: u32) -> usize {
@@ -498,16 +538,28 @@ impl HashMap {
     fn write_slot(&self, idx: u32, cpu: u32, value: &[u8], zero_others: bool) {
         let l = &self.layout;
         if zero_others {
-            self.region().fill(l.value_off(idx), l.slot_stride * l.cpus, 0);
+            self.region()
+                .fill(l.value_off(idx), l.slot_stride * l.cpus, 0);
         }
-        self.region().write(self.slot_off(idx, cpu), &value[..l.value_size]);
+        self.region()
+            .write(self.slot_off(idx, cpu), &value[..l.value_size]);
     }
 
     /// Update shared by the syscall and helper paths. `cpu` is `None` for the syscall (all slots
     /// from the user buffer) and the program's CPU for the helper (one slot).
-    fn update_inner(&self, key: &[u8], value: &[u8], flags: u64, cpu: Option<u32>) -> Result<(), Errno> {
+    fn update_inner(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u64,
+        cpu: Option<u32>,
+    ) -> Result<(), Errno> {
         let l = &self.layout;
-        let bad_flags = if l.percpu { flags > BPF_EXIST } else { (flags & !BPF_F_LOCK) > BPF_EXIST };
+        let bad_flags = if l.percpu {
+            flags > BPF_EXIST
+        } else {
+            (flags & !BPF_F_LOCK) > BPF_EXIST
+        };
         if bad_flags || flags & BPF_F_LOCK != 0 {
             return Err(Errno::EINVAL);
         }
@@ -538,7 +590,8 @@ impl HashMap {
                 // HASH replaces: publish a fresh element at the head, then unlink the old one.
                 let new = self.alloc(false)?;
                 self.prepare(new, hash, key, self.load(head_off));
-                self.region().write(l.value_off(new), &value[..l.value_size]);
+                self.region()
+                    .write(l.value_off(new), &value[..l.value_size]);
                 self.store(head_off, new + 1);
                 let prev = Some(old.prev.unwrap_or(new));
                 self.unlink(bucket, Found { prev, idx: old.idx });
@@ -550,7 +603,9 @@ impl HashMap {
                 match (l.percpu, cpu) {
                     (true, Some(cpu)) => self.write_slot(new, cpu, value, true),
                     (true, None) => self.write_user_value(new, value),
-                    (false, _) => self.region().write(l.value_off(new), &value[..l.value_size]),
+                    (false, _) => self
+                        .region()
+                        .write(l.value_off(new), &value[..l.value_size]),
                 }
                 self.store(head_off, new + 1);
             }
@@ -632,6 +687,7 @@ impl HashMap {
         self.store(BUMP, bump);
         self.store(COUNT, count);
         self.store(NEEDS_RECOVERY, 0);
+        self.store(RECOVERIES, self.load(RECOVERIES).wrapping_add(1));
         drop(free_guard);
         drop(guards);
         Ok(())
@@ -660,18 +716,32 @@ impl HashMap {
         let keys_needed = max_count as usize * l.key_size;
         let values_needed = max_count as usize * vlen;
         if buffers.keys.len() < keys_needed {
-            return Err(MapError::KeySize { expected: keys_needed, got: buffers.keys.len() });
+            return Err(MapError::KeySize {
+                expected: keys_needed,
+                got: buffers.keys.len(),
+            });
         }
         if buffers.values.len() < values_needed {
-            return Err(MapError::ValueSize { expected: values_needed, got: buffers.values.len() });
+            return Err(MapError::ValueSize {
+                expected: values_needed,
+                got: buffers.values.len(),
+            });
         }
         if out_batch.len() < 4 {
-            return Err(MapError::KeySize { expected: 4, got: out_batch.len() });
+            return Err(MapError::KeySize {
+                expected: 4,
+                got: out_batch.len(),
+            });
         }
         buffers.count = 0;
         let mut batch = match in_batch {
             Some(b) if b.len() >= 4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            Some(b) => return Err(MapError::KeySize { expected: 4, got: b.len() }),
+            Some(b) => {
+                return Err(MapError::KeySize {
+                    expected: 4,
+                    got: b.len(),
+                })
+            }
             None => 0,
         };
         if batch >= l.n_buckets {
@@ -692,7 +762,10 @@ impl HashMap {
             }
             for (i, &idx) in elems.iter().enumerate() {
                 let at = total as usize + i;
-                self.region().read(l.key_off(idx), &mut buffers.keys[at * l.key_size..(at + 1) * l.key_size]);
+                self.region().read(
+                    l.key_off(idx),
+                    &mut buffers.keys[at * l.key_size..(at + 1) * l.key_size],
+                );
                 self.copy_value_out(idx, &mut buffers.values[at * vlen..(at + 1) * vlen]);
             }
             if delete && cnt > 0 {
@@ -728,6 +801,11 @@ impl HashMap {
         self.len() == 0
     }
 
+    /// How many crash recoveries this map has run (see the module docs).
+    pub fn recoveries(&self) -> u32 {
+        self.load(RECOVERIES)
+    }
+
     /// The number of buckets (`roundup_pow_of_two(max_entries)`).
     pub fn n_buckets(&self) -> u32 {
         self.layout.n_buckets
@@ -738,15 +816,29 @@ impl HashMap {
     /// reachable or on the free list exactly once. Returns a description of the first problem.
     /// Runs under every lock; for tests and diagnostics.
     pub fn check_consistency(&self) -> Result<(), String> {
-        if self.needs_recovery() {
-            self.recover().map_err(|e| format!("recovery failed: {e}"))?;
-        }
         let l = self.layout;
         let mut guards = Vec::new();
-        for stripe in 0..l.n_stripes {
-            guards.push(lock(self.region(), l.stripe_off(stripe)).map_err(|e| e.to_string())?);
+        loop {
+            if self.needs_recovery() {
+                self.recover()
+                    .map_err(|e| format!("recovery failed: {e}"))?;
+            }
+            let mut owner_died = false;
+            for stripe in 0..l.n_stripes {
+                let guard = lock(self.region(), l.stripe_off(stripe)).map_err(|e| e.to_string())?;
+                owner_died |= guard.previous_owner_died();
+                guards.push(guard);
+            }
+            let free = lock(self.region(), header_lock_offset(0)).map_err(|e| e.to_string())?;
+            owner_died |= free.previous_owner_died();
+            guards.push(free);
+            if !owner_died && !self.needs_recovery() {
+                break;
+            }
+            // A dead owner may have left work half done: repair first, then check.
+            self.flag_recovery();
+            guards.clear();
         }
-        let _free = lock(self.region(), header_lock_offset(0)).map_err(|e| e.to_string())?;
         let mut state = vec![0u8; l.n_elems as usize];
         let mut count = 0u32;
         let mut key = vec![0u8; l.key_size];
@@ -775,7 +867,10 @@ impl HashMap {
             }
         }
         if count != self.load(COUNT) {
-            return Err(format!("count says {} but {count} keys are linked", self.load(COUNT)));
+            return Err(format!(
+                "count says {} but {count} keys are linked",
+                self.load(COUNT)
+            ));
         }
         let bump = self.load(BUMP);
         let mut link = self.load(FREE_HEAD);
@@ -824,7 +919,8 @@ impl Backend for HashMap {
             let _guard = self.lock_bucket(bucket)?;
             if let Some(found) = self.find(bucket, hash, key) {
                 if let Some(next) = self.link_index(self.next_of(found.idx)) {
-                    self.region().read(l.key_off(next), &mut next_key[..l.key_size]);
+                    self.region()
+                        .read(l.key_off(next), &mut next_key[..l.key_size]);
                     return Ok(());
                 }
                 start = bucket + 1;
@@ -836,7 +932,8 @@ impl Backend for HashMap {
             }
             let _guard = self.lock_bucket(bucket)?;
             if let Some(head) = self.link_index(self.load(l.bucket_off(bucket))) {
-                self.region().read(l.key_off(head), &mut next_key[..l.key_size]);
+                self.region()
+                    .read(l.key_off(head), &mut next_key[..l.key_size]);
                 return Ok(());
             }
         }
@@ -870,7 +967,13 @@ impl Backend for HashMap {
     }
 
     fn update_batch(&self, buffers: &mut BatchBuffers<'_>, elem_flags: u64) -> MapResult<()> {
-        generic_update_batch(self, self.layout.key_size, self.layout.user_value_len(), buffers, elem_flags)
+        generic_update_batch(
+            self,
+            self.layout.key_size,
+            self.layout.user_value_len(),
+            buffers,
+            elem_flags,
+        )
     }
 
     fn delete_batch(&self, buffers: &mut BatchBuffers<'_>, elem_flags: u64) -> MapResult<()> {
@@ -886,8 +989,15 @@ impl Backend for HashMap {
         let bucket = l.bucket_of(hash);
         let _guard = self.lock_bucket(bucket).ok()?;
         let found = self.find(bucket, hash, key)?;
-        let offset = if l.percpu { self.slot_off(found.idx, cpu) } else { l.value_off(found.idx) };
-        Some(ValueRef { offset, len: l.value_size })
+        let offset = if l.percpu {
+            self.slot_off(found.idx, cpu)
+        } else {
+            l.value_off(found.idx)
+        };
+        Some(ValueRef {
+            offset,
+            len: l.value_size,
+        })
     }
 
     fn helper_update(&self, key: &[u8], value: &[u8], flags: u64, cpu: u32) -> Result<(), Errno> {
@@ -904,7 +1014,11 @@ impl Backend for HashMap {
         self.delete_inner(key, None)
     }
 
-    fn for_each(&self, cpu: u32, callback: &mut dyn FnMut(&[u8], ValueRef) -> bool) -> Result<u32, Errno> {
+    fn for_each(
+        &self,
+        cpu: u32,
+        callback: &mut dyn FnMut(&[u8], ValueRef) -> bool,
+    ) -> Result<u32, Errno> {
         let l = &self.layout;
         if l.percpu && cpu as usize >= l.cpus {
             return Err(Errno::EINVAL);
@@ -923,9 +1037,19 @@ impl Backend for HashMap {
             };
             for idx in elems {
                 self.region().read(l.key_off(idx), &mut key);
-                let offset = if l.percpu { self.slot_off(idx, cpu) } else { l.value_off(idx) };
+                let offset = if l.percpu {
+                    self.slot_off(idx, cpu)
+                } else {
+                    l.value_off(idx)
+                };
                 calls += 1;
-                if !callback(&key, ValueRef { offset, len: l.value_size }) {
+                if !callback(
+                    &key,
+                    ValueRef {
+                        offset,
+                        len: l.value_size,
+                    },
+                ) {
                     return Ok(calls);
                 }
             }

@@ -97,7 +97,9 @@ pub enum HeaderError {
     #[error("unknown map type number {0}")]
     MapType(u32),
     /// The recorded file size or area offset disagrees with the file.
-    #[error("header says the file is {recorded} bytes with the area at {area}, but it is {actual}")]
+    #[error(
+        "header says the file is {recorded} bytes with the area at {area}, but it is {actual}"
+    )]
     Size {
         /// The size the header records.
         recorded: u64,
@@ -138,7 +140,13 @@ pub struct MapHeader {
 
 impl MapHeader {
     /// The header for a new map of definition `def` whose file will be `file_size` bytes.
-    pub fn new(def: &MapDef, max_entries: u32, possible_cpus: u32, hash_seed: u32, file_size: u64) -> Self {
+    pub fn new(
+        def: &MapDef,
+        max_entries: u32,
+        possible_cpus: u32,
+        hash_seed: u32,
+        file_size: u64,
+    ) -> Self {
         MapHeader {
             map_type: def.map_type,
             key_size: def.key_size,
@@ -208,12 +216,18 @@ impl MapHeader {
         let file_size = dword(OFF_FILE_SIZE);
         let area = dword(OFF_AREA);
         if file_size != region.len() as u64 || area != AREA_OFFSET as u64 {
-            return Err(HeaderError::Size { recorded: file_size, area, actual: region.len() });
+            return Err(HeaderError::Size {
+                recorded: file_size,
+                area,
+                actual: region.len(),
+            });
         }
         let mut name = [0u8; 16];
         region.read(OFF_NAME, &mut name);
         let len = name.iter().position(|&b| b == 0).ok_or(HeaderError::Name)?;
-        let name = std::str::from_utf8(&name[..len]).map_err(|_| HeaderError::Name)?.to_owned();
+        let name = std::str::from_utf8(&name[..len])
+            .map_err(|_| HeaderError::Name)?
+            .to_owned();
         Ok(MapHeader {
             map_type,
             key_size: word(OFF_KEY_SIZE),

@@ -89,7 +89,9 @@ pub fn jhash(key: &[u8], initval: u32) -> u32 {
 /// `key.len()` must be a multiple of 4 (trailing bytes are ignored).
 pub fn jhash2(key: &[u8], initval: u32) -> u32 {
     let words = key.len() / 4;
-    let mut a = JHASH_INITVAL.wrapping_add((words as u32) << 2).wrapping_add(initval);
+    let mut a = JHASH_INITVAL
+        .wrapping_add((words as u32) << 2)
+        .wrapping_add(initval);
     let mut b = a;
     let mut c = a;
     let mut rest = &key[..words * 4];
@@ -124,7 +126,7 @@ pub fn jhash2(key: &[u8], initval: u32) -> u32 {
 /// The hash the kernel's hash maps use (`htab_map_hash`): `jhash2` when the key size is a
 /// multiple of 4, `jhash` otherwise.
 pub fn htab_hash(key: &[u8], seed: u32) -> u32 {
-    if key.len() % 4 == 0 {
+    if key.len().is_multiple_of(4) {
         jhash2(key, seed)
     } else {
         jhash(key, seed)
@@ -139,7 +141,9 @@ mod tests {
     fn jhash_and_jhash2_agree_on_word_multiples() {
         // lookup3 defines hashword and hashlittle to agree on little-endian word input.
         for len in [4usize, 8, 12, 16, 20, 24, 28] {
-            let key: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37).wrapping_add(1)).collect();
+            let key: Vec<u8> = (0..len as u8)
+                .map(|b| b.wrapping_mul(37).wrapping_add(1))
+                .collect();
             assert_eq!(jhash(&key, 7), jhash2(&key, 7), "length {len}");
         }
     }

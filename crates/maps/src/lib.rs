@@ -53,6 +53,6 @@ mod usermap;
 pub use backend::{Backend, MapFile, Plan, ValueRef};
 pub use store::{pin_root, Store, StoreError, PIN_ROOT_ENV};
 pub use usermap::{
-    create, find_by_name_in, list, list_in, possible_cpus, Access, ListedMap, UserMap, UserMapError,
-    MAX_FILE_SIZE,
+    create, find_by_name_in, list, list_in, possible_cpus, Access, ListedMap, UserMap,
+    UserMapError, MAX_FILE_SIZE,
 };

@@ -56,7 +56,9 @@ fn check(call: &'static str, rc: i32) -> Result<(), LockError> {
 }
 
 fn mutex_ptr(region: &Region, off: usize) -> *mut libc::pthread_mutex_t {
-    region.ptr_at(off, LOCK_SLOT_SIZE, LOCK_SLOT_SIZE).cast::<libc::pthread_mutex_t>()
+    region
+        .ptr_at(off, LOCK_SLOT_SIZE, LOCK_SLOT_SIZE)
+        .cast::<libc::pthread_mutex_t>()
 }
 
 /// Initialises the lock slot at `off` (64-aligned) as a robust, process-shared mutex.
@@ -66,7 +68,9 @@ pub fn init_lock(region: &Region, off: usize) -> Result<(), LockError> {
     let mutex = mutex_ptr(region, off);
     let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
     // SAFETY: `attr` is a local we own; pthread_mutexattr_init initialises it.
-    check("pthread_mutexattr_init", unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
+    check("pthread_mutexattr_init", unsafe {
+        libc::pthread_mutexattr_init(attr.as_mut_ptr())
+    })?;
     // SAFETY: `attr` was initialised above; the setters only write into it.
     let set = unsafe {
         let shared =
@@ -77,10 +81,10 @@ pub fn init_lock(region: &Region, off: usize) -> Result<(), LockError> {
             libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST)
         }
     };
-    // SAFETY: `mutex` points at LOCK_SLOT_SIZE in-bounds, suitably aligned bytes of the mapping
-    // (checked by `ptr_at`), which nobody else uses yet (the caller's contract); `attr` is
-    // initialised.
     let init = if set == 0 {
+        // SAFETY: `mutex` points at LOCK_SLOT_SIZE in-bounds, suitably aligned bytes of the
+        // mapping (checked by `ptr_at`), which nobody else uses yet (the caller's contract);
+        // `attr` is initialised.
         unsafe { libc::pthread_mutex_init(mutex, attr.as_ptr()) }
     } else {
         set
@@ -126,16 +130,27 @@ pub fn lock(region: &Region, off: usize) -> Result<LockGuard<'_>, LockError> {
     // mapping, which outlives the returned guard through the borrow of `region`.
     let rc = unsafe { libc::pthread_mutex_lock(mutex) };
     match rc {
-        0 => Ok(LockGuard { region, off, owner_died: false }),
+        0 => Ok(LockGuard {
+            region,
+            off,
+            owner_died: false,
+        }),
         libc::EOWNERDEAD => {
             // SAFETY: we hold the mutex after EOWNERDEAD; marking it consistent is the documented
             // way to make it usable again.
             let consistent = unsafe { libc::pthread_mutex_consistent(mutex) };
-            let guard = LockGuard { region, off, owner_died: true };
+            let guard = LockGuard {
+                region,
+                off,
+                owner_died: true,
+            };
             check("pthread_mutex_consistent", consistent)?;
             Ok(guard)
         }
-        errno => Err(LockError::Pthread { call: "pthread_mutex_lock", errno }),
+        errno => Err(LockError::Pthread {
+            call: "pthread_mutex_lock",
+            errno,
+        }),
     }
 }
 

@@ -152,12 +152,23 @@ pub fn plan(def: &MapDef, possible_cpus: u32) -> Result<Plan, Errno> {
     let shape = check_definition(def, possible_cpus)?;
     let nodes = shape.nodes;
     let layout = LruLayout::new(shape, AREA_OFFSET)?;
-    let hash_seed = if def.map_flags & map_flags::BPF_F_ZERO_SEED != 0 { 0 } else { random_seed() };
-    Ok(Plan { max_entries: nodes, area_size: layout.size as u64, hash_seed })
+    let hash_seed = if def.map_flags & map_flags::BPF_F_ZERO_SEED != 0 {
+        0
+    } else {
+        random_seed()
+    };
+    Ok(Plan {
+        max_entries: nodes,
+        area_size: layout.size as u64,
+        hash_seed,
+    })
 }
 
 fn corrupt(file: &MapFile, reason: impl Into<String>) -> UserMapError {
-    UserMapError::Corrupt { path: format!("<{} map {}>", file.header.map_type, file.header.name), reason: reason.into() }
+    UserMapError::Corrupt {
+        path: format!("<{} map {}>", file.header.map_type, file.header.name),
+        reason: reason.into(),
+    }
 }
 
 /// The layout a map file's header describes, checked against the file.
@@ -174,11 +185,17 @@ fn layout_of(file: &MapFile) -> Result<LruLayout, UserMapError> {
     let shape = check_definition(&def, h.possible_cpus)
         .map_err(|e| corrupt(file, format!("header describes an invalid LRU map: {e}")))?;
     if shape.nodes != h.max_entries {
-        return Err(corrupt(file, "max_entries is not a multiple of the CPU count"));
+        return Err(corrupt(
+            file,
+            "max_entries is not a multiple of the CPU count",
+        ));
     }
     let layout = LruLayout::new(shape, AREA_OFFSET).map_err(|e| corrupt(file, e.to_string()))?;
     if AREA_OFFSET + layout.size > file.region.len() {
-        return Err(corrupt(file, format!("the LRU area needs {} bytes", layout.size)));
+        return Err(corrupt(
+            file,
+            format!("the LRU area needs {} bytes", layout.size),
+        ));
     }
     Ok(layout)
 }
@@ -188,7 +205,9 @@ pub fn init(file: &MapFile) -> Result<(), UserMapError> {
     let layout = layout_of(file)?;
     lock::init_lock(&file.region, layout.base)?;
     Table::new(&file.region, &layout).populate();
-    file.region.atomic_u32(layout.magic_at()).store(LRU_MAGIC, Ordering::Release);
+    file.region
+        .atomic_u32(layout.magic_at())
+        .store(LRU_MAGIC, Ordering::Release);
     Ok(())
 }
 
@@ -217,7 +236,12 @@ impl LruHashMap {
     /// Opens the LRU map in `file` (created by [`init`], possibly by another process).
     pub fn open(file: Arc<MapFile>) -> Result<LruHashMap, UserMapError> {
         let layout = layout_of(&file)?;
-        if file.region.atomic_u32(layout.magic_at()).load(Ordering::Acquire) != LRU_MAGIC {
+        if file
+            .region
+            .atomic_u32(layout.magic_at())
+            .load(Ordering::Acquire)
+            != LRU_MAGIC
+        {
             return Err(corrupt(&file, "the LRU area is not initialised"));
         }
         Ok(LruHashMap { file, layout })
@@ -228,10 +252,18 @@ impl LruHashMap {
     /// layer's rules itself (sizes, flags, `BPF_F_RDONLY`/`WRONLY` from `def.map_flags`, frozen).
     pub fn create_anonymous(def: &MapDef, possible_cpus: u32) -> Result<LruHashMap, Errno> {
         let plan = plan(def, possible_cpus)?;
-        let file_size = (AREA_OFFSET as u64).checked_add(plan.area_size).ok_or(Errno::ENOMEM)?;
+        let file_size = (AREA_OFFSET as u64)
+            .checked_add(plan.area_size)
+            .ok_or(Errno::ENOMEM)?;
         let memfd = region::create_memfd(file_size).map_err(|_| Errno::ENOMEM)?;
         let region = Region::map(memfd).map_err(|_| Errno::ENOMEM)?;
-        let header = MapHeader::new(def, plan.max_entries, possible_cpus, plan.hash_seed, file_size);
+        let header = MapHeader::new(
+            def,
+            plan.max_entries,
+            possible_cpus,
+            plan.hash_seed,
+            file_size,
+        );
         header.write(&region);
         let file = MapFile { region, header };
         init(&file).map_err(|e| e.errno().unwrap_or(Errno::ENOMEM))?;
@@ -293,7 +325,13 @@ impl LruHashMap {
     }
 
     /// The update of `htab_lru_map_update_elem` / `__htab_lru_percpu_map_update_elem`.
-    fn update_elem(&self, key: &[u8], value: ValueSource<'_>, flags: u64, cpu: u32) -> Result<(), Errno> {
+    fn update_elem(
+        &self,
+        key: &[u8],
+        value: ValueSource<'_>,
+        flags: u64,
+        cpu: u32,
+    ) -> Result<(), Errno> {
         if flags > update_flags::BPF_EXIST {
             return Err(Errno::EINVAL);
         }
@@ -336,7 +374,11 @@ impl LruHashMap {
                                 if slot == cpu {
                                     region.write(self.slot_at(node, slot), one);
                                 } else {
-                                    region.fill(self.slot_at(node, slot), shape.value_size as usize, 0);
+                                    region.fill(
+                                        self.slot_at(node, slot),
+                                        shape.value_size as usize,
+                                        0,
+                                    );
                                 }
                             }
                         }
@@ -388,7 +430,9 @@ impl LruHashMap {
     /// without touching reference bits.
     pub fn keys(&self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        let Ok((_guard, table)) = self.lock() else { return out };
+        let Ok((_guard, table)) = self.lock() else {
+            return out;
+        };
         for bucket in 0..self.layout.n_buckets {
             let mut cur = table.bucket_first(bucket);
             while let Some(node) = cur {
@@ -424,18 +468,32 @@ impl LruHashMap {
         let keys_needed = max.checked_mul(key_size).ok_or(Errno::EFAULT)?;
         let values_needed = max.checked_mul(value_size).ok_or(Errno::EFAULT)?;
         if buffers.keys.len() < keys_needed {
-            return Err(MapError::KeySize { expected: keys_needed, got: buffers.keys.len() });
+            return Err(MapError::KeySize {
+                expected: keys_needed,
+                got: buffers.keys.len(),
+            });
         }
         if buffers.values.len() < values_needed {
-            return Err(MapError::ValueSize { expected: values_needed, got: buffers.values.len() });
+            return Err(MapError::ValueSize {
+                expected: values_needed,
+                got: buffers.values.len(),
+            });
         }
         if out_batch.len() < 4 {
-            return Err(MapError::KeySize { expected: 4, got: out_batch.len() });
+            return Err(MapError::KeySize {
+                expected: 4,
+                got: out_batch.len(),
+            });
         }
         buffers.count = 0;
         let mut bucket = match in_batch {
             Some(&[a, b, c, d, ..]) => u32::from_ne_bytes([a, b, c, d]),
-            Some(short) => return Err(MapError::KeySize { expected: 4, got: short.len() }),
+            Some(short) => {
+                return Err(MapError::KeySize {
+                    expected: 4,
+                    got: short.len(),
+                })
+            }
             None => 0,
         };
         if bucket >= self.layout.n_buckets {
@@ -461,7 +519,10 @@ impl LruHashMap {
             }
             for (i, &node) in nodes.iter().enumerate() {
                 let slot = total + i;
-                region.read(self.layout.key_at(node), &mut buffers.keys[slot * key_size..][..key_size]);
+                region.read(
+                    self.layout.key_at(node),
+                    &mut buffers.keys[slot * key_size..][..key_size],
+                );
                 self.copy_out(node, &mut buffers.values[slot * value_size..][..value_size]);
             }
             if delete {
@@ -486,7 +547,9 @@ impl LruHashMap {
     }
 
     fn check_write(&self) -> MapResult<()> {
-        if self.file.header.map_flags & map_flags::BPF_F_RDONLY != 0 || MapHeader::frozen(self.region_ref()) {
+        if self.file.header.map_flags & map_flags::BPF_F_RDONLY != 0
+            || MapHeader::frozen(self.region_ref())
+        {
             return Err(Errno::EPERM.into());
         }
         Ok(())
@@ -589,7 +652,13 @@ impl Backend for LruHashMap {
     }
 
     fn update_batch(&self, buffers: &mut BatchBuffers<'_>, elem_flags: u64) -> MapResult<()> {
-        generic_update_batch(self, self.key_size(), self.user_value_size(), buffers, elem_flags)
+        generic_update_batch(
+            self,
+            self.key_size(),
+            self.user_value_size(),
+            buffers,
+            elem_flags,
+        )
     }
 
     fn delete_batch(&self, buffers: &mut BatchBuffers<'_>, elem_flags: u64) -> MapResult<()> {
@@ -613,7 +682,10 @@ impl Backend for LruHashMap {
         } else {
             self.layout.value_at(node)
         };
-        Some(ValueRef { offset, len: self.layout.shape.value_size as usize })
+        Some(ValueRef {
+            offset,
+            len: self.layout.shape.value_size as usize,
+        })
     }
 
     /// A program's `bpf_map_update_elem` on `cpu` with a `value_size`-byte value. For per-CPU
@@ -655,7 +727,13 @@ impl Backend for LruHashMap {
                 self.layout.value_at(node)
             };
             calls += 1;
-            if !callback(&key, ValueRef { offset, len: self.layout.shape.value_size as usize }) {
+            if !callback(
+                &key,
+                ValueRef {
+                    offset,
+                    len: self.layout.shape.value_size as usize,
+                },
+            ) {
                 break;
             }
         }
@@ -745,12 +823,22 @@ impl MapOps for LruHashMap {
         Backend::lookup_and_delete_batch(self, in_batch, out_batch, buffers, elem_flags, flags)
     }
 
-    fn update_batch(&self, buffers: &mut BatchBuffers<'_>, elem_flags: u64, _flags: u64) -> MapResult<()> {
+    fn update_batch(
+        &self,
+        buffers: &mut BatchBuffers<'_>,
+        elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
         self.check_write()?;
         Backend::update_batch(self, buffers, elem_flags)
     }
 
-    fn delete_batch(&self, buffers: &mut BatchBuffers<'_>, elem_flags: u64, _flags: u64) -> MapResult<()> {
+    fn delete_batch(
+        &self,
+        buffers: &mut BatchBuffers<'_>,
+        elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
         self.check_write()?;
         Backend::delete_batch(self, buffers, elem_flags)
     }

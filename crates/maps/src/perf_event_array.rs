@@ -63,25 +63,25 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use bpfmaps_abi::map_flags::{
-    BPF_F_NUMA_NODE, BPF_F_PRESERVE_ELEMS, BPF_F_RDONLY, BPF_F_WRONLY,
-};
+use bpfmaps_abi::consumer::{PerfBufConsumer, PerfWait};
+use bpfmaps_abi::map_flags::{BPF_F_NUMA_NODE, BPF_F_PRESERVE_ELEMS, BPF_F_RDONLY, BPF_F_WRONLY};
 use bpfmaps_abi::ringbuf::perf::{
     raw_size, DATA_HEAD_OFFSET, DATA_OFFSET_OFFSET, DATA_SIZE_OFFSET, DATA_TAIL_OFFSET,
     PERF_RECORD_LOST, PERF_RECORD_SAMPLE,
 };
-use bpfmaps_abi::consumer::{PerfBufConsumer, PerfWait};
 use bpfmaps_abi::update_flags::BPF_ANY;
 use bpfmaps_abi::{
     check_sizes, BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType,
     PerfRingMemory,
 };
 
+use crate::backend::{Backend, MapFile, Plan};
 use crate::header::{header_lock_offset, HeaderError, MapHeader, AREA_OFFSET, TYPE_STATE_OFFSET};
 use crate::lock::{init_lock, lock, LockError};
 use crate::region::{create_memfd, Region, RegionError};
 use crate::ringbuf::shm;
 use crate::ringbuf::{lookup_flags_known, no_spin_lock};
+use crate::UserMapError;
 
 /// `BPF_F_INDEX_MASK`: the low 32 bits of `bpf_perf_event_output`'s flags select the slot.
 pub const BPF_F_INDEX_MASK: u64 = 0xffff_ffff;
@@ -146,7 +146,10 @@ pub enum PerfError {
 pub fn check_def(def: &MapDef) -> Result<(), Errno> {
     let allowed = BPF_F_NUMA_NODE | BPF_F_RDONLY | BPF_F_WRONLY | BPF_F_PRESERVE_ELEMS;
     let name_ok = def.name.len() < 16
-        && def.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        && def
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
     let both_access = def.map_flags & (BPF_F_RDONLY | BPF_F_WRONLY) == BPF_F_RDONLY | BPF_F_WRONLY;
     if def.map_type != MapType::PerfEventArray
         || !name_ok
@@ -164,6 +167,33 @@ pub fn check_def(def: &MapDef) -> Result<(), Errno> {
 /// The size of a perf event array's file: the header page and one 16-byte slot per entry.
 pub fn file_size(max_entries: u32) -> u64 {
     AREA_OFFSET as u64 + SLOT_SIZE as u64 * u64::from(max_entries)
+}
+
+/// The [`crate::UserMap`] plan step: the kernel's creation rules ([`check_def`]) and the size of
+/// the slot table.
+pub fn plan(def: &MapDef, _cpus: u32) -> Result<Plan, Errno> {
+    check_def(def)?;
+    Ok(Plan {
+        max_entries: def.max_entries,
+        area_size: file_size(def.max_entries) - AREA_OFFSET as u64,
+        hash_seed: 0,
+    })
+}
+
+/// The [`crate::UserMap`] init step: the slot lock. Slots start empty in the fresh file.
+pub fn init(file: &MapFile) -> Result<(), UserMapError> {
+    init_lock(&file.region, header_lock_offset(SLOT_LOCK))?;
+    Ok(())
+}
+
+/// The [`crate::UserMap`] open step: a [`PerfEventArray`] handle over the validated file.
+pub fn open(file: Arc<MapFile>) -> Result<Box<dyn Backend>, UserMapError> {
+    PerfEventArray::from_map_file(file)
+        .map(|map| Box::new(map) as Box<dyn Backend>)
+        .map_err(|e| UserMapError::Corrupt {
+            path: "<perf event array>".into(),
+            reason: e.to_string(),
+        })
 }
 
 fn ring_dir() -> PathBuf {
@@ -210,7 +240,10 @@ impl RingShared {
             .read(true)
             .write(true)
             .open(ring_path(key))
-            .map_err(|source| PerfError::Io { call: "open", source })?;
+            .map_err(|source| PerfError::Io {
+                call: "open",
+                source,
+            })?;
         let region = Region::map(file)?;
         if region.len() <= RING_META_SIZE {
             return Err(PerfError::Malformed("ring file too small".into()));
@@ -226,10 +259,17 @@ impl RingShared {
         let recorded_size = region.atomic_u64(DATA_SIZE_OFFSET).load(Ordering::Acquire);
         let recorded_key = region.atomic_u64(RING_KEY_OFFSET).load(Ordering::Acquire);
         if !data_size.is_power_of_two() || recorded_size != data_size || recorded_key != key {
-            return Err(PerfError::Malformed("inconsistent perf ring metadata".into()));
+            return Err(PerfError::Malformed(
+                "inconsistent perf ring metadata".into(),
+            ));
         }
         let cpu = region.atomic_u32(RING_CPU_OFFSET).load(Ordering::Acquire);
-        Ok(RingShared { region, key, cpu, data_size })
+        Ok(RingShared {
+            region,
+            key,
+            cpu,
+            data_size,
+        })
     }
 
     /// Drops one reference; the last one unlinks the ring file.
@@ -293,8 +333,13 @@ impl RingShared {
         self.put(pos, &head_bytes);
         // The payload; the pad bytes up to `raw` keep stale ring contents, as in the kernel.
         self.put(pos.wrapping_add(head_bytes.len() as u64), data);
-        self.head().store(head.wrapping_add(total as u64), Ordering::Release);
-        let every = self.region.atomic_u32(RING_WAKEUP_EVENTS_OFFSET).load(Ordering::Relaxed).max(1);
+        self.head()
+            .store(head.wrapping_add(total as u64), Ordering::Release);
+        let every = self
+            .region
+            .atomic_u32(RING_WAKEUP_EVENTS_OFFSET)
+            .load(Ordering::Relaxed)
+            .max(1);
         let since = self.region.atomic_u32(RING_SINCE_WAKEUP_OFFSET);
         let count = since.load(Ordering::Relaxed).wrapping_add(1);
         let wake = count >= every;
@@ -304,8 +349,12 @@ impl RingShared {
     }
 }
 
-fn ring_registry() -> &'static Mutex<(u32, HashMap<u32, Weak<RingShared>>)> {
-    static REGISTRY: OnceLock<Mutex<(u32, HashMap<u32, Weak<RingShared>>)>> = OnceLock::new();
+/// The process's open rings by token (the analogue of the fd table), with the last token
+/// handed out.
+type RingRegistry = Mutex<(u32, HashMap<u32, Weak<RingShared>>)>;
+
+fn ring_registry() -> &'static RingRegistry {
+    static REGISTRY: OnceLock<RingRegistry> = OnceLock::new();
     REGISTRY.get_or_init(|| Mutex::new((0, HashMap::new())))
 }
 
@@ -337,7 +386,11 @@ impl PerfRing {
 
     /// Like [`PerfRing::create`], waking the consumer every `wakeup_events` samples (the perf
     /// attribute of that name; 0 counts as 1).
-    pub fn create_with_wakeup(cpu: u32, data_pages: u32, wakeup_events: u32) -> Result<PerfRing, PerfError> {
+    pub fn create_with_wakeup(
+        cpu: u32,
+        data_pages: u32,
+        wakeup_events: u32,
+    ) -> Result<PerfRing, PerfError> {
         if data_pages == 0 || !data_pages.is_power_of_two() {
             return Err(PerfError::Refused(Errno::EINVAL));
         }
@@ -347,26 +400,47 @@ impl PerfRing {
             .filter(|s| *s <= 1 << 40)
             .ok_or(PerfError::Refused(Errno::EINVAL))?;
         let key = loop {
-            let key = shm::random_u64().map_err(|source| PerfError::Io { call: "getrandom", source })?;
+            let key = shm::random_u64().map_err(|source| PerfError::Io {
+                call: "getrandom",
+                source,
+            })?;
             if key != 0 {
                 break key;
             }
         };
         let path = ring_path(key);
-        let file = shm::create_exclusive(&path).map_err(|source| PerfError::Io { call: "open", source })?;
+        let file = shm::create_exclusive(&path).map_err(|source| PerfError::Io {
+            call: "open",
+            source,
+        })?;
         let built = (|| {
             file.set_len(RING_META_SIZE as u64 + data_size)
-                .map_err(|source| PerfError::Io { call: "ftruncate", source })?;
+                .map_err(|source| PerfError::Io {
+                    call: "ftruncate",
+                    source,
+                })?;
             let region = Region::map(file)?;
             init_lock(&region, RING_LOCK_OFFSET)?;
             region.write(RING_MAGIC_OFFSET, &RING_MAGIC);
             region.write(RING_VERSION_OFFSET, &RING_VERSION.to_le_bytes());
-            region.atomic_u32(RING_CPU_OFFSET).store(cpu, Ordering::Relaxed);
-            region.atomic_u32(RING_REFS_OFFSET).store(1, Ordering::Relaxed);
-            region.atomic_u32(RING_WAKEUP_EVENTS_OFFSET).store(wakeup_events.max(1), Ordering::Relaxed);
-            region.atomic_u64(DATA_OFFSET_OFFSET).store(RING_META_SIZE as u64, Ordering::Relaxed);
-            region.atomic_u64(DATA_SIZE_OFFSET).store(data_size, Ordering::Relaxed);
-            region.atomic_u64(RING_KEY_OFFSET).store(key, Ordering::Release);
+            region
+                .atomic_u32(RING_CPU_OFFSET)
+                .store(cpu, Ordering::Relaxed);
+            region
+                .atomic_u32(RING_REFS_OFFSET)
+                .store(1, Ordering::Relaxed);
+            region
+                .atomic_u32(RING_WAKEUP_EVENTS_OFFSET)
+                .store(wakeup_events.max(1), Ordering::Relaxed);
+            region
+                .atomic_u64(DATA_OFFSET_OFFSET)
+                .store(RING_META_SIZE as u64, Ordering::Relaxed);
+            region
+                .atomic_u64(DATA_SIZE_OFFSET)
+                .store(data_size, Ordering::Relaxed);
+            region
+                .atomic_u64(RING_KEY_OFFSET)
+                .store(key, Ordering::Release);
             Ok::<_, PerfError>(region)
         })();
         let region = match built {
@@ -376,7 +450,12 @@ impl PerfRing {
                 return Err(e);
             }
         };
-        let shared = Arc::new(RingShared { region, key, cpu, data_size });
+        let shared = Arc::new(RingShared {
+            region,
+            key,
+            cpu,
+            data_size,
+        });
         let mut registry = ring_registry().lock().unwrap_or_else(|p| p.into_inner());
         registry.1.retain(|_, ring| ring.strong_count() > 0);
         let token = loop {
@@ -438,40 +517,54 @@ impl PerfRingMemory for PerfRing {
         while done < out.len() {
             let start = (pos.wrapping_add(done as u64) & (self.shared.data_size - 1)) as usize;
             let n = (out.len() - done).min(size - start);
-            self.shared.region.read(RING_META_SIZE + start, &mut out[done..done + n]);
+            self.shared
+                .region
+                .read(RING_META_SIZE + start, &mut out[done..done + n]);
             done += n;
         }
     }
 }
 
 struct Inner {
-    region: Region,
-    header: MapHeader,
+    file: Arc<MapFile>,
     /// This handle's identity in slot owners: `pid << 32 | serial`.
     owner: u64,
     /// Rings this process opened, by key.
     rings: Mutex<HashMap<u64, Arc<RingShared>>>,
+    /// This handle's own open file description of the map, holding a shared `flock`: how the
+    /// last handle of an unpinned map knows it is the last (see `Drop`).
+    presence: Option<File>,
 }
 
 impl Inner {
+    fn region(&self) -> &Region {
+        &self.file.region
+    }
+
+    fn header(&self) -> &MapHeader {
+        &self.file.header
+    }
+
     fn slot_key(&self, index: u32) -> &AtomicU64 {
-        self.region.atomic_u64(AREA_OFFSET + SLOT_SIZE * index as usize)
+        self.region()
+            .atomic_u64(AREA_OFFSET + SLOT_SIZE * index as usize)
     }
 
     fn slot_owner(&self, index: u32) -> &AtomicU64 {
-        self.region.atomic_u64(AREA_OFFSET + SLOT_SIZE * index as usize + 8)
+        self.region()
+            .atomic_u64(AREA_OFFSET + SLOT_SIZE * index as usize + 8)
     }
 
     fn preserve(&self) -> bool {
-        self.header.map_flags & BPF_F_PRESERVE_ELEMS != 0
+        self.header().map_flags & BPF_F_PRESERVE_ELEMS != 0
     }
 
     fn wake_seq(&self) -> &AtomicU32 {
-        self.region.atomic_u32(WAKE_SEQ_OFFSET)
+        self.region().atomic_u32(WAKE_SEQ_OFFSET)
     }
 
     fn waiters(&self) -> &AtomicU32 {
-        self.region.atomic_u32(WAITERS_OFFSET)
+        self.region().atomic_u32(WAITERS_OFFSET)
     }
 
     /// The ring of `key`, opened (and cached) in this process.
@@ -488,12 +581,19 @@ impl Inner {
     /// Empties slot `index` if it still holds `key` (called under the slot lock) and drops the
     /// slot's reference on the ring.
     fn clear_slot(&self, index: u32, key: u64) {
-        if self.slot_key(index).compare_exchange(key, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if self
+            .slot_key(index)
+            .compare_exchange(key, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
             self.slot_owner(index).store(0, Ordering::Release);
             if let Some(ring) = self.ring(key) {
                 ring.release();
             }
-            self.rings.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            self.rings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
         }
     }
 
@@ -508,8 +608,8 @@ impl Inner {
         if !self.preserve() {
             let owner = self.slot_owner(index).load(Ordering::Acquire);
             let pid = (owner >> 32) as u32;
-            if pid != shm::current_pid() && !shm::process_alive(pid) {
-                if let Ok(guard) = lock(&self.region, header_lock_offset(SLOT_LOCK)) {
+            if pid != (self.owner >> 32) as u32 && !shm::process_alive(pid) {
+                if let Ok(guard) = lock(self.region(), header_lock_offset(SLOT_LOCK)) {
                     self.clear_slot(index, key);
                     drop(guard);
                 }
@@ -547,15 +647,39 @@ impl Inner {
     }
 }
 
+/// A new open file description of `file` (so its `flock` is independent of `file`'s).
+fn reopen(file: &File) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Whether the map file is gone for good once this handle closes: not pinned (no name) and no
+/// other handle, in any process, holding its shared `flock`.
+fn last_handle_of_unpinned_map(file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let unpinned = file.metadata().is_ok_and(|m| m.nlink() == 0);
+    unpinned
+        && reopen(file).is_ok_and(|probe| crate::lock::try_flock_exclusive(&probe).unwrap_or(false))
+}
+
 impl Drop for Inner {
-    /// Closing the "map file": clear the entries this handle installed, unless preserved.
+    /// Closing the "map file": clear the entries this handle installed, unless preserved. When
+    /// the map itself dies (the last handle of an unpinned map), every entry is released, so the
+    /// rings' files go away as the kernel's perf events do when their map is freed.
     fn drop(&mut self) {
-        if self.preserve() {
+        drop(self.presence.take());
+        let everything = last_handle_of_unpinned_map(self.region().file());
+        if self.preserve() && !everything {
             return;
         }
-        let Ok(guard) = lock(&self.region, header_lock_offset(SLOT_LOCK)) else { return };
-        for index in 0..self.header.max_entries {
-            if self.slot_owner(index).load(Ordering::Acquire) == self.owner {
+        let Ok(guard) = lock(self.region(), header_lock_offset(SLOT_LOCK)) else {
+            return;
+        };
+        for index in 0..self.header().max_entries {
+            if everything || self.slot_owner(index).load(Ordering::Acquire) == self.owner {
                 let key = self.slot_key(index).load(Ordering::Acquire);
                 if key != 0 {
                     self.clear_slot(index, key);
@@ -582,8 +706,8 @@ pub struct PerfEventArray {
 impl std::fmt::Debug for PerfEventArray {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PerfEventArray")
-            .field("name", &self.inner.header.name)
-            .field("max_entries", &self.inner.header.max_entries)
+            .field("name", &self.inner.header().name)
+            .field("max_entries", &self.inner.header().max_entries)
             .finish_non_exhaustive()
     }
 }
@@ -592,35 +716,46 @@ impl PerfEventArray {
     /// Creates a perf event array of definition `def` in an anonymous memory file.
     pub fn create(def: &MapDef) -> Result<PerfEventArray, PerfError> {
         check_def(def).map_err(PerfError::Refused)?;
-        let file = create_memfd(file_size(def.max_entries))
-            .map_err(|source| PerfError::Io { call: "memfd_create", source })?;
+        let file = create_memfd(file_size(def.max_entries)).map_err(|source| PerfError::Io {
+            call: "memfd_create",
+            source,
+        })?;
         Self::create_in(file, def)
     }
 
     /// Creates a perf event array of definition `def` in `file`, a new file nobody else has yet;
-    /// it is resized to [`file_size`] and zeroed.
+    /// it is resized to [`file_size`] and zeroed. (Maps made through [`crate::UserMap`] use
+    /// [`plan`], [`init`] and [`open`] instead.)
     pub fn create_in(file: File, def: &MapDef) -> Result<PerfEventArray, PerfError> {
         check_def(def).map_err(PerfError::Refused)?;
         let len = file_size(def.max_entries);
-        let resize = |len| file.set_len(len).map_err(|source| PerfError::Io { call: "ftruncate", source });
+        let resize = |len| {
+            file.set_len(len).map_err(|source| PerfError::Io {
+                call: "ftruncate",
+                source,
+            })
+        };
         resize(0)?;
         resize(len)?;
         let region = Region::map(file)?;
-        let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible")
-            .ok()
-            .and_then(|s| bpfmaps_abi::cpus::count_from_cpu_list(&s))
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(1);
-        let header = MapHeader::new(def, def.max_entries, cpus, 0, len);
-        init_lock(&region, header_lock_offset(SLOT_LOCK))?;
+        let header = MapHeader::new(def, def.max_entries, crate::possible_cpus(), 0, len);
         header.write(&region);
-        Ok(Self::from_region(region, header))
+        let map_file = MapFile { region, header };
+        init_lock(&map_file.region, header_lock_offset(SLOT_LOCK))?;
+        Self::from_map_file(Arc::new(map_file))
     }
 
     /// Opens the perf event array stored in `file`: a new handle with its own entry lifetime.
     pub fn open(file: File) -> Result<PerfEventArray, PerfError> {
         let region = Region::map(file)?;
         let header = MapHeader::read(&region)?;
+        Self::from_map_file(Arc::new(MapFile { region, header }))
+    }
+
+    /// A new handle over an opened map file whose header the caller validated: checks that it
+    /// describes a valid perf event array whose slots fit the file.
+    pub fn from_map_file(file: Arc<MapFile>) -> Result<PerfEventArray, PerfError> {
+        let header = &file.header;
         let def = MapDef {
             map_type: header.map_type,
             key_size: header.key_size,
@@ -629,37 +764,48 @@ impl PerfEventArray {
             map_flags: header.map_flags,
             name: header.name.clone(),
         };
-        if check_def(&def).is_err() || header.file_size != file_size(header.max_entries) {
-            return Err(PerfError::Malformed(format!("invalid perf event array header {def:?}")));
+        let expected = file_size(header.max_entries);
+        if check_def(&def).is_err()
+            || header.file_size != expected
+            || file.region.len() as u64 != expected
+        {
+            return Err(PerfError::Malformed(format!(
+                "invalid perf event array header {def:?}"
+            )));
         }
-        Ok(Self::from_region(region, header))
-    }
-
-    fn from_region(region: Region, header: MapHeader) -> PerfEventArray {
         let owner = (u64::from(shm::current_pid()) << 32) | u64::from(next_handle_serial());
-        PerfEventArray {
-            inner: Arc::new(Inner { region, header, owner, rings: Mutex::new(HashMap::new()) }),
-        }
+        // Best effort: without a presence lock the map only loses the "last handle" cleanup.
+        let presence = reopen(file.region.file())
+            .ok()
+            .filter(|f| crate::lock::flock_shared(f).is_ok());
+        Ok(PerfEventArray {
+            inner: Arc::new(Inner {
+                file,
+                owner,
+                rings: Mutex::new(HashMap::new()),
+                presence,
+            }),
+        })
     }
 
     /// The file holding the map (for pinning and for passing to other processes).
     pub fn file(&self) -> &File {
-        self.inner.region.file()
+        self.inner.region().file()
     }
 
     /// The whole-file region (common header, locks, slots).
     pub fn region(&self) -> &Region {
-        &self.inner.region
+        self.inner.region()
     }
 
     /// Records the id the registry gave the map.
     pub fn set_id(&self, id: u32) {
-        MapHeader::set_id(&self.inner.region, id);
+        MapHeader::set_id(self.inner.region(), id);
     }
 
     /// `max_entries`.
     pub fn max_entries(&self) -> u32 {
-        self.inner.header.max_entries
+        self.inner.header().max_entries
     }
 
     /// Installs `ring` in slot `index` (`bpf_map_update_elem(map, &index, &perf_fd, BPF_ANY)`):
@@ -670,17 +816,24 @@ impl PerfEventArray {
 
     fn install_shared(&self, index: u32, ring: &Arc<RingShared>) -> Result<(), Errno> {
         let inner = &*self.inner;
-        if index >= inner.header.max_entries {
+        if index >= inner.header().max_entries {
             return Err(Errno::E2BIG);
         }
-        let guard = lock(&inner.region, header_lock_offset(SLOT_LOCK)).map_err(|_| Errno::EBUSY)?;
+        let guard =
+            lock(inner.region(), header_lock_offset(SLOT_LOCK)).map_err(|_| Errno::EBUSY)?;
         ring.refs().fetch_add(1, Ordering::AcqRel);
         let old = inner.slot_key(index).load(Ordering::Acquire);
         if old != 0 {
             inner.clear_slot(index, old);
         }
-        inner.rings.lock().unwrap_or_else(|p| p.into_inner()).insert(ring.key, Arc::clone(ring));
-        inner.slot_owner(index).store(inner.owner, Ordering::Release);
+        inner
+            .rings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ring.key, Arc::clone(ring));
+        inner
+            .slot_owner(index)
+            .store(inner.owner, Ordering::Release);
         inner.slot_key(index).store(ring.key, Ordering::Release);
         drop(guard);
         Ok(())
@@ -689,11 +842,12 @@ impl PerfEventArray {
     /// Empties slot `index` (`BPF_MAP_DELETE_ELEM`): `E2BIG` out of range, `ENOENT` when empty.
     pub fn remove(&self, index: u32) -> Result<(), Errno> {
         let inner = &*self.inner;
-        if index >= inner.header.max_entries {
+        if index >= inner.header().max_entries {
             return Err(Errno::E2BIG);
         }
         inner.live_slot(index).ok_or(Errno::ENOENT)?;
-        let guard = lock(&inner.region, header_lock_offset(SLOT_LOCK)).map_err(|_| Errno::EBUSY)?;
+        let guard =
+            lock(inner.region(), header_lock_offset(SLOT_LOCK)).map_err(|_| Errno::EBUSY)?;
         let current = inner.slot_key(index).load(Ordering::Acquire);
         let result = if current == 0 {
             Err(Errno::ENOENT)
@@ -707,7 +861,7 @@ impl PerfEventArray {
 
     /// Whether slot `index` holds a live ring.
     pub fn is_installed(&self, index: u32) -> bool {
-        index < self.inner.header.max_entries && self.inner.live_slot(index).is_some()
+        index < self.inner.header().max_entries && self.inner.live_slot(index).is_some()
     }
 
     /// `bpf_perf_event_output(ctx, map, flags, data, size)` from a program running on
@@ -725,7 +879,7 @@ impl PerfEventArray {
             // Masked to 32 bits above.
             index => index as u32,
         };
-        if index >= inner.header.max_entries {
+        if index >= inner.header().max_entries {
             return Err(Errno::E2BIG);
         }
         let key = inner.live_slot(index).ok_or(Errno::ENOENT)?;
@@ -753,7 +907,7 @@ impl PerfEventArray {
     }
 
     fn frozen(&self) -> bool {
-        MapHeader::frozen(&self.inner.region)
+        MapHeader::frozen(self.inner.region())
     }
 
     fn write_allowed(&self) -> MapResult<()> {
@@ -763,10 +917,60 @@ impl PerfEventArray {
         Ok(())
     }
 
+    /// `bpf_fd_array_map_update_elem`: `EINVAL` unless `BPF_ANY`, `E2BIG` out of range,
+    /// `EBADF` when the value is not the token of an open [`PerfRing`] of this process.
+    fn update_slot(&self, key: &[u8], value: &[u8], flags: u64) -> MapResult<()> {
+        let index = self.index_of(key)?;
+        if flags != BPF_ANY {
+            return Err(MapError::Errno(Errno::EINVAL));
+        }
+        if index >= self.inner.header().max_entries {
+            return Err(MapError::Errno(Errno::E2BIG));
+        }
+        let token = u32::from_le_bytes(value.try_into().map_err(|_| MapError::ValueSize {
+            expected: 4,
+            got: value.len(),
+        })?);
+        let ring = {
+            let registry = ring_registry().lock().unwrap_or_else(|p| p.into_inner());
+            registry.1.get(&token).and_then(Weak::upgrade)
+        };
+        let ring = ring.ok_or(MapError::Errno(Errno::EBADF))?;
+        self.install_shared(index, &ring).map_err(MapError::Errno)
+    }
+
+    /// `array_map_get_next_key`: a missing or out-of-range key gives 0, the last index
+    /// `ENOENT`.
+    fn next_index(&self, key: Option<&[u8]>, next_key: &mut [u8]) -> MapResult<()> {
+        if next_key.len() != 4 {
+            return Err(MapError::KeySize {
+                expected: 4,
+                got: next_key.len(),
+            });
+        }
+        let max = self.inner.header().max_entries;
+        let next = match key {
+            None => 0,
+            Some(key) => {
+                let index = self.index_of(key)?;
+                if index >= max {
+                    0
+                } else if index == max - 1 {
+                    return Err(MapError::Errno(Errno::ENOENT));
+                } else {
+                    index + 1
+                }
+            }
+        };
+        next_key.copy_from_slice(&next.to_le_bytes());
+        Ok(())
+    }
+
     fn index_of(&self, key: &[u8]) -> MapResult<u32> {
-        let bytes: [u8; 4] = key
-            .try_into()
-            .map_err(|_| MapError::KeySize { expected: 4, got: key.len() })?;
+        let bytes: [u8; 4] = key.try_into().map_err(|_| MapError::KeySize {
+            expected: 4,
+            got: key.len(),
+        })?;
         Ok(u32::from_le_bytes(bytes))
     }
 }
@@ -785,14 +989,22 @@ impl PerfBuffer {
     /// Creates one ring of `data_pages` pages for each CPU `0..min(possible CPUs, max_entries)`
     /// and installs it in that CPU's slot of `map`.
     pub fn new(map: &PerfEventArray, data_pages: u32) -> Result<PerfBuffer, PerfError> {
-        let cpus = map.inner.header.possible_cpus.max(1).min(map.max_entries());
+        let cpus = map
+            .inner
+            .header()
+            .possible_cpus
+            .max(1)
+            .min(map.max_entries());
         let mut rings = Vec::new();
         for cpu in 0..cpus {
             let ring = PerfRing::create(cpu, data_pages)?;
             map.install(cpu, &ring).map_err(PerfError::Refused)?;
             rings.push(ring);
         }
-        Ok(PerfBuffer { map: map.clone(), rings })
+        Ok(PerfBuffer {
+            map: map.clone(),
+            rings,
+        })
     }
 
     /// The rings, in CPU order.
@@ -831,7 +1043,9 @@ pub struct PerfWaiter {
 
 impl std::fmt::Debug for PerfWaiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PerfWaiter").field("rings", &self.rings.len()).finish()
+        f.debug_struct("PerfWaiter")
+            .field("rings", &self.rings.len())
+            .finish()
     }
 }
 
@@ -847,7 +1061,7 @@ impl PerfWait for PerfWaiter {
 /// delete 0 / `ENOENT` / `E2BIG`, get_next_key as an array, batches `ENOTSUPP`.
 impl MapOps for PerfEventArray {
     fn info(&self) -> MapInfo {
-        self.inner.header.info(&self.inner.region)
+        self.inner.header().info(self.inner.region())
     }
 
     fn lookup(&self, key: &[u8], _value: &mut [u8], flags: u64) -> MapResult<()> {
@@ -860,24 +1074,8 @@ impl MapOps for PerfEventArray {
     fn update(&self, key: &[u8], value: &[u8], flags: u64) -> MapResult<()> {
         self.write_allowed()?;
         no_spin_lock(flags)?;
-        check_sizes(&self.info(), Some(key), Some(value.len()))?;
-        let index = self.index_of(key)?;
-        if flags != BPF_ANY {
-            return Err(MapError::Errno(Errno::EINVAL));
-        }
-        if index >= self.inner.header.max_entries {
-            return Err(MapError::Errno(Errno::E2BIG));
-        }
-        let token = u32::from_le_bytes(value.try_into().map_err(|_| MapError::ValueSize {
-            expected: 4,
-            got: value.len(),
-        })?);
-        let ring = {
-            let registry = ring_registry().lock().unwrap_or_else(|p| p.into_inner());
-            registry.1.get(&token).and_then(Weak::upgrade)
-        };
-        let ring = ring.ok_or(MapError::Errno(Errno::EBADF))?;
-        self.install_shared(index, &ring).map_err(MapError::Errno)
+        check_sizes(&MapOps::info(self), Some(key), Some(value.len()))?;
+        self.update_slot(key, value, flags)
     }
 
     fn delete(&self, key: &[u8]) -> MapResult<()> {
@@ -887,25 +1085,7 @@ impl MapOps for PerfEventArray {
     }
 
     fn get_next_key(&self, key: Option<&[u8]>, next_key: &mut [u8]) -> MapResult<()> {
-        if next_key.len() != 4 {
-            return Err(MapError::KeySize { expected: 4, got: next_key.len() });
-        }
-        let max = self.inner.header.max_entries;
-        let next = match key {
-            None => 0,
-            Some(key) => {
-                let index = self.index_of(key)?;
-                if index >= max {
-                    0
-                } else if index == max - 1 {
-                    return Err(MapError::Errno(Errno::ENOENT));
-                } else {
-                    index + 1
-                }
-            }
-        };
-        next_key.copy_from_slice(&next.to_le_bytes());
-        Ok(())
+        self.next_index(key, next_key)
     }
 
     fn lookup_and_delete(&self, key: &[u8], _value: &mut [u8], flags: u64) -> MapResult<()> {
@@ -939,12 +1119,22 @@ impl MapOps for PerfEventArray {
         Err(MapError::Errno(Errno::ENOTSUPP))
     }
 
-    fn update_batch(&self, _buffers: &mut BatchBuffers<'_>, _elem_flags: u64, _flags: u64) -> MapResult<()> {
+    fn update_batch(
+        &self,
+        _buffers: &mut BatchBuffers<'_>,
+        _elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
         self.write_allowed()?;
         Err(MapError::Errno(Errno::ENOTSUPP))
     }
 
-    fn delete_batch(&self, _buffers: &mut BatchBuffers<'_>, _elem_flags: u64, _flags: u64) -> MapResult<()> {
+    fn delete_batch(
+        &self,
+        _buffers: &mut BatchBuffers<'_>,
+        _elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
         self.write_allowed()?;
         Err(MapError::Errno(Errno::ENOTSUPP))
     }
@@ -952,9 +1142,35 @@ impl MapOps for PerfEventArray {
     /// `EPERM` when already frozen; otherwise freezes (no syscall write succeeds afterwards).
     fn freeze(&self) -> MapResult<()> {
         self.write_allowed()?;
-        if !MapHeader::freeze(&self.inner.region) {
+        if !MapHeader::freeze(self.inner.region()) {
             return Err(MapError::Errno(Errno::EBUSY));
         }
         Ok(())
+    }
+}
+
+/// The [`crate::UserMap`] backend: one `UserMap` is one handle, so entries it installs live as
+/// long as it does (unless `BPF_F_PRESERVE_ELEMS`). `UserMap` has checked sizes, access, the
+/// frozen state and the flags before these run.
+impl Backend for PerfEventArray {
+    fn lookup(&self, _key: &[u8], _value: &mut [u8]) -> MapResult<()> {
+        Err(MapError::Errno(Errno::ENOTSUPP))
+    }
+
+    fn update(&self, key: &[u8], value: &[u8], flags: u64) -> MapResult<()> {
+        self.update_slot(key, value, flags)
+    }
+
+    fn delete(&self, key: &[u8]) -> MapResult<()> {
+        let index = self.index_of(key)?;
+        self.remove(index).map_err(MapError::Errno)
+    }
+
+    fn get_next_key(&self, key: Option<&[u8]>, next_key: &mut [u8]) -> MapResult<()> {
+        self.next_index(key, next_key)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

@@ -66,7 +66,10 @@ impl Region {
     pub fn map(file: File) -> Result<Region, RegionError> {
         let len64 = file
             .metadata()
-            .map_err(|source| RegionError::Sys { call: "fstat", source })?
+            .map_err(|source| RegionError::Sys {
+                call: "fstat",
+                source,
+            })?
             .len();
         let len = usize::try_from(len64).map_err(|_| RegionError::BadLength { len: len64 })?;
         if len == 0 {
@@ -85,7 +88,10 @@ impl Region {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(RegionError::Sys { call: "mmap", source: io::Error::last_os_error() });
+            return Err(RegionError::Sys {
+                call: "mmap",
+                source: io::Error::last_os_error(),
+            });
         }
         let base = NonNull::new(ptr.cast::<u8>()).ok_or(RegionError::BadLength { len: len64 })?;
         Ok(Region { base, len, file })
@@ -115,7 +121,7 @@ impl Region {
     fn check(&self, off: usize, len: usize, align: usize) {
         let end = off.checked_add(len);
         assert!(
-            end.is_some_and(|e| e <= self.len) && off % align == 0,
+            end.is_some_and(|e| e <= self.len) && off.is_multiple_of(align),
             "region access out of bounds or misaligned: offset {off} length {len} align {align} \
              in a mapping of {} bytes",
             self.len
@@ -128,7 +134,7 @@ impl Region {
         self.check(off, out.len(), 1);
         let mut i = 0;
         let src = self.base.as_ptr().wrapping_add(off);
-        if (src as usize) % 8 == 0 {
+        if (src as usize).is_multiple_of(8) {
             while i + 8 <= out.len() {
                 // SAFETY: `check` proved [off, off+len) lies in the mapping; src+i is 8-aligned
                 // because src is and i is a multiple of 8.
@@ -149,12 +155,14 @@ impl Region {
         self.check(off, data.len(), 1);
         let mut i = 0;
         let dst = self.base.as_ptr().wrapping_add(off);
-        if (dst as usize) % 8 == 0 {
+        if (dst as usize).is_multiple_of(8) {
             while i + 8 <= data.len() {
                 let mut word = [0u8; 8];
                 word.copy_from_slice(&data[i..i + 8]);
                 // SAFETY: in bounds per `check`; dst+i is 8-aligned.
-                unsafe { std::ptr::write_volatile(dst.add(i).cast::<u64>(), u64::from_ne_bytes(word)) };
+                unsafe {
+                    std::ptr::write_volatile(dst.add(i).cast::<u64>(), u64::from_ne_bytes(word))
+                };
                 i += 8;
             }
         }
@@ -180,7 +188,7 @@ impl Region {
         self.check(off, other.len(), 1);
         let src = self.base.as_ptr().wrapping_add(off);
         let mut i = 0;
-        if (src as usize) % 8 == 0 {
+        if (src as usize).is_multiple_of(8) {
             while i + 8 <= other.len() {
                 // SAFETY: in bounds per `check`; src+i is 8-aligned.
                 let word = unsafe { std::ptr::read_volatile(src.add(i).cast::<u64>()) };
@@ -266,8 +274,8 @@ pub fn create_memfd(len: u64) -> io::Result<File> {
 /// `O_TMPFILE` files (which then become ordinary files) and for files that already have names.
 /// Fails with `EEXIST` when `path` exists.
 pub fn link_file(file: &File, path: &Path) -> io::Result<()> {
-    let proc_path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map_err(io::Error::other)?;
+    let proc_path =
+        CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(io::Error::other)?;
     let target = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
@@ -313,8 +321,12 @@ mod tests {
         let mut out = [0u8; 19];
         b.read(3, &mut out);
         assert_eq!(&out, b"hello, shared world");
-        a.atomic_u64(64).store(0x1122_3344_5566_7788, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(b.atomic_u32(64).load(std::sync::atomic::Ordering::SeqCst), 0x5566_7788);
+        a.atomic_u64(64)
+            .store(0x1122_3344_5566_7788, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            b.atomic_u32(64).load(std::sync::atomic::Ordering::SeqCst),
+            0x5566_7788
+        );
         assert!(b.bytes_equal(3, b"hello"));
         b.fill(3, 5, 0);
         assert!(a.bytes_equal(3, &[0; 5]));

@@ -66,9 +66,11 @@ use bpfmaps_abi::{
     BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType, RingBufMemory,
 };
 
-use crate::header::{header_lock_offset, HeaderError, MapHeader, TYPE_STATE_OFFSET};
+use crate::backend::{Backend, MapFile, Plan};
+use crate::header::{header_lock_offset, HeaderError, MapHeader, AREA_OFFSET, TYPE_STATE_OFFSET};
 use crate::lock::{init_lock, lock, LockError};
 use crate::region::{create_memfd, Region, RegionError};
+use crate::UserMapError;
 use shm::Mapping;
 
 /// The largest payload `reserve` considers at all (`RINGBUF_MAX_RECORD_SZ`, `UINT_MAX / 4`).
@@ -110,6 +112,14 @@ pub enum RingBufError {
     /// The handle does not name a reserved (BUSY) record of this ring.
     #[error("no reserved record with its payload at ring offset {0}")]
     NotReserved(u64),
+    /// A data-area access outside the (double-mapped) data.
+    #[error("access of {len} bytes at data offset {offset} is outside twice the data size")]
+    OutsideData {
+        /// Offset into the data area.
+        offset: u64,
+        /// Length of the access.
+        len: u64,
+    },
     /// A payload access outside the reserved record.
     #[error("access of {len} bytes at {at} is outside the {size}-byte record")]
     OutsideRecord {
@@ -161,7 +171,10 @@ pub fn check_def(def: &MapDef) -> Result<(), Errno> {
     let page = shm::page_size() as u64;
     let size = u64::from(def.max_entries);
     let name_ok = def.name.len() < 16
-        && def.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        && def
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
     if def.map_type != MapType::Ringbuf
         || !name_ok
         || def.map_flags & !BPF_F_NUMA_NODE != 0
@@ -180,24 +193,51 @@ pub fn file_size(data_size: u32) -> u64 {
     3 * shm::page_size() as u64 + u64::from(data_size)
 }
 
-fn possible_cpus() -> u32 {
-    std::fs::read_to_string("/sys/devices/system/cpu/possible")
-        .ok()
-        .and_then(|s| bpfmaps_abi::cpus::count_from_cpu_list(&s))
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(1)
+/// The [`crate::UserMap`] plan step: the kernel's creation rules ([`check_def`]) and the size of
+/// the area after the header page (consumer page, producer page, data).
+pub fn plan(def: &MapDef, _cpus: u32) -> Result<Plan, Errno> {
+    check_def(def)?;
+    Ok(Plan {
+        max_entries: def.max_entries,
+        area_size: file_size(def.max_entries) - AREA_OFFSET as u64,
+        hash_seed: 0,
+    })
+}
+
+/// The [`crate::UserMap`] init step: the reservation lock. Positions and bookkeeping start at
+/// zero in the fresh file.
+pub fn init(file: &MapFile) -> Result<(), UserMapError> {
+    init_lock(&file.region, header_lock_offset(RESERVE_LOCK_SLOT))?;
+    Ok(())
+}
+
+/// The [`crate::UserMap`] open step: a [`RingBuf`] backend over the validated file.
+pub fn open(file: Arc<MapFile>) -> Result<Box<dyn Backend>, UserMapError> {
+    RingBuf::from_map_file(file)
+        .map(|rb| Box::new(rb) as Box<dyn Backend>)
+        .map_err(|e| UserMapError::Corrupt {
+            path: "<ring buffer>".into(),
+            reason: e.to_string(),
+        })
 }
 
 struct Inner {
-    region: Region,
+    file: Arc<MapFile>,
     ring: Mapping,
-    header: MapHeader,
     page: usize,
     data_size: u64,
 }
 
 /// The ring mapping's layout: consumer page at 0, producer page at `page`, data at `2 × page`.
 impl Inner {
+    fn region(&self) -> &Region {
+        &self.file.region
+    }
+
+    fn header(&self) -> &MapHeader {
+        &self.file.header
+    }
+
     fn mask(&self) -> u64 {
         self.data_size - 1
     }
@@ -215,19 +255,19 @@ impl Inner {
     }
 
     fn pending_pos(&self) -> &AtomicU64 {
-        self.region.atomic_u64(PENDING_POS_OFFSET)
+        self.region().atomic_u64(PENDING_POS_OFFSET)
     }
 
     fn wake_seq(&self) -> &AtomicU32 {
-        self.region.atomic_u32(WAKE_SEQ_OFFSET)
+        self.region().atomic_u32(WAKE_SEQ_OFFSET)
     }
 
     fn waiters(&self) -> &AtomicU32 {
-        self.region.atomic_u32(WAITERS_OFFSET)
+        self.region().atomic_u32(WAITERS_OFFSET)
     }
 
     fn views(&self) -> &AtomicU32 {
-        self.region.atomic_u32(VIEWS_OFFSET)
+        self.region().atomic_u32(VIEWS_OFFSET)
     }
 
     /// Offset in the ring mapping of the header of the record at free-running position `pos`.
@@ -280,7 +320,7 @@ pub struct RingBuf {
 impl std::fmt::Debug for RingBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RingBuf")
-            .field("name", &self.inner.header.name)
+            .field("name", &self.inner.header().name)
             .field("data_size", &self.inner.data_size)
             .finish_non_exhaustive()
     }
@@ -290,32 +330,48 @@ impl RingBuf {
     /// Creates a ring buffer of definition `def` in an anonymous memory file (not pinnable).
     pub fn create(def: &MapDef) -> Result<RingBuf, RingBufError> {
         check_def(def).map_err(RingBufError::Refused)?;
-        let file = create_memfd(file_size(def.max_entries))
-            .map_err(|source| RingBufError::Io { call: "memfd_create", source })?;
+        let file = create_memfd(file_size(def.max_entries)).map_err(|source| RingBufError::Io {
+            call: "memfd_create",
+            source,
+        })?;
         Self::create_in(file, def)
     }
 
     /// Creates a ring buffer of definition `def` in `file`, which must be a new file nobody else
-    /// has yet (for example an unnamed `O_TMPFILE` that the registry links to a pin path later).
-    /// The file is resized to [`file_size`] and zeroed.
+    /// has yet. The file is resized to [`file_size`] and zeroed. (Maps made through
+    /// [`crate::UserMap`] use [`plan`], [`init`] and [`open`] instead.)
     pub fn create_in(file: File, def: &MapDef) -> Result<RingBuf, RingBufError> {
         check_def(def).map_err(RingBufError::Refused)?;
         let len = file_size(def.max_entries);
-        let resize = |len| file.set_len(len).map_err(|source| RingBufError::Io { call: "ftruncate", source });
+        let resize = |len| {
+            file.set_len(len).map_err(|source| RingBufError::Io {
+                call: "ftruncate",
+                source,
+            })
+        };
         resize(0)?;
         resize(len)?;
         let region = Region::map(file)?;
-        let header = MapHeader::new(def, def.max_entries, possible_cpus(), 0, len);
-        init_lock(&region, header_lock_offset(RESERVE_LOCK_SLOT))?;
+        let header = MapHeader::new(def, def.max_entries, crate::possible_cpus(), 0, len);
         header.write(&region);
-        Self::from_region(region, header)
+        let map_file = MapFile { region, header };
+        init_lock(&map_file.region, header_lock_offset(RESERVE_LOCK_SLOT))?;
+        Self::from_map_file(Arc::new(map_file))
     }
 
-    /// Opens the ring buffer stored in `file` (a pinned map, or a file descriptor passed from
-    /// another process) after validating its header and layout.
+    /// Opens the ring buffer stored in `file` (a pinned map, or a file passed from another
+    /// process) after validating its header and layout.
     pub fn open(file: File) -> Result<RingBuf, RingBufError> {
         let region = Region::map(file)?;
         let header = MapHeader::read(&region)?;
+        Self::from_map_file(Arc::new(MapFile { region, header }))
+    }
+
+    /// A ring buffer over an opened map file whose header was validated by the caller: checks
+    /// that the header describes a valid ring buffer whose layout fits the file, then maps the
+    /// ring (consumer page, producer page, data twice).
+    pub fn from_map_file(file: Arc<MapFile>) -> Result<RingBuf, RingBufError> {
+        let header = &file.header;
         let def = MapDef {
             map_type: header.map_type,
             key_size: header.key_size,
@@ -325,42 +381,54 @@ impl RingBuf {
             name: header.name.clone(),
         };
         if check_def(&def).is_err() {
-            return Err(RingBufError::NotRingBuf(format!("invalid ring buffer header {def:?}")));
-        }
-        if header.file_size != file_size(header.max_entries) {
             return Err(RingBufError::NotRingBuf(format!(
-                "file is {} bytes, a {}-byte ring needs {}",
-                header.file_size,
-                header.max_entries,
-                file_size(header.max_entries)
+                "invalid ring buffer header {def:?}"
             )));
         }
-        Self::from_region(region, header)
-    }
-
-    fn from_region(region: Region, header: MapHeader) -> Result<RingBuf, RingBufError> {
+        let expected = file_size(header.max_entries);
+        if header.file_size != expected || file.region.len() as u64 != expected {
+            return Err(RingBufError::NotRingBuf(format!(
+                "file is {} bytes, a {}-byte ring needs {expected}",
+                file.region.len(),
+                header.max_entries,
+            )));
+        }
         let page = shm::page_size();
         let data_size = u64::from(header.max_entries);
-        let file_len = region.len();
-        let data_len = header.max_entries as usize;
-        let ring = Mapping::ring(region.file(), page, file_len, data_len, true)
-            .map_err(|source| RingBufError::Io { call: "mmap", source })?;
-        Ok(RingBuf { inner: Arc::new(Inner { region, ring, header, page, data_size }) })
+        let ring = Mapping::ring(
+            file.region.file(),
+            page,
+            file.region.len(),
+            header.max_entries as usize,
+            true,
+        )
+        .map_err(|source| RingBufError::Io {
+            call: "mmap",
+            source,
+        })?;
+        Ok(RingBuf {
+            inner: Arc::new(Inner {
+                file,
+                ring,
+                page,
+                data_size,
+            }),
+        })
     }
 
     /// The file holding the map (for pinning and for passing to other processes).
     pub fn file(&self) -> &File {
-        self.inner.region.file()
+        self.inner.region().file()
     }
 
     /// The whole-file region (common header, locks).
     pub fn region(&self) -> &Region {
-        &self.inner.region
+        self.inner.region()
     }
 
     /// Records the id the registry gave the map.
     pub fn set_id(&self, id: u32) {
-        MapHeader::set_id(&self.inner.region, id);
+        MapHeader::set_id(self.inner.region(), id);
     }
 
     /// The data size in bytes (`max_entries`).
@@ -399,7 +467,7 @@ impl RingBuf {
         }
         let mask = inner.mask();
         let cons_pos = inner.consumer_pos().load(Ordering::Acquire);
-        let guard = lock(&inner.region, header_lock_offset(RESERVE_LOCK_SLOT)).ok()?;
+        let guard = lock(inner.region(), header_lock_offset(RESERVE_LOCK_SLOT)).ok()?;
         let prod_pos = inner.producer_pos().load(Ordering::Relaxed);
         // `pending_pos` is a cache of a scan: after a dead lock owner it is still a valid lower
         // bound, so no repair is needed beyond clamping a value that is not behind `prod_pos`.
@@ -421,8 +489,14 @@ impl RingBuf {
         }
         let header_offset = inner.header_offset(prod_pos);
         let pg_off = u32::try_from((inner.page + header_offset) / inner.page).unwrap_or(u32::MAX);
-        inner.ring.atomic_u32(header_offset + 4).store(pg_off, Ordering::Relaxed);
-        inner.ring.atomic_u32(header_offset).store(size32 | BPF_RINGBUF_BUSY_BIT, Ordering::Relaxed);
+        inner
+            .ring
+            .atomic_u32(header_offset + 4)
+            .store(pg_off, Ordering::Relaxed);
+        inner
+            .ring
+            .atomic_u32(header_offset)
+            .store(size32 | BPF_RINGBUF_BUSY_BIT, Ordering::Relaxed);
         inner.producer_pos().store(new_prod_pos, Ordering::Release);
         drop(guard);
         Some(RecordHandle {
@@ -441,18 +515,36 @@ impl RingBuf {
         if header < data || header - data >= inner.data_size || header % 8 != 0 {
             return None;
         }
-        let word = inner.ring.atomic_u32(usize::try_from(header).ok()?).load(Ordering::Acquire);
+        let word = inner
+            .ring
+            .atomic_u32(usize::try_from(header).ok()?)
+            .load(Ordering::Acquire);
         if word & BPF_RINGBUF_BUSY_BIT == 0 {
             return None;
         }
-        Some(RecordHandle { payload_offset, size: word & !(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT) })
+        Some(RecordHandle {
+            payload_offset,
+            size: word & !(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT),
+        })
     }
 
     /// Writes `bytes` into the payload of a reserved record at `at`.
-    pub fn write_payload(&self, handle: &RecordHandle, at: u64, bytes: &[u8]) -> Result<(), RingBufError> {
+    pub fn write_payload(
+        &self,
+        handle: &RecordHandle,
+        at: u64,
+        bytes: &[u8],
+    ) -> Result<(), RingBufError> {
         let len = bytes.len() as u64;
-        if at.checked_add(len).is_none_or(|end| end > u64::from(handle.size)) {
-            return Err(RingBufError::OutsideRecord { at, len, size: handle.size });
+        if at
+            .checked_add(len)
+            .is_none_or(|end| end > u64::from(handle.size))
+        {
+            return Err(RingBufError::OutsideRecord {
+                at,
+                len,
+                size: handle.size,
+            });
         }
         // The payload lies inside the double-mapped data (span ≤ data size), so the offset
         // fits the mapping; `Mapping::write` checks it again.
@@ -463,10 +555,22 @@ impl RingBuf {
     }
 
     /// Reads the payload of a reserved record at `at` into `out`.
-    pub fn read_payload(&self, handle: &RecordHandle, at: u64, out: &mut [u8]) -> Result<(), RingBufError> {
+    pub fn read_payload(
+        &self,
+        handle: &RecordHandle,
+        at: u64,
+        out: &mut [u8],
+    ) -> Result<(), RingBufError> {
         let len = out.len() as u64;
-        if at.checked_add(len).is_none_or(|end| end > u64::from(handle.size)) {
-            return Err(RingBufError::OutsideRecord { at, len, size: handle.size });
+        if at
+            .checked_add(len)
+            .is_none_or(|end| end > u64::from(handle.size))
+        {
+            return Err(RingBufError::OutsideRecord {
+                at,
+                len,
+                size: handle.size,
+            });
         }
         let offset = usize::try_from(handle.payload_offset + at)
             .map_err(|_| RingBufError::NotReserved(handle.payload_offset))?;
@@ -503,7 +607,8 @@ impl RingBuf {
         fence(Ordering::SeqCst);
         let rec_pos = (header_offset - inner.data_offset()) as u64;
         let cons_pos = inner.consumer_pos().load(Ordering::SeqCst) & inner.mask();
-        if flags & BPF_RB_FORCE_WAKEUP != 0 || (cons_pos == rec_pos && flags & BPF_RB_NO_WAKEUP == 0)
+        if flags & BPF_RB_FORCE_WAKEUP != 0
+            || (cons_pos == rec_pos && flags & BPF_RB_NO_WAKEUP == 0)
         {
             inner.wake();
         }
@@ -517,7 +622,8 @@ impl RingBuf {
             return Err(Errno::EINVAL);
         }
         let handle = self.reserve(data.len() as u64, 0).ok_or(Errno::EAGAIN)?;
-        self.write_payload(&handle, 0, data).map_err(|_| Errno::EINVAL)?;
+        self.write_payload(&handle, 0, data)
+            .map_err(|_| Errno::EINVAL)?;
         self.submit(handle, flags).map_err(|_| Errno::EINVAL)
     }
 
@@ -527,8 +633,15 @@ impl RingBuf {
     pub fn read_data(&self, offset: u64, out: &mut [u8]) -> Result<(), RingBufError> {
         let inner = &*self.inner;
         let len = out.len() as u64;
-        if offset.checked_add(len).is_none_or(|end| end > 2 * inner.data_size) {
-            return Err(RingBufError::OutsideRecord { at: offset, len, size: 0 });
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > 2 * inner.data_size)
+        {
+            return Err(RingBufError::OutsideRecord {
+                at: offset,
+                len,
+                size: 0,
+            });
         }
         inner.ring.read(inner.data_offset() + offset as usize, out);
         Ok(())
@@ -562,11 +675,13 @@ impl RingBuf {
     pub fn consumer(&self) -> Result<RingBufView, Errno> {
         let inner = &*self.inner;
         inner.views().fetch_add(1, Ordering::SeqCst);
-        if MapHeader::frozen(&inner.region) {
+        if MapHeader::frozen(inner.region()) {
             inner.views().fetch_sub(1, Ordering::SeqCst);
             return Err(Errno::EPERM);
         }
-        Ok(RingBufView { inner: Arc::clone(&self.inner) })
+        Ok(RingBufView {
+            inner: Arc::clone(&self.inner),
+        })
     }
 }
 
@@ -579,7 +694,9 @@ pub struct RingBufView {
 
 impl std::fmt::Debug for RingBufView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingBufView").field("data_size", &self.inner.data_size).finish()
+        f.debug_struct("RingBufView")
+            .field("data_size", &self.inner.data_size)
+            .finish()
     }
 }
 
@@ -614,7 +731,10 @@ impl RingBufMemory for RingBufView {
         // A length word from shared memory is untrusted: clamp it to the largest payload.
         let max = self.inner.data_size - u64::from(BPF_RINGBUF_HDR_SZ);
         let len = u64::from(len).min(max) as usize;
-        self.inner.ring.bytes(self.inner.header_offset(pos) + BPF_RINGBUF_HDR_SZ as usize, len)
+        self.inner.ring.bytes(
+            self.inner.header_offset(pos) + BPF_RINGBUF_HDR_SZ as usize,
+            len,
+        )
     }
 
     /// Sleeps on the ring's futex until a producer wakes consumers or `timeout` passes. Returns
@@ -651,7 +771,7 @@ pub(crate) fn no_spin_lock(flags: u64) -> MapResult<()> {
 
 impl RingBuf {
     fn frozen(&self) -> bool {
-        MapHeader::frozen(&self.inner.region)
+        MapHeader::frozen(self.inner.region())
     }
 
     fn write_allowed(&self) -> MapResult<()> {
@@ -667,7 +787,7 @@ impl RingBuf {
 /// the fd's write permission before anything else.
 impl MapOps for RingBuf {
     fn info(&self) -> MapInfo {
-        self.inner.header.info(&self.inner.region)
+        self.inner.header().info(self.inner.region())
     }
 
     fn lookup(&self, key: &[u8], _value: &mut [u8], flags: u64) -> MapResult<()> {
@@ -721,12 +841,22 @@ impl MapOps for RingBuf {
         Err(MapError::Errno(Errno::ENOTSUPP))
     }
 
-    fn update_batch(&self, _buffers: &mut BatchBuffers<'_>, _elem_flags: u64, _flags: u64) -> MapResult<()> {
+    fn update_batch(
+        &self,
+        _buffers: &mut BatchBuffers<'_>,
+        _elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
         self.write_allowed()?;
         Err(MapError::Errno(Errno::ENOTSUPP))
     }
 
-    fn delete_batch(&self, _buffers: &mut BatchBuffers<'_>, _elem_flags: u64, _flags: u64) -> MapResult<()> {
+    fn delete_batch(
+        &self,
+        _buffers: &mut BatchBuffers<'_>,
+        _elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
         self.write_allowed()?;
         Err(MapError::Errno(Errno::ENOTSUPP))
     }
@@ -738,10 +868,39 @@ impl MapOps for RingBuf {
         if self.inner.views().load(Ordering::SeqCst) != 0 {
             return Err(MapError::Errno(Errno::EBUSY));
         }
-        if !MapHeader::freeze(&self.inner.region) {
+        if !MapHeader::freeze(self.inner.region()) {
             return Err(MapError::Errno(Errno::EBUSY));
         }
         Ok(())
+    }
+}
+
+/// The [`crate::UserMap`] backend. `UserMap` has already checked buffer sizes, access, the frozen
+/// state and the flags; what is left is the ring buffer's `map_ops`, which has no element
+/// operations: a NULL key gives `ENOTSUPP`, any other `EINVAL`.
+impl Backend for RingBuf {
+    fn lookup(&self, key: &[u8], _value: &mut [u8]) -> MapResult<()> {
+        syscall_key(key)
+    }
+
+    fn update(&self, key: &[u8], _value: &[u8], _flags: u64) -> MapResult<()> {
+        syscall_key(key)
+    }
+
+    fn delete(&self, key: &[u8]) -> MapResult<()> {
+        syscall_key(key)
+    }
+
+    fn get_next_key(&self, key: Option<&[u8]>, _next_key: &mut [u8]) -> MapResult<()> {
+        syscall_key(key.unwrap_or(&[]))
+    }
+
+    fn lookup_and_delete(&self, key: &[u8], _value: &mut [u8]) -> MapResult<()> {
+        syscall_key(key)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -784,7 +943,13 @@ mod tests {
         rb.submit(h, 0).unwrap();
         assert!(rb.handle_at(off).is_none());
         assert!(matches!(
-            rb.submit(RecordHandle { payload_offset: off, size: 8 }, 0),
+            rb.submit(
+                RecordHandle {
+                    payload_offset: off,
+                    size: 8
+                },
+                0
+            ),
             Err(RingBufError::NotReserved(_))
         ));
         assert!(rb.handle_at(3).is_none());

@@ -135,14 +135,20 @@ impl StackLayout {
     /// The layout of a map of `def` (already checked) at `base`.
     pub fn new(def: &MapDef, base: usize) -> Result<StackLayout, Errno> {
         let overflow = Errno::ENOMEM;
-        let n_buckets = def.max_entries.checked_next_power_of_two().ok_or(Errno::E2BIG)?;
+        let n_buckets = def
+            .max_entries
+            .checked_next_power_of_two()
+            .ok_or(Errno::E2BIG)?;
         let entry_size = if def.map_flags & map_flags::BPF_F_STACK_BUILD_ID != 0 {
             BUILD_ID_ENTRY_SIZE
         } else {
             8
         };
         let buckets = base.checked_add(128).ok_or(overflow)?;
-        let free = (n_buckets as usize).checked_mul(4).and_then(|b| buckets.checked_add(b)).ok_or(overflow)?;
+        let free = (n_buckets as usize)
+            .checked_mul(4)
+            .and_then(|b| buckets.checked_add(b))
+            .ok_or(overflow)?;
         let elems = (def.max_entries as usize)
             .checked_mul(4)
             .and_then(|b| free.checked_add(b))
@@ -192,7 +198,11 @@ impl StackLayout {
 pub fn plan(def: &MapDef, _possible_cpus: u32) -> Result<Plan, Errno> {
     check_definition(def, perf_event_max_stack())?;
     let layout = StackLayout::new(def, AREA_OFFSET)?;
-    Ok(Plan { max_entries: def.max_entries, area_size: layout.size as u64, hash_seed: 0 })
+    Ok(Plan {
+        max_entries: def.max_entries,
+        area_size: layout.size as u64,
+        hash_seed: 0,
+    })
 }
 
 fn def_of(header: &MapHeader) -> MapDef {
@@ -207,7 +217,10 @@ fn def_of(header: &MapHeader) -> MapDef {
 }
 
 fn corrupt(file: &MapFile, reason: impl Into<String>) -> UserMapError {
-    UserMapError::Corrupt { path: format!("<stack_trace map {}>", file.header.name), reason: reason.into() }
+    UserMapError::Corrupt {
+        path: format!("<stack_trace map {}>", file.header.name),
+        reason: reason.into(),
+    }
 }
 
 fn layout_of(file: &MapFile) -> Result<StackLayout, UserMapError> {
@@ -217,7 +230,10 @@ fn layout_of(file: &MapFile) -> Result<StackLayout, UserMapError> {
         .map_err(|e| corrupt(file, format!("header describes an invalid stack map: {e}")))?;
     let layout = StackLayout::new(&def, AREA_OFFSET).map_err(|e| corrupt(file, e.to_string()))?;
     if AREA_OFFSET + layout.size > file.region.len() {
-        return Err(corrupt(file, format!("the stack area needs {} bytes", layout.size)));
+        return Err(corrupt(
+            file,
+            format!("the stack area needs {} bytes", layout.size),
+        ));
     }
     Ok(layout)
 }
@@ -229,10 +245,16 @@ pub fn init(file: &MapFile) -> Result<(), UserMapError> {
     lock::init_lock(region, layout.base)?;
     for slot in 0..layout.elements {
         // The top of the stack (popped first) is element 0.
-        region.atomic_u32(layout.free_at(slot)).store(layout.elements - 1 - slot, Ordering::Relaxed);
+        region
+            .atomic_u32(layout.free_at(slot))
+            .store(layout.elements - 1 - slot, Ordering::Relaxed);
     }
-    region.atomic_u32(layout.free_count_at()).store(layout.elements, Ordering::Relaxed);
-    region.atomic_u32(layout.magic_at()).store(STACK_MAGIC, Ordering::Release);
+    region
+        .atomic_u32(layout.free_count_at())
+        .store(layout.elements, Ordering::Relaxed);
+    region
+        .atomic_u32(layout.magic_at())
+        .store(STACK_MAGIC, Ordering::Release);
     Ok(())
 }
 
@@ -276,7 +298,9 @@ impl Locked<'_> {
     }
 
     fn pop_free(&self) -> Option<u32> {
-        let count = self.load(self.layout.free_count_at()).min(self.layout.elements);
+        let count = self
+            .load(self.layout.free_count_at())
+            .min(self.layout.elements);
         let top = count.checked_sub(1)?;
         let elem = self.load(self.layout.free_at(top));
         self.store(self.layout.free_count_at(), top);
@@ -284,7 +308,9 @@ impl Locked<'_> {
     }
 
     fn push_free(&self, elem: u32) {
-        let count = self.load(self.layout.free_count_at()).min(self.layout.elements);
+        let count = self
+            .load(self.layout.free_count_at())
+            .min(self.layout.elements);
         if count < self.layout.elements {
             self.store(self.layout.free_at(count), elem);
             self.store(self.layout.free_count_at(), count + 1);
@@ -329,10 +355,19 @@ impl StackTraceMap {
     /// Opens the stack trace map in `file` (created by [`init`], possibly by another process).
     pub fn open(file: Arc<MapFile>) -> Result<StackTraceMap, UserMapError> {
         let layout = layout_of(&file)?;
-        if file.region.atomic_u32(layout.magic_at()).load(Ordering::Acquire) != STACK_MAGIC {
+        if file
+            .region
+            .atomic_u32(layout.magic_at())
+            .load(Ordering::Acquire)
+            != STACK_MAGIC
+        {
             return Err(corrupt(&file, "the stack area is not initialised"));
         }
-        Ok(StackTraceMap { file, layout, max_stack: perf_event_max_stack() })
+        Ok(StackTraceMap {
+            file,
+            layout,
+            max_stack: perf_event_max_stack(),
+        })
     }
 
     /// Creates a standalone map of `def` in an anonymous memory file (memfd), with id 0 and no
@@ -340,7 +375,9 @@ impl StackTraceMap {
     /// itself (sizes, flags, `BPF_F_RDONLY`/`WRONLY`, frozen).
     pub fn create_anonymous(def: &MapDef) -> Result<StackTraceMap, Errno> {
         let plan = plan(def, 1)?;
-        let file_size = (AREA_OFFSET as u64).checked_add(plan.area_size).ok_or(Errno::ENOMEM)?;
+        let file_size = (AREA_OFFSET as u64)
+            .checked_add(plan.area_size)
+            .ok_or(Errno::ENOMEM)?;
         let memfd = region::create_memfd(file_size).map_err(|_| Errno::ENOMEM)?;
         let region = Region::map(memfd).map_err(|_| Errno::ENOMEM)?;
         let header = MapHeader::new(def, plan.max_entries, 1, 0, file_size);
@@ -365,7 +402,11 @@ impl StackTraceMap {
         let region = &self.file.region;
         let guard = lock::lock(region, self.layout.base).map_err(|_| Errno::EBUSY)?;
         let died = guard.previous_owner_died();
-        let locked = Locked { region, layout: &self.layout, _guard: guard };
+        let locked = Locked {
+            region,
+            layout: &self.layout,
+            _guard: guard,
+        };
         if died {
             locked.repair();
         }
@@ -476,7 +517,9 @@ impl StackTraceMap {
         let locked = self.lock()?;
         let elem = locked.bucket(id).ok_or(Errno::ENOENT)?;
         let len = ((locked.nr(elem) * self.layout.entry_size) as usize).min(value.len());
-        self.file.region.read(self.layout.data_at(elem), &mut value[..len]);
+        self.file
+            .region
+            .read(self.layout.data_at(elem), &mut value[..len]);
         value[len..].fill(0);
         if delete {
             locked.set_bucket(id, None);
@@ -486,7 +529,9 @@ impl StackTraceMap {
     }
 
     fn check_write(&self) -> MapResult<()> {
-        if self.file.header.map_flags & map_flags::BPF_F_RDONLY != 0 || MapHeader::frozen(&self.file.region) {
+        if self.file.header.map_flags & map_flags::BPF_F_RDONLY != 0
+            || MapHeader::frozen(&self.file.region)
+        {
             return Err(Errno::EPERM.into());
         }
         Ok(())
@@ -628,11 +673,21 @@ impl MapOps for StackTraceMap {
         Err(Errno::ENOTSUPP.into())
     }
 
-    fn update_batch(&self, _buffers: &mut BatchBuffers<'_>, _elem_flags: u64, _flags: u64) -> MapResult<()> {
+    fn update_batch(
+        &self,
+        _buffers: &mut BatchBuffers<'_>,
+        _elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
         Err(Errno::ENOTSUPP.into())
     }
 
-    fn delete_batch(&self, _buffers: &mut BatchBuffers<'_>, _elem_flags: u64, _flags: u64) -> MapResult<()> {
+    fn delete_batch(
+        &self,
+        _buffers: &mut BatchBuffers<'_>,
+        _elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
         Err(Errno::ENOTSUPP.into())
     }
 

@@ -55,7 +55,11 @@ pub enum StoreError {
 }
 
 fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
-    move |source| StoreError::Io { op, path: path.to_owned(), source }
+    move |source| StoreError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The default pin root (see the module docs); not created by this call.
@@ -117,7 +121,11 @@ impl Store {
         let mut ids = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
             let entry = entry.map_err(io_err("read directory", &dir))?;
-            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            {
                 if id != 0 {
                     ids.push(id);
                 }
@@ -131,7 +139,13 @@ impl Store {
     /// and takes this process's shared liveness lock on it. Returns the id.
     pub fn register(&self, file: &File) -> Result<u32, StoreError> {
         flock_shared(file).map_err(io_err("flock", &self.registry()))?;
-        let mut id = self.entry_ids()?.last().copied().unwrap_or(0).wrapping_add(1).max(1);
+        let mut id = self
+            .entry_ids()?
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .wrapping_add(1)
+            .max(1);
         loop {
             let path = self.entry_path(id);
             match link_file(file, &path) {
@@ -139,7 +153,13 @@ impl Store {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                     id = id.wrapping_add(1).max(1);
                 }
-                Err(e) => return Err(StoreError::Io { op: "link", path, source: e }),
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        op: "link",
+                        path,
+                        source: e,
+                    })
+                }
             }
         }
     }
@@ -150,7 +170,13 @@ impl Store {
         let file = match fs::OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::Io { op: "open", path, source: e }),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    op: "open",
+                    path,
+                    source: e,
+                })
+            }
         };
         if self.collect_if_dead(&file, &path)? {
             return Ok(None);
@@ -175,7 +201,13 @@ impl Store {
             match fs::remove_file(entry) {
                 Ok(()) => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
-                Err(e) => return Err(StoreError::Io { op: "unlink", path: entry.to_owned(), source: e }),
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        op: "unlink",
+                        path: entry.to_owned(),
+                        source: e,
+                    })
+                }
             }
         }
         // Alive through a pin: drop back to the shared lock.
@@ -192,7 +224,13 @@ impl Store {
             let file = match fs::OpenOptions::new().read(true).open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::Io { op: "open", path, source: e }),
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        op: "open",
+                        path,
+                        source: e,
+                    })
+                }
             };
             if !self.collect_if_dead(&file, &path)? {
                 live.push(id);

@@ -11,13 +11,15 @@ use std::sync::Arc;
 
 use bpfmaps_abi::map_flags::{BPF_F_RDONLY, BPF_F_WRONLY};
 use bpfmaps_abi::update_flags::BPF_F_LOCK;
-use bpfmaps_abi::{check_sizes, BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType};
+use bpfmaps_abi::{
+    check_sizes, BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType,
+};
 
 use crate::backend::{Backend, MapFile, Plan, ValueRef};
 use crate::header::{MapHeader, AREA_OFFSET};
 use crate::region::{create_memfd, create_unnamed_file, link_file, Region, RegionError};
 use crate::store::{Store, StoreError};
-use crate::{array, hash};
+use crate::{array, hash, lru, perf_event_array, ringbuf, stack_trace};
 
 /// The largest map file the engine creates (64 GiB, sparse). Bigger definitions fail with
 /// `ENOMEM`, as a kernel allocation of that size would.
@@ -139,7 +141,11 @@ pub fn possible_cpus() -> u32 {
 
 /// Checks a map name the way `bpf_obj_name_cpy` does: at most 15 bytes of `[A-Za-z0-9_.]`.
 fn check_name(name: &str) -> Result<(), Errno> {
-    if name.len() > 15 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
+    if name.len() > 15
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    {
         return Err(Errno::EINVAL);
     }
     Ok(())
@@ -154,11 +160,10 @@ fn plan_backend(def: &MapDef, cpus: u32) -> Result<Plan, UserMapError> {
     match def.map_type {
         MapType::Hash | MapType::PercpuHash => hash::plan(def, cpus).map_err(refuse),
         MapType::Array | MapType::PercpuArray => array::plan(def, cpus).map_err(refuse),
-        MapType::LruHash
-        | MapType::LruPercpuHash
-        | MapType::Ringbuf
-        | MapType::PerfEventArray
-        | MapType::StackTrace => Err(UserMapError::Unsupported(def.map_type)),
+        MapType::LruHash | MapType::LruPercpuHash => lru::plan(def, cpus).map_err(refuse),
+        MapType::StackTrace => stack_trace::plan(def, cpus).map_err(refuse),
+        MapType::Ringbuf => ringbuf::plan(def, cpus).map_err(refuse),
+        MapType::PerfEventArray => perf_event_array::plan(def, cpus).map_err(refuse),
         _ => Err(refuse(Errno::EINVAL)),
     }
 }
@@ -167,6 +172,10 @@ fn init_backend(file: &MapFile) -> Result<(), UserMapError> {
     match file.header.map_type {
         MapType::Hash | MapType::PercpuHash => hash::init(file),
         MapType::Array | MapType::PercpuArray => array::init(file),
+        MapType::LruHash | MapType::LruPercpuHash => lru::init(file),
+        MapType::StackTrace => stack_trace::init(file),
+        MapType::Ringbuf => ringbuf::init(file),
+        MapType::PerfEventArray => perf_event_array::init(file),
         other => Err(UserMapError::Unsupported(other)),
     }
 }
@@ -175,6 +184,10 @@ fn open_backend(file: Arc<MapFile>) -> Result<Box<dyn Backend>, UserMapError> {
     match file.header.map_type {
         MapType::Hash | MapType::PercpuHash => hash::open(file),
         MapType::Array | MapType::PercpuArray => array::open(file),
+        MapType::LruHash | MapType::LruPercpuHash => lru::open(file),
+        MapType::StackTrace => stack_trace::open(file),
+        MapType::Ringbuf => ringbuf::open(file),
+        MapType::PerfEventArray => perf_event_array::open(file),
         other => Err(UserMapError::Unsupported(other)),
     }
 }
@@ -228,7 +241,11 @@ impl UserMap {
             Ok(f) => f,
             // File systems without O_TMPFILE: an anonymous memfd, which cannot be pinned.
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => create_memfd(file_size)
-                .map_err(|e| UserMapError::Errno { op: "memfd_create", path: PathBuf::new(), errno: io_errno(&e) })?,
+                .map_err(|e| UserMapError::Errno {
+                    op: "memfd_create",
+                    path: PathBuf::new(),
+                    errno: io_errno(&e),
+                })?,
             Err(e) => {
                 return Err(UserMapError::Errno {
                     op: "create map file in",
@@ -237,8 +254,10 @@ impl UserMap {
                 })
             }
         };
-        let region = Region::map(file)
-            .map_err(|source| UserMapError::Region { path: "<unnamed>".into(), source })?;
+        let region = Region::map(file).map_err(|source| UserMapError::Region {
+            path: "<unnamed>".into(),
+            source,
+        })?;
         let header = MapHeader::new(def, plan.max_entries, cpus, plan.hash_seed, file_size);
         header.write(&region);
         let map_file = MapFile { region, header };
@@ -247,17 +266,40 @@ impl UserMap {
         MapHeader::set_id(&map_file.region, id);
         let file = Arc::new(map_file);
         let backend = open_backend(file.clone())?;
-        Ok(UserMap { file, backend, access, store: store.clone(), id })
+        Ok(UserMap {
+            file,
+            backend,
+            access,
+            store: store.clone(),
+            id,
+        })
     }
 
-    fn from_file(store: &Store, file: File, path: &Path, access: Access) -> Result<UserMap, UserMapError> {
+    fn from_file(
+        store: &Store,
+        file: File,
+        path: &Path,
+        access: Access,
+    ) -> Result<UserMap, UserMapError> {
         let shown = path.display().to_string();
-        let region = Region::map(file).map_err(|source| UserMapError::Region { path: shown.clone(), source })?;
-        let header = MapHeader::read(&region).map_err(|source| UserMapError::Header { path: shown, source })?;
+        let region = Region::map(file).map_err(|source| UserMapError::Region {
+            path: shown.clone(),
+            source,
+        })?;
+        let header = MapHeader::read(&region).map_err(|source| UserMapError::Header {
+            path: shown,
+            source,
+        })?;
         let id = MapHeader::id(&region);
         let file = Arc::new(MapFile { region, header });
         let backend = open_backend(file.clone())?;
-        Ok(UserMap { file, backend, access, store: store.clone(), id })
+        Ok(UserMap {
+            file,
+            backend,
+            access,
+            store: store.clone(),
+            id,
+        })
     }
 
     /// Opens a pinned map (a file created by [`UserMap::pin`]) with the given access, in the
@@ -268,14 +310,25 @@ impl UserMap {
 
     /// Opens the pinned map at `path` whose registry is `store`. `ENOENT` when there is no such
     /// pin.
-    pub fn open_pinned_in(store: &Store, path: &Path, access: Access) -> Result<UserMap, UserMapError> {
+    pub fn open_pinned_in(
+        store: &Store,
+        path: &Path,
+        access: Access,
+    ) -> Result<UserMap, UserMapError> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| UserMapError::Errno { op: "open pinned map", path: path.to_owned(), errno: io_errno(&e) })?;
-        crate::lock::flock_shared(&file)
-            .map_err(|e| UserMapError::Errno { op: "flock", path: path.to_owned(), errno: io_errno(&e) })?;
+            .map_err(|e| UserMapError::Errno {
+                op: "open pinned map",
+                path: path.to_owned(),
+                errno: io_errno(&e),
+            })?;
+        crate::lock::flock_shared(&file).map_err(|e| UserMapError::Errno {
+            op: "flock",
+            path: path.to_owned(),
+            errno: io_errno(&e),
+        })?;
         UserMap::from_file(store, file, path, access)
     }
 
@@ -289,7 +342,11 @@ impl UserMap {
         let path = store.entry_path(id);
         match store.open_id(id)? {
             Some(file) => UserMap::from_file(store, file, &path, Access::ReadWrite),
-            None => Err(UserMapError::Errno { op: "open map id", path, errno: Errno::ENOENT }),
+            None => Err(UserMapError::Errno {
+                op: "open map id",
+                path,
+                errno: Errno::ENOENT,
+            }),
         }
     }
 
@@ -300,8 +357,15 @@ impl UserMap {
     /// `EPERM` when the last component contains a `.` (reserved), `EXDEV` when `path` is on another
     /// file system than the pin root.
     pub fn pin(&self, path: &Path) -> Result<(), UserMapError> {
-        let errno = |errno| UserMapError::Errno { op: "pin", path: path.to_owned(), errno };
-        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| errno(Errno::EINVAL))?;
+        let errno = |errno| UserMapError::Errno {
+            op: "pin",
+            path: path.to_owned(),
+            errno,
+        };
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| errno(Errno::EINVAL))?;
         if name.contains('.') {
             return Err(errno(Errno::EPERM));
         }
@@ -333,6 +397,10 @@ impl UserMap {
         if key.is_empty() && key_size != 0 {
             // An absent key pointer: the kernel's copy from NULL faults.
             return Err(MapError::Errno(Errno::EFAULT));
+        }
+        if !key.is_empty() && key_size == 0 {
+            // A key pointer for a map without keys (ring buffer): EINVAL.
+            return Err(MapError::Errno(Errno::EINVAL));
         }
         check_sizes(&self.info_fixed(), Some(key), None)
     }
@@ -381,7 +449,13 @@ impl UserMap {
 
     /// Helper-side update from `cpu`; `value` is one value_size slot. Returns the errno the
     /// helper would return negated.
-    pub fn helper_update(&self, key: &[u8], value: &[u8], flags: u64, cpu: u32) -> Result<(), Errno> {
+    pub fn helper_update(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u64,
+        cpu: u32,
+    ) -> Result<(), Errno> {
         self.backend.helper_update(key, value, flags, cpu)
     }
 
@@ -475,7 +549,8 @@ impl MapOps for UserMap {
         flags: u64,
     ) -> MapResult<()> {
         self.require_read()?;
-        self.backend.lookup_batch(in_batch, out_batch, buffers, elem_flags, flags)
+        self.backend
+            .lookup_batch(in_batch, out_batch, buffers, elem_flags, flags)
     }
 
     fn lookup_and_delete_batch(
@@ -488,15 +563,26 @@ impl MapOps for UserMap {
     ) -> MapResult<()> {
         self.require_read()?;
         self.require_write()?;
-        self.backend.lookup_and_delete_batch(in_batch, out_batch, buffers, elem_flags, flags)
+        self.backend
+            .lookup_and_delete_batch(in_batch, out_batch, buffers, elem_flags, flags)
     }
 
-    fn update_batch(&self, buffers: &mut BatchBuffers<'_>, elem_flags: u64, _flags: u64) -> MapResult<()> {
+    fn update_batch(
+        &self,
+        buffers: &mut BatchBuffers<'_>,
+        elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
         self.require_write()?;
         self.backend.update_batch(buffers, elem_flags)
     }
 
-    fn delete_batch(&self, buffers: &mut BatchBuffers<'_>, elem_flags: u64, _flags: u64) -> MapResult<()> {
+    fn delete_batch(
+        &self,
+        buffers: &mut BatchBuffers<'_>,
+        elem_flags: u64,
+        _flags: u64,
+    ) -> MapResult<()> {
         self.require_write()?;
         self.backend.delete_batch(buffers, elem_flags)
     }
@@ -526,9 +612,15 @@ pub fn list_in(store: &Store) -> Result<Vec<ListedMap>, UserMapError> {
     let mut maps = Vec::new();
     for id in store.live_ids()? {
         match UserMap::from_id_in(store, id) {
-            Ok(map) => maps.push(ListedMap { info: map.info(), engine: "user" }),
+            Ok(map) => maps.push(ListedMap {
+                info: map.info(),
+                engine: "user",
+            }),
             // Gone between the scan and the open, or a foreign file in the registry: skip it.
-            Err(UserMapError::Errno { errno: Errno::ENOENT, .. })
+            Err(UserMapError::Errno {
+                errno: Errno::ENOENT,
+                ..
+            })
             | Err(UserMapError::Header { .. })
             | Err(UserMapError::Corrupt { .. })
             | Err(UserMapError::Unsupported(_)) => {}
@@ -550,5 +642,8 @@ pub fn create(def: &MapDef) -> Result<UserMap, UserMapError> {
 
 /// Finds live maps named `name` in `store` (like bpftool's `name NAME`), ascending by id.
 pub fn find_by_name_in(store: &Store, name: &str) -> Result<Vec<ListedMap>, UserMapError> {
-    Ok(list_in(store)?.into_iter().filter(|m| m.info.name == name).collect())
+    Ok(list_in(store)?
+        .into_iter()
+        .filter(|m| m.info.name == name)
+        .collect())
 }

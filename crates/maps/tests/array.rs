@@ -17,7 +17,10 @@ impl TestStore {
     fn new(tag: &str) -> TestStore {
         let dir = std::env::temp_dir().join(format!("bpfmaps-array-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        TestStore { store: Store::open(&dir).unwrap(), dir }
+        TestStore {
+            store: Store::open(&dir).unwrap(),
+            dir,
+        }
     }
 }
 
@@ -28,7 +31,14 @@ impl Drop for TestStore {
 }
 
 fn def(map_type: MapType, value_size: u32, max_entries: u32, map_flags: u32) -> MapDef {
-    MapDef { map_type, key_size: 4, value_size, max_entries, map_flags, name: "arr".into() }
+    MapDef {
+        map_type,
+        key_size: 4,
+        value_size,
+        max_entries,
+        map_flags,
+        name: "arr".into(),
+    }
 }
 
 fn errno<T: std::fmt::Debug>(r: Result<T, MapError>) -> Errno {
@@ -48,20 +58,46 @@ fn creation_errnos() {
         (bad_key, Some(Errno::EINVAL)),
         (def(MapType::Array, 0, 4, 0), Some(Errno::EINVAL)),
         (def(MapType::Array, 4, 0, 0), Some(Errno::EINVAL)),
-        (def(MapType::Array, 4, 4, BPF_F_NO_PREALLOC), Some(Errno::EINVAL)),
-        (def(MapType::Array, 4, 4, BPF_F_ZERO_SEED), Some(Errno::EINVAL)),
-        (def(MapType::PercpuArray, 4, 4, BPF_F_MMAPABLE), Some(Errno::EINVAL)),
-        (def(MapType::PercpuArray, 4, 4, BPF_F_INNER_MAP), Some(Errno::EINVAL)),
-        (def(MapType::PercpuArray, 4, 4, BPF_F_NUMA_NODE), Some(Errno::EINVAL)),
-        (def(MapType::Array, 4, 4, BPF_F_PRESERVE_ELEMS), Some(Errno::EINVAL)),
+        (
+            def(MapType::Array, 4, 4, BPF_F_NO_PREALLOC),
+            Some(Errno::EINVAL),
+        ),
+        (
+            def(MapType::Array, 4, 4, BPF_F_ZERO_SEED),
+            Some(Errno::EINVAL),
+        ),
+        (
+            def(MapType::PercpuArray, 4, 4, BPF_F_MMAPABLE),
+            Some(Errno::EINVAL),
+        ),
+        (
+            def(MapType::PercpuArray, 4, 4, BPF_F_INNER_MAP),
+            Some(Errno::EINVAL),
+        ),
+        (
+            def(MapType::PercpuArray, 4, 4, BPF_F_NUMA_NODE),
+            Some(Errno::EINVAL),
+        ),
+        (
+            def(MapType::Array, 4, 4, BPF_F_PRESERVE_ELEMS),
+            Some(Errno::EINVAL),
+        ),
         (def(MapType::PercpuArray, 32769, 4, 0), Some(Errno::E2BIG)),
         (def(MapType::Array, 0x8000_0000, 1, 0), Some(Errno::E2BIG)),
-        (def(MapType::Array, 4, 7, BPF_F_MMAPABLE | BPF_F_NUMA_NODE), None),
+        (
+            def(MapType::Array, 4, 7, BPF_F_MMAPABLE | BPF_F_NUMA_NODE),
+            None,
+        ),
         (def(MapType::PercpuArray, 32768, 2, 0), None),
-        (def(MapType::Array, 1 << 20, 1 << 20, 0), Some(Errno::ENOMEM)),
+        (
+            def(MapType::Array, 1 << 20, 1 << 20, 0),
+            Some(Errno::ENOMEM),
+        ),
     ];
     for (d, expected) in cases {
-        let got = UserMap::create_in(&s.store, &d).err().map(|e| e.errno().expect("an errno"));
+        let got = UserMap::create_in(&s.store, &d)
+            .err()
+            .map(|e| e.errno().expect("an errno"));
         assert_eq!(got, expected, "{d:?}");
     }
 }
@@ -77,7 +113,10 @@ fn index_rules_match_the_kernel() {
     assert_eq!(errno(map.lookup(&k(3), &mut out, 0)), Errno::ENOENT);
     assert_eq!(errno(map.update(&k(3), &[1; 4], BPF_ANY)), Errno::E2BIG);
     assert_eq!(errno(map.update(&k(3), &[1; 4], BPF_NOEXIST)), Errno::E2BIG);
-    assert_eq!(errno(map.update(&k(0), &[1; 4], BPF_NOEXIST)), Errno::EEXIST);
+    assert_eq!(
+        errno(map.update(&k(0), &[1; 4], BPF_NOEXIST)),
+        Errno::EEXIST
+    );
     assert_eq!(errno(map.update(&k(0), &[1; 4], 3)), Errno::EINVAL);
     assert_eq!(errno(map.update(&k(9), &[1; 4], 3)), Errno::EINVAL);
     assert_eq!(errno(map.update(&k(0), &[1; 4], BPF_F_LOCK)), Errno::EINVAL);
@@ -87,7 +126,10 @@ fn index_rules_match_the_kernel() {
     assert_eq!(errno(map.delete(&k(0))), Errno::EINVAL);
     assert_eq!(errno(map.delete(&k(100))), Errno::EINVAL);
     assert_eq!(errno(map.lookup_and_delete(&k(0), &mut out, 0)), Errno(524));
-    assert_eq!(errno(map.lookup_and_delete(&k(0), &mut out, BPF_F_LOCK)), Errno::EINVAL);
+    assert_eq!(
+        errno(map.lookup_and_delete(&k(0), &mut out, BPF_F_LOCK)),
+        Errno::EINVAL
+    );
     // get_next_key: NULL or out of range gives 0, i gives i+1, the last gives ENOENT.
     let mut next = [0u8; 4];
     map.get_next_key(None, &mut next).unwrap();
@@ -96,7 +138,10 @@ fn index_rules_match_the_kernel() {
     assert_eq!(next, k(0));
     map.get_next_key(Some(&k(1)), &mut next).unwrap();
     assert_eq!(next, k(2));
-    assert_eq!(errno(map.get_next_key(Some(&k(2)), &mut next)), Errno::ENOENT);
+    assert_eq!(
+        errno(map.get_next_key(Some(&k(2)), &mut next)),
+        Errno::ENOENT
+    );
 }
 
 #[test]
@@ -105,41 +150,82 @@ fn generic_batches_and_enotsupp_batches() {
     let map = UserMap::create_in(&s.store, &def(MapType::Array, 4, 16, 0)).unwrap();
     let mut keys: Vec<u8> = (0..16u32).flat_map(|i| i.to_le_bytes()).collect();
     let mut values: Vec<u8> = (0..16u32).flat_map(|i| (i * 10).to_le_bytes()).collect();
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: 16 };
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 16,
+    };
     map.update_batch(&mut buffers, 0, 0).unwrap();
     assert_eq!(buffers.count, 16);
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: 2 };
-    assert_eq!(errno(map.update_batch(&mut buffers, BPF_EXIST, 0)), Errno::EINVAL);
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 2,
+    };
+    assert_eq!(
+        errno(map.update_batch(&mut buffers, BPF_EXIST, 0)),
+        Errno::EINVAL
+    );
     assert_eq!(buffers.count, 2);
 
     let mut keys = vec![0u8; 4 * 16];
     let mut values = vec![0u8; 4 * 16];
     let mut cursor = [0u8; 4];
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: 4 };
-    map.lookup_batch(None, &mut cursor, &mut buffers, 0, 0).unwrap();
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 4,
+    };
+    map.lookup_batch(None, &mut cursor, &mut buffers, 0, 0)
+        .unwrap();
     assert_eq!(buffers.count, 4);
     assert_eq!(cursor, k(3));
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: 16 };
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 16,
+    };
     let start = cursor;
-    assert_eq!(errno(map.lookup_batch(Some(&start), &mut cursor, &mut buffers, 0, 0)), Errno::ENOENT);
+    assert_eq!(
+        errno(map.lookup_batch(Some(&start), &mut cursor, &mut buffers, 0, 0)),
+        Errno::ENOENT
+    );
     assert_eq!(buffers.count, 12);
     assert_eq!(&keys[..4], &k(4));
     assert_eq!(&values[44..48], &150u32.to_le_bytes());
     assert_eq!(cursor, k(15));
     // At the end: ENOENT with count 0, cursor untouched.
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: 4 };
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 4,
+    };
     let start = cursor;
-    assert_eq!(errno(map.lookup_batch(Some(&start), &mut cursor, &mut buffers, 0, 0)), Errno::ENOENT);
+    assert_eq!(
+        errno(map.lookup_batch(Some(&start), &mut cursor, &mut buffers, 0, 0)),
+        Errno::ENOENT
+    );
     assert_eq!(buffers.count, 0);
 
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: 4 };
-    assert_eq!(errno(map.lookup_and_delete_batch(None, &mut cursor, &mut buffers, 0, 0)), Errno(524));
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 4,
+    };
+    assert_eq!(
+        errno(map.lookup_and_delete_batch(None, &mut cursor, &mut buffers, 0, 0)),
+        Errno(524)
+    );
     assert_eq!(errno(map.delete_batch(&mut buffers, 0, 0)), Errno(524));
     assert_eq!(buffers.count, 4);
     // Out of range in an update batch: E2BIG after the ones that fit.
     let mut keys: Vec<u8> = [1u32, 16, 2].iter().flat_map(|i| i.to_le_bytes()).collect();
     let mut values = vec![0u8; 12];
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: 3 };
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 3,
+    };
     assert_eq!(errno(map.update_batch(&mut buffers, 0, 0)), Errno::E2BIG);
     assert_eq!(buffers.count, 1);
 }
@@ -158,7 +244,8 @@ fn percpu_array_layout_and_helpers() {
     assert_eq!(out, value, "padding bytes round-trip");
     assert_eq!(errno(map.update(&k(1), &value, BPF_F_LOCK)), Errno::EINVAL);
     let last = cpus as u32 - 1;
-    map.helper_update(&k(1), &[9, 9, 9, 9], BPF_ANY, last).unwrap();
+    map.helper_update(&k(1), &[9, 9, 9, 9], BPF_ANY, last)
+        .unwrap();
     map.lookup(&k(1), &mut out, 0).unwrap();
     let mut expected = value.clone();
     expected[last as usize * 8..last as usize * 8 + 4].copy_from_slice(&[9; 4]);
@@ -169,8 +256,14 @@ fn percpu_array_layout_and_helpers() {
     assert_eq!(slot, [9; 4]);
     assert!(map.helper_lookup(&k(4), 0).is_none());
     assert_eq!(map.helper_delete(&k(0)), Err(Errno::EINVAL));
-    assert_eq!(map.helper_update(&k(4), &[0; 4], BPF_ANY, 0), Err(Errno::E2BIG));
-    assert_eq!(map.helper_update(&k(0), &[0; 4], BPF_NOEXIST, 0), Err(Errno::EEXIST));
+    assert_eq!(
+        map.helper_update(&k(4), &[0; 4], BPF_ANY, 0),
+        Err(Errno::E2BIG)
+    );
+    assert_eq!(
+        map.helper_update(&k(0), &[0; 4], BPF_NOEXIST, 0),
+        Err(Errno::EEXIST)
+    );
     let mut seen = Vec::new();
     let calls = map
         .for_each(0, &mut |key, _| {

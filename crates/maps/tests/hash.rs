@@ -22,7 +22,10 @@ impl TestStore {
     fn new(tag: &str) -> TestStore {
         let dir = std::env::temp_dir().join(format!("bpfmaps-hash-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        TestStore { store: Store::open(&dir).unwrap(), dir }
+        TestStore {
+            store: Store::open(&dir).unwrap(),
+            dir,
+        }
     }
 }
 
@@ -32,8 +35,21 @@ impl Drop for TestStore {
     }
 }
 
-fn def(map_type: MapType, key_size: u32, value_size: u32, max_entries: u32, map_flags: u32) -> MapDef {
-    MapDef { map_type, key_size, value_size, max_entries, map_flags, name: "t".into() }
+fn def(
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> MapDef {
+    MapDef {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
+        name: "t".into(),
+    }
 }
 
 fn create(s: &TestStore, d: &MapDef) -> UserMap {
@@ -56,7 +72,10 @@ fn keys_in_order(map: &UserMap) -> Vec<u32> {
     let mut out = Vec::new();
     let mut next = [0u8; 4];
     let mut prev: Option<[u8; 4]> = None;
-    while map.get_next_key(prev.as_ref().map(|p| &p[..]), &mut next).is_ok() {
+    while map
+        .get_next_key(prev.as_ref().map(|p| &p[..]), &mut next)
+        .is_ok()
+    {
         out.push(u32::from_le_bytes(next));
         prev = Some(next);
         assert!(out.len() < 100_000, "get_next_key loops");
@@ -79,7 +98,11 @@ fn model_order(inserted: &[u32], n_buckets: u32) -> Vec<u32> {
 }
 
 fn consistent(map: &UserMap) {
-    let hash = map.backend().as_any().downcast_ref::<HashMap>().expect("a hash map");
+    let hash = map
+        .backend()
+        .as_any()
+        .downcast_ref::<HashMap>()
+        .expect("a hash map");
     hash.check_consistency().unwrap();
 }
 
@@ -95,8 +118,14 @@ fn creation_rules_and_errnos_match_the_kernel() {
         (def(h, 4, 4, 4, BPF_F_MMAPABLE), Some(Errno::EINVAL)),
         (def(h, 4, 4, 4, 1 << 20), Some(Errno::EINVAL)),
         (def(h, 4, 4, 4, BPF_F_NO_COMMON_LRU), Some(Errno::EINVAL)),
-        (def(h, 4, 4, 4, BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG), Some(Errno::EINVAL)),
-        (def(h, 4, 4, 4, BPF_F_RDONLY | BPF_F_WRONLY), Some(Errno::EINVAL)),
+        (
+            def(h, 4, 4, 4, BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG),
+            Some(Errno::EINVAL),
+        ),
+        (
+            def(h, 4, 4, 4, BPF_F_RDONLY | BPF_F_WRONLY),
+            Some(Errno::EINVAL),
+        ),
         (def(p, 4, 4, 4, BPF_F_NUMA_NODE), Some(Errno::EINVAL)),
         (def(h, 4, 4, 4, BPF_F_NUMA_NODE), None),
         (def(h, 4, (4 << 20) - 48, 1, 0), Some(Errno::E2BIG)),
@@ -109,7 +138,9 @@ fn creation_rules_and_errnos_match_the_kernel() {
         (def(h, 4, 4, 4, BPF_F_NO_PREALLOC | BPF_F_ZERO_SEED), None),
     ];
     for (d, expected) in cases {
-        let got = UserMap::create_in(&s.store, &d).err().map(|e| e.errno().expect("an errno"));
+        let got = UserMap::create_in(&s.store, &d)
+            .err()
+            .map(|e| e.errno().expect("an errno"));
         assert_eq!(got, expected, "{d:?}");
     }
     for name in ["bad-name", "sixteen_chars_xx"] {
@@ -119,7 +150,13 @@ fn creation_rules_and_errnos_match_the_kernel() {
         assert_eq!(err.errno(), Some(Errno::EINVAL), "{name}");
     }
     let lru = UserMap::create_in(&s.store, &def(MapType::LpmTrie, 8, 4, 4, 1));
-    assert!(matches!(lru, Err(UserMapError::Create { errno: Errno::EINVAL, .. }) | Err(UserMapError::Unsupported(_))));
+    assert!(matches!(
+        lru,
+        Err(UserMapError::Create {
+            errno: Errno::EINVAL,
+            ..
+        }) | Err(UserMapError::Unsupported(_))
+    ));
 }
 
 #[test]
@@ -136,13 +173,32 @@ fn update_flags_lookup_and_delete_errnos() {
     map.lookup(&k(1), &mut out, 0).unwrap();
     assert_eq!(u64::from_le_bytes(out), 12);
     for flags in [3, 4, 8, 16, 5] {
-        assert_eq!(errno(map.update(&k(1), &v(1), flags)), Errno::EINVAL, "flags {flags}");
+        assert_eq!(
+            errno(map.update(&k(1), &v(1), flags)),
+            Errno::EINVAL,
+            "flags {flags}"
+        );
     }
     assert_eq!(errno(map.lookup(&k(1), &mut out, 1)), Errno::EINVAL);
-    assert_eq!(errno(map.lookup(&k(1), &mut out, BPF_F_LOCK)), Errno::EINVAL);
+    assert_eq!(
+        errno(map.lookup(&k(1), &mut out, BPF_F_LOCK)),
+        Errno::EINVAL
+    );
     assert_eq!(errno(map.lookup(&[], &mut out, 0)), Errno::EFAULT);
-    assert_eq!(map.lookup(&[0; 3], &mut out, 0), Err(MapError::KeySize { expected: 4, got: 3 }));
-    assert_eq!(map.lookup(&k(1), &mut [0; 4], 0), Err(MapError::ValueSize { expected: 8, got: 4 }));
+    assert_eq!(
+        map.lookup(&[0; 3], &mut out, 0),
+        Err(MapError::KeySize {
+            expected: 4,
+            got: 3
+        })
+    );
+    assert_eq!(
+        map.lookup(&k(1), &mut [0; 4], 0),
+        Err(MapError::ValueSize {
+            expected: 8,
+            got: 4
+        })
+    );
     map.delete(&k(1)).unwrap();
     assert_eq!(errno(map.delete(&k(1))), Errno::ENOENT);
     consistent(&map);
@@ -158,9 +214,18 @@ fn a_full_map_refuses_new_keys_with_e2big_but_replaces_existing_ones() {
             for i in 0..4 {
                 map.update(&k(i), &vec![i as u8; vlen], BPF_ANY).unwrap();
             }
-            assert_eq!(errno(map.update(&k(9), &vec![0; vlen], BPF_ANY)), Errno::E2BIG);
-            assert_eq!(errno(map.update(&k(9), &vec![0; vlen], BPF_NOEXIST)), Errno::E2BIG);
-            assert_eq!(errno(map.update(&k(1), &vec![0; vlen], BPF_NOEXIST)), Errno::EEXIST);
+            assert_eq!(
+                errno(map.update(&k(9), &vec![0; vlen], BPF_ANY)),
+                Errno::E2BIG
+            );
+            assert_eq!(
+                errno(map.update(&k(9), &vec![0; vlen], BPF_NOEXIST)),
+                Errno::E2BIG
+            );
+            assert_eq!(
+                errno(map.update(&k(1), &vec![0; vlen], BPF_NOEXIST)),
+                Errno::EEXIST
+            );
             for round in 0..100u8 {
                 map.update(&k(2), &vec![round; vlen], BPF_ANY).unwrap();
                 map.update(&k(3), &vec![round; vlen], BPF_EXIST).unwrap();
@@ -170,7 +235,10 @@ fn a_full_map_refuses_new_keys_with_e2big_but_replaces_existing_ones() {
             assert_eq!(out, vec![99; vlen]);
             map.delete(&k(0)).unwrap();
             map.update(&k(9), &vec![9; vlen], BPF_NOEXIST).unwrap();
-            assert_eq!(errno(map.update(&k(10), &vec![0; vlen], BPF_ANY)), Errno::E2BIG);
+            assert_eq!(
+                errno(map.update(&k(10), &vec![0; vlen], BPF_ANY)),
+                Errno::E2BIG
+            );
             consistent(&map);
         }
     }
@@ -249,12 +317,21 @@ fn lookup_and_delete_returns_the_value_and_removes_the_key() {
         let value: Vec<u8> = (0..vlen as u8).collect();
         map.update(&k(5), &value, BPF_ANY).unwrap();
         let mut out = vec![0u8; vlen];
-        assert_eq!(errno(map.lookup_and_delete(&k(5), &mut out, 1)), Errno::EINVAL);
-        assert_eq!(errno(map.lookup_and_delete(&k(5), &mut out, BPF_F_LOCK)), Errno::EINVAL);
+        assert_eq!(
+            errno(map.lookup_and_delete(&k(5), &mut out, 1)),
+            Errno::EINVAL
+        );
+        assert_eq!(
+            errno(map.lookup_and_delete(&k(5), &mut out, BPF_F_LOCK)),
+            Errno::EINVAL
+        );
         map.lookup_and_delete(&k(5), &mut out, 0).unwrap();
         assert_eq!(out, value);
         assert_eq!(errno(map.lookup(&k(5), &mut out, 0)), Errno::ENOENT);
-        assert_eq!(errno(map.lookup_and_delete(&k(5), &mut out, 0)), Errno::ENOENT);
+        assert_eq!(
+            errno(map.lookup_and_delete(&k(5), &mut out, 0)),
+            Errno::ENOENT
+        );
         consistent(&map);
     }
 }
@@ -277,13 +354,15 @@ fn percpu_values_use_the_kernel_layout_and_helpers_own_one_slot() {
     assert_eq!(out, value);
     // A helper insert of a new key from the last CPU zero-fills the other CPUs' slots.
     let last = cpus as u32 - 1;
-    map.helper_update(&k(2), &0x77u32.to_le_bytes(), BPF_ANY, last).unwrap();
+    map.helper_update(&k(2), &0x77u32.to_le_bytes(), BPF_ANY, last)
+        .unwrap();
     map.lookup(&k(2), &mut out, 0).unwrap();
     let mut expected = vec![0u8; 8 * cpus];
     expected[last as usize * 8] = 0x77;
     assert_eq!(out, expected);
     // A helper update of an existing key writes only its CPU's slot.
-    map.helper_update(&k(1), &0x55u32.to_le_bytes(), BPF_ANY, 0).unwrap();
+    map.helper_update(&k(1), &0x55u32.to_le_bytes(), BPF_ANY, 0)
+        .unwrap();
     map.lookup(&k(1), &mut out, 0).unwrap();
     let mut expected = value.clone();
     expected[0..4].copy_from_slice(&0x55u32.to_le_bytes());
@@ -295,7 +374,10 @@ fn percpu_values_use_the_kernel_layout_and_helpers_own_one_slot() {
     assert_eq!(u32::from_le_bytes(slot), 0x77);
     assert_eq!(at.len, 4);
     assert!(map.helper_lookup(&k(3), 0).is_none());
-    assert_eq!(map.helper_update(&k(2), &[0; 4], BPF_NOEXIST, 0), Err(Errno::EEXIST));
+    assert_eq!(
+        map.helper_update(&k(2), &[0; 4], BPF_NOEXIST, 0),
+        Err(Errno::EEXIST)
+    );
     assert_eq!(map.helper_delete(&k(2)), Ok(()));
     assert_eq!(map.helper_delete(&k(2)), Err(Errno::ENOENT));
 }
@@ -305,7 +387,8 @@ fn helper_side_values_stay_where_lookup_said_and_for_each_walks_in_order() {
     let s = TestStore::new("helper");
     let map = create(&s, &def(MapType::Hash, 4, 8, 8, BPF_F_ZERO_SEED));
     for i in 0..8 {
-        map.helper_update(&k(i), &v(u64::from(i) * 10), BPF_ANY, 0).unwrap();
+        map.helper_update(&k(i), &v(u64::from(i) * 10), BPF_ANY, 0)
+            .unwrap();
     }
     let at = map.helper_lookup(&k(3), 0).unwrap();
     // The program writes through its pointer; the syscall side sees it.
@@ -318,7 +401,10 @@ fn helper_side_values_stay_where_lookup_said_and_for_each_walks_in_order() {
         .for_each(0, &mut |key, value| {
             let mut b = [0u8; 8];
             map.region().read(value.offset, &mut b);
-            walked.push((u32::from_le_bytes(key.try_into().unwrap()), u64::from_le_bytes(b)));
+            walked.push((
+                u32::from_le_bytes(key.try_into().unwrap()),
+                u64::from_le_bytes(b),
+            ));
             true
         })
         .unwrap();
@@ -339,7 +425,10 @@ fn helper_side_values_stay_where_lookup_said_and_for_each_walks_in_order() {
     assert_eq!(keys_in_order(&map).len(), 6);
     assert_eq!(map.helper_update(&k(100), &v(0), BPF_ANY, 0), Ok(()));
     assert_eq!(map.helper_update(&k(101), &v(0), BPF_ANY, 0), Ok(()));
-    assert_eq!(map.helper_update(&k(102), &v(0), BPF_ANY, 0), Err(Errno::E2BIG));
+    assert_eq!(
+        map.helper_update(&k(102), &v(0), BPF_ANY, 0),
+        Err(Errno::E2BIG)
+    );
     consistent(&map);
 }
 
@@ -354,14 +443,22 @@ fn batch_lookup(
     let mut values = vec![0u8; count as usize * vlen];
     let mut out = [0u8; 4];
     let inb = in_batch.map(|b| b.to_le_bytes());
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count };
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count,
+    };
     let r = if delete {
         map.lookup_and_delete_batch(inb.as_ref().map(|b| &b[..]), &mut out, &mut buffers, 0, 0)
     } else {
         map.lookup_batch(inb.as_ref().map(|b| &b[..]), &mut out, &mut buffers, 0, 0)
     };
     let n = buffers.count;
-    let got = keys.chunks(4).take(n as usize).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    let got = keys
+        .chunks(4)
+        .take(n as usize)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     (r, n, u32::from_le_bytes(out), got)
 }
 
@@ -400,9 +497,19 @@ fn batch_operations_follow_bucket_and_count_rules() {
     let mut keys = vec![0u8; 8];
     let mut values = vec![0u8; 16];
     let mut out = [0u8; 4];
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: 2 };
-    assert_eq!(errno(map.lookup_batch(None, &mut out, &mut buffers, 0, 1)), Errno::EINVAL);
-    assert_eq!(errno(map.lookup_batch(None, &mut out, &mut buffers, BPF_NOEXIST, 0)), Errno::EINVAL);
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 2,
+    };
+    assert_eq!(
+        errno(map.lookup_batch(None, &mut out, &mut buffers, 0, 1)),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(map.lookup_batch(None, &mut out, &mut buffers, BPF_NOEXIST, 0)),
+        Errno::EINVAL
+    );
     assert_eq!(buffers.count, 2);
     // Lookup-and-delete returns and removes.
     let (r, n, _, got) = batch_lookup(&map, None, 10, true);
@@ -411,23 +518,41 @@ fn batch_operations_follow_bucket_and_count_rules() {
     consistent(&map);
     // Update batch is BPF_ANY-like and rejects NOEXIST/EXIST in elem_flags.
     let mut keys: Vec<u8> = [1u32, 2, 3].iter().flat_map(|x| x.to_le_bytes()).collect();
-    let mut values: Vec<u8> = [10u64, 20, 30].iter().flat_map(|x| x.to_le_bytes()).collect();
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: 3 };
-    assert_eq!(errno(map.update_batch(&mut buffers, BPF_NOEXIST, 0)), Errno::EINVAL);
+    let mut values: Vec<u8> = [10u64, 20, 30]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 3,
+    };
+    assert_eq!(
+        errno(map.update_batch(&mut buffers, BPF_NOEXIST, 0)),
+        Errno::EINVAL
+    );
     assert_eq!(buffers.count, 3);
     map.update_batch(&mut buffers, 0, 1).unwrap();
     assert_eq!(buffers.count, 3);
     map.update_batch(&mut buffers, 0, 0).unwrap();
     // Delete batch stops at the first missing key: [1, 99, 2] deletes 1 and reports ENOENT, 1.
     let mut keys: Vec<u8> = [1u32, 99, 2].iter().flat_map(|x| x.to_le_bytes()).collect();
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut [], count: 3 };
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut [],
+        count: 3,
+    };
     assert_eq!(errno(map.delete_batch(&mut buffers, 0, 0)), Errno::ENOENT);
     assert_eq!(buffers.count, 1);
     assert_eq!(keys_in_order(&map).len(), 2);
     // Update batch into a full map stops with E2BIG and counts what succeeded.
     let mut keys: Vec<u8> = [4u32, 5, 6].iter().flat_map(|x| x.to_le_bytes()).collect();
     let mut values = vec![0u8; 24];
-    let mut buffers = BatchBuffers { keys: &mut keys, values: &mut values, count: 3 };
+    let mut buffers = BatchBuffers {
+        keys: &mut keys,
+        values: &mut values,
+        count: 3,
+    };
     assert_eq!(errno(map.update_batch(&mut buffers, 0, 0)), Errno::E2BIG);
     assert_eq!(buffers.count, 2);
     consistent(&map);
@@ -443,7 +568,10 @@ fn freeze_and_access_modes_give_eperm() {
     assert_eq!(errno(map.update(&k(1), &v(2), BPF_ANY)), Errno::EPERM);
     assert_eq!(errno(map.delete(&k(1))), Errno::EPERM);
     let mut out = [0u8; 8];
-    assert_eq!(errno(map.lookup_and_delete(&k(1), &mut out, 0)), Errno::EPERM);
+    assert_eq!(
+        errno(map.lookup_and_delete(&k(1), &mut out, 0)),
+        Errno::EPERM
+    );
     assert_eq!(errno(map.freeze()), Errno::EPERM);
     map.lookup(&k(1), &mut out, 0).unwrap();
     assert_eq!(u64::from_le_bytes(out), 1);
@@ -459,7 +587,10 @@ fn freeze_and_access_modes_give_eperm() {
     assert_eq!(errno(wo.lookup(&k(1), &mut out, 0)), Errno::EPERM);
     let mut next = [0u8; 4];
     assert_eq!(errno(wo.get_next_key(None, &mut next)), Errno::EPERM);
-    assert_eq!(errno(wo.lookup_and_delete(&k(1), &mut out, 0)), Errno::EPERM);
+    assert_eq!(
+        errno(wo.lookup_and_delete(&k(1), &mut out, 0)),
+        Errno::EPERM
+    );
 }
 
 #[test]
@@ -517,7 +648,9 @@ fn dumped_keys(json: &str) -> Vec<Vec<u8>> {
         let list = &part[..part.find(']').unwrap()];
         let bytes = list
             .split(',')
-            .map(|b| u8::from_str_radix(b.trim().trim_matches('"').trim_start_matches("0x"), 16).unwrap())
+            .map(|b| {
+                u8::from_str_radix(b.trim().trim_matches('"').trim_start_matches("0x"), 16).unwrap()
+            })
             .collect();
         keys.push(bytes);
     }
@@ -532,13 +665,32 @@ fn zero_seed_iteration_order_matches_the_kernel_key_for_key() {
     let s = TestStore::new("kernel");
     // key sizes 4 (jhash2) and 6 (jhash), with a replacement in the middle.
     for (key_size, entries) in [(4u32, 8u32), (4, 64), (6, 16), (12, 32)] {
-        let pin = format!("/sys/fs/bpf/bpfmaps_hash_order_{}_{key_size}_{entries}", std::process::id());
+        let pin = format!(
+            "/sys/fs/bpf/bpfmaps_hash_order_{}_{key_size}_{entries}",
+            std::process::id()
+        );
         let _ = std::fs::remove_file(&pin);
         bpftool(&[
-            "map", "create", &pin, "type", "hash", "key", &key_size.to_string(), "value", "4",
-            "entries", &entries.to_string(), "name", "order", "flags", "64",
+            "map",
+            "create",
+            &pin,
+            "type",
+            "hash",
+            "key",
+            &key_size.to_string(),
+            "value",
+            "4",
+            "entries",
+            &entries.to_string(),
+            "name",
+            "order",
+            "flags",
+            "64",
         ]);
-        let map = create(&s, &def(MapType::Hash, key_size, 4, entries, BPF_F_ZERO_SEED));
+        let map = create(
+            &s,
+            &def(MapType::Hash, key_size, 4, entries, BPF_F_ZERO_SEED),
+        );
         let key_of = |i: u32| {
             let mut key = vec![0u8; key_size as usize];
             let n = key.len().min(4);
@@ -550,7 +702,10 @@ fn zero_seed_iteration_order_matches_the_kernel_key_for_key() {
         ops.push(1); // replace key 1: it moves to its bucket's head
         for i in ops {
             let key = key_of(i);
-            let mut args: Vec<String> = ["map", "update", "pinned", &pin, "key"].iter().map(|s| s.to_string()).collect();
+            let mut args: Vec<String> = ["map", "update", "pinned", &pin, "key"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             args.extend(key.iter().map(|b| b.to_string()));
             args.extend(["value", "1", "0", "0", "0"].iter().map(|s| s.to_string()));
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -168,7 +168,11 @@ pub(crate) struct BtfInfo {
 }
 
 fn bad(section: &'static str, offset: usize, reason: impl Into<String>) -> ObjError {
-    ObjError::BadBtf { section, offset, reason: reason.into() }
+    ObjError::BadBtf {
+        section,
+        offset,
+        reason: reason.into(),
+    }
 }
 
 fn read_u32(data: &[u8], at: usize) -> Option<u32> {
@@ -187,11 +191,19 @@ impl BtfInfo {
     pub(crate) fn parse(data: &[u8]) -> Result<BtfInfo, ObjError> {
         const S: &str = ".BTF";
         if data.len() < BTF_HEADER_SIZE {
-            return Err(bad(S, 0, format!("{} bytes is shorter than the header", data.len())));
+            return Err(bad(
+                S,
+                0,
+                format!("{} bytes is shorter than the header", data.len()),
+            ));
         }
         let magic = u16::from_le_bytes([data[0], data[1]]);
         if magic != BTF_MAGIC {
-            return Err(bad(S, 0, format!("bad magic {magic:#06x} (expected 0xeb9f little-endian)")));
+            return Err(bad(
+                S,
+                0,
+                format!("bad magic {magic:#06x} (expected 0xeb9f little-endian)"),
+            ));
         }
         let field = |at| read_u32(data, at).ok_or_else(|| bad(S, at, "truncated header"));
         let hdr_len = usize_of(field(4)?);
@@ -207,14 +219,22 @@ impl BtfInfo {
             let end = start.and_then(|s| s.checked_add(len));
             match (start, end) {
                 (Some(s), Some(e)) if e <= data.len() => Ok(s..e),
-                _ => Err(bad(S, hdr_len, format!("{what} ({off}+{len}) past the section end"))),
+                _ => Err(bad(
+                    S,
+                    hdr_len,
+                    format!("{what} ({off}+{len}) past the section end"),
+                )),
             }
         };
         let types_range = range(type_off, type_len, "type section")?;
         let strings_range = range(str_off, str_len, "string section")?;
         let strings = data[strings_range.clone()].to_vec();
         if strings.first() != Some(&0) || strings.last() != Some(&0) {
-            return Err(bad(S, strings_range.start, "string section must start and end with NUL"));
+            return Err(bad(
+                S,
+                strings_range.start,
+                "string section must start and end with NUL",
+            ));
         }
 
         let mut types = vec![TypeRecord {
@@ -246,10 +266,22 @@ impl BtfInfo {
                 .ok_or_else(|| bad(S, abs, "type record runs past the type section"))?
                 .to_vec();
             if usize_of(name_off) >= strings.len() {
-                return Err(bad(S, abs, format!("name offset {name_off} past the strings")));
+                return Err(bad(
+                    S,
+                    abs,
+                    format!("name offset {name_off} past the strings"),
+                ));
             }
-            let record = TypeRecord { kind, name_off, vlen, size_or_type, trailer };
-            record.check_member_names(strings.len()).map_err(|reason| bad(S, abs, reason))?;
+            let record = TypeRecord {
+                kind,
+                name_off,
+                vlen,
+                size_or_type,
+                trailer,
+            };
+            record
+                .check_member_names(strings.len())
+                .map_err(|reason| bad(S, abs, reason))?;
             types.push(record);
             at = trailer_end;
         }
@@ -257,7 +289,11 @@ impl BtfInfo {
         let info = BtfInfo { strings, types };
         for (id, t) in info.types.iter().enumerate().skip(1) {
             if t.kind.refers_to_type() && usize_of(t.size_or_type) >= count {
-                return Err(bad(S, types_range.start, format!("type [{id}] refers to missing type {}", t.size_or_type)));
+                return Err(bad(
+                    S,
+                    types_range.start,
+                    format!("type [{id}] refers to missing type {}", t.size_or_type),
+                ));
             }
         }
         Ok(info)
@@ -265,7 +301,9 @@ impl BtfInfo {
 
     /// The NUL-terminated string at `offset` (empty when out of range or not UTF-8).
     fn string(&self, offset: u32) -> &str {
-        let Some(rest) = self.strings.get(usize_of(offset)..) else { return "" };
+        let Some(rest) = self.strings.get(usize_of(offset)..) else {
+            return "";
+        };
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         std::str::from_utf8(&rest[..end]).unwrap_or("")
     }
@@ -329,18 +367,32 @@ impl BtfInfo {
         if depth > MAX_RESOLVE_DEPTH {
             return "...".to_owned();
         }
-        let Some(t) = self.record(id) else { return format!("<bad type {id}>") };
+        let Some(t) = self.record(id) else {
+            return format!("<bad type {id}>");
+        };
         let name = self.string(t.name_off);
-        let anon = |what: &str| if name.is_empty() { format!("{what} <anon>") } else { format!("{what} {name}") };
+        let anon = |what: &str| {
+            if name.is_empty() {
+                format!("{what} <anon>")
+            } else {
+                format!("{what} {name}")
+            }
+        };
         match t.kind {
             BtfKind::Void => "void".to_owned(),
             BtfKind::Struct => anon("struct"),
             BtfKind::Union => anon("union"),
             BtfKind::Enum | BtfKind::Enum64 => anon("enum"),
-            BtfKind::Fwd => format!("{} {name}", if t.is_union_fwd() { "union" } else { "struct" }),
+            BtfKind::Fwd => format!(
+                "{} {name}",
+                if t.is_union_fwd() { "union" } else { "struct" }
+            ),
             BtfKind::Ptr => format!("{} *", self.type_name_depth(t.size_or_type, depth + 1)),
             BtfKind::Const => format!("const {}", self.type_name_depth(t.size_or_type, depth + 1)),
-            BtfKind::Volatile => format!("volatile {}", self.type_name_depth(t.size_or_type, depth + 1)),
+            BtfKind::Volatile => format!(
+                "volatile {}",
+                self.type_name_depth(t.size_or_type, depth + 1)
+            ),
             BtfKind::Restrict => self.type_name_depth(t.size_or_type, depth + 1),
             BtfKind::TypeTag => self.type_name_depth(t.size_or_type, depth + 1),
             BtfKind::Array => {
@@ -357,7 +409,12 @@ impl BtfInfo {
     pub(crate) fn type_info(&self, id: u32) -> Option<BtfTypeInfo> {
         let resolved = self.resolve(id)?;
         let kind = self.record(resolved)?.kind;
-        Some(BtfTypeInfo { id, kind, name: self.type_name(id), size: self.type_size(id) })
+        Some(BtfTypeInfo {
+            id,
+            kind,
+            name: self.type_name(id),
+            size: self.type_size(id),
+        })
     }
 
     /// The id of the `DATASEC` named `section`, if any.
@@ -371,7 +428,9 @@ impl BtfInfo {
     /// The variables of the `DATASEC` with id `datasec_id`, in BTF order. Entries that are not
     /// `VAR`s (functions of `.ksyms`) are skipped.
     pub(crate) fn datasec_vars(&self, datasec_id: u32) -> Vec<DatasecVar> {
-        let Some(ds) = self.record(datasec_id) else { return Vec::new() };
+        let Some(ds) = self.record(datasec_id) else {
+            return Vec::new();
+        };
         let mut vars = Vec::new();
         for i in 0..ds.vlen {
             let base = i * 12;
@@ -382,7 +441,9 @@ impl BtfInfo {
             ) else {
                 continue;
             };
-            let Some(var) = self.record(var_id) else { continue };
+            let Some(var) = self.record(var_id) else {
+                continue;
+            };
             if var.kind != BtfKind::Var {
                 continue;
             }
@@ -452,7 +513,11 @@ pub struct CoreRelocation {
 pub(crate) fn parse_btf_ext(data: &[u8], btf: &BtfInfo) -> Result<Vec<CoreRelocation>, ObjError> {
     const S: &str = ".BTF.ext";
     if data.len() < BTF_EXT_HEADER_MIN {
-        return Err(bad(S, 0, format!("{} bytes is shorter than the header", data.len())));
+        return Err(bad(
+            S,
+            0,
+            format!("{} bytes is shorter than the header", data.len()),
+        ));
     }
     let magic = u16::from_le_bytes([data[0], data[1]]);
     if magic != BTF_MAGIC {
@@ -463,7 +528,13 @@ pub(crate) fn parse_btf_ext(data: &[u8], btf: &BtfInfo) -> Result<Vec<CoreReloca
         return Err(bad(S, 4, format!("header length {hdr_len} out of range")));
     }
     // A header field that the header is too short to hold reads as zero, as in libbpf.
-    let field = |at: usize| if at + 4 <= hdr_len { read_u32(data, at).unwrap_or(0) } else { 0 };
+    let field = |at: usize| {
+        if at + 4 <= hdr_len {
+            read_u32(data, at).unwrap_or(0)
+        } else {
+            0
+        }
+    };
     let subsections = [
         ("func_info", field(8), field(12), FUNC_INFO_MIN_REC),
         ("line_info", field(16), field(20), LINE_INFO_MIN_REC),
@@ -480,11 +551,20 @@ pub(crate) fn parse_btf_ext(data: &[u8], btf: &BtfInfo) -> Result<Vec<CoreReloca
             return Err(bad(S, hdr_len, format!("{what} range overflows")));
         };
         let Some(sub) = data.get(start..end) else {
-            return Err(bad(S, start, format!("{what} ({start}..{end}) past the section end")));
+            return Err(bad(
+                S,
+                start,
+                format!("{what} ({start}..{end}) past the section end"),
+            ));
         };
-        let rec_size = read_u32(sub, 0).ok_or_else(|| bad(S, start, format!("{what} too short")))?;
-        if rec_size < min_rec || rec_size % 4 != 0 {
-            return Err(bad(S, start, format!("{what} record size {rec_size} invalid")));
+        let rec_size =
+            read_u32(sub, 0).ok_or_else(|| bad(S, start, format!("{what} too short")))?;
+        if rec_size < min_rec || !rec_size.is_multiple_of(4) {
+            return Err(bad(
+                S,
+                start,
+                format!("{what} record size {rec_size} invalid"),
+            ));
         }
         let rec_size = usize_of(rec_size);
         let mut at = 4usize;
@@ -492,22 +572,36 @@ pub(crate) fn parse_btf_ext(data: &[u8], btf: &BtfInfo) -> Result<Vec<CoreReloca
             let sec_name = read_u32(sub, at);
             let num = read_u32(sub, at + 4);
             let (Some(sec_name), Some(num)) = (sec_name, num) else {
-                return Err(bad(S, start + at, format!("truncated {what} section header")));
+                return Err(bad(
+                    S,
+                    start + at,
+                    format!("truncated {what} section header"),
+                ));
             };
             if !btf.has_string(sec_name) {
-                return Err(bad(S, start + at, format!("{what} section name offset {sec_name} past the strings")));
+                return Err(bad(
+                    S,
+                    start + at,
+                    format!("{what} section name offset {sec_name} past the strings"),
+                ));
             }
             let records_start = at + 8;
             let records_len = usize_of(num).checked_mul(rec_size);
             let records_end = records_len.and_then(|l| l.checked_add(records_start));
             let Some(records) = records_end.and_then(|e| sub.get(records_start..e)) else {
-                return Err(bad(S, start + at, format!("{what}: {num} records run past the subsection")));
+                return Err(bad(
+                    S,
+                    start + at,
+                    format!("{what}: {num} records run past the subsection"),
+                ));
             };
             // aya-obj rebases line info by subtracting the first record's instruction offset, and
             // the kernel wants both lists sorted: offsets must never decrease.
             if what != "core_relo" {
-                let offsets: Vec<u32> =
-                    records.chunks_exact(rec_size).map(|r| read_u32(r, 0).unwrap_or(0)).collect();
+                let offsets: Vec<u32> = records
+                    .chunks_exact(rec_size)
+                    .map(|r| read_u32(r, 0).unwrap_or(0))
+                    .collect();
                 if offsets.windows(2).any(|w| w[1] < w[0]) {
                     return Err(bad(S, start + at, format!("{what} offsets are not sorted")));
                 }
@@ -517,7 +611,11 @@ pub(crate) fn parse_btf_ext(data: &[u8], btf: &BtfInfo) -> Result<Vec<CoreReloca
                 for rec in records.chunks_exact(rec_size) {
                     let access_off = read_u32(rec, 8).unwrap_or(u32::MAX);
                     if !btf.has_string(access_off) {
-                        return Err(bad(S, start + at, "CO-RE access string offset past the strings"));
+                        return Err(bad(
+                            S,
+                            start + at,
+                            "CO-RE access string offset past the strings",
+                        ));
                     }
                     relocations.push(CoreRelocation {
                         section: section.clone(),

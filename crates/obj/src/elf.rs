@@ -88,7 +88,10 @@ impl SectionRole {
 
     /// True for the sections that become data maps (`.data*`, `.rodata*`, `.bss*`).
     pub(crate) fn is_data(self) -> bool {
-        matches!(self, SectionRole::Data | SectionRole::Rodata | SectionRole::Bss)
+        matches!(
+            self,
+            SectionRole::Data | SectionRole::Rodata | SectionRole::Bss
+        )
     }
 }
 
@@ -171,19 +174,30 @@ impl ElfFacts {
 }
 
 fn section_error(index: usize, name: &str, reason: impl Into<String>) -> ObjError {
-    ObjError::BadSection { index, name: name.to_owned(), reason: reason.into() }
+    ObjError::BadSection {
+        index,
+        name: name.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn symbol_error(index: usize, name: &str, reason: impl Into<String>) -> ObjError {
-    ObjError::BadSymbol { index, name: name.to_owned(), reason: reason.into() }
+    ObjError::BadSymbol {
+        index,
+        name: name.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// Reads and validates the ELF structure of `bytes`.
 pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
-    let file =
-        object::File::parse(bytes).map_err(|e| ObjError::Elf { reason: e.to_string() })?;
+    let file = object::File::parse(bytes).map_err(|e| ObjError::Elf {
+        reason: e.to_string(),
+    })?;
     if file.format() != BinaryFormat::Elf {
-        return Err(ObjError::NotBpf { reason: format!("{:?} file, not ELF", file.format()) });
+        return Err(ObjError::NotBpf {
+            reason: format!("{:?} file, not ELF", file.format()),
+        });
     }
     if file.architecture() != Architecture::Bpf {
         return Err(ObjError::NotBpf {
@@ -197,7 +211,10 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
     }
     if file.kind() != ObjectKind::Relocatable {
         return Err(ObjError::NotBpf {
-            reason: format!("{:?} file, expected a relocatable object (ET_REL)", file.kind()),
+            reason: format!(
+                "{:?} file, expected a relocatable object (ET_REL)",
+                file.kind()
+            ),
         });
     }
 
@@ -213,7 +230,10 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
             || role.is_data()
             || matches!(
                 role,
-                SectionRole::Btf | SectionRole::BtfExt | SectionRole::LegacyMaps | SectionRole::BtfMaps
+                SectionRole::Btf
+                    | SectionRole::BtfExt
+                    | SectionRole::LegacyMaps
+                    | SectionRole::BtfMaps
             );
         // aya-obj reads every section's contents; an unreadable one must fail here.
         let data = section
@@ -223,18 +243,28 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
             return Err(section_error(
                 index,
                 &name,
-                format!("address {:#x} in a relocatable object (must be 0)", section.address()),
+                format!(
+                    "address {:#x} in a relocatable object (must be 0)",
+                    section.address()
+                ),
             ));
         }
-        if role.is_code() && section.size() % INSN_SIZE as u64 != 0 {
+        if role.is_code() && !section.size().is_multiple_of(INSN_SIZE as u64) {
             return Err(section_error(
                 index,
                 &name,
                 format!("code size {} is not a multiple of 8", section.size()),
             ));
         }
-        if role != SectionRole::Bss && (data.len() as u64) < section.size() && role != SectionRole::Other {
-            return Err(section_error(index, &name, "contents shorter than the section size"));
+        if role != SectionRole::Bss
+            && (data.len() as u64) < section.size()
+            && role != SectionRole::Other
+        {
+            return Err(section_error(
+                index,
+                &name,
+                "contents shorter than the section size",
+            ));
         }
         if role.is_data() && section.size() > MAX_DATA_SECTION {
             return Err(section_error(
@@ -268,7 +298,11 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
         };
         if let Some(si) = section {
             let Some(sec) = sections.iter().find(|s| s.index == si) else {
-                return Err(symbol_error(index, &name, format!("section index {si} does not exist")));
+                return Err(symbol_error(
+                    index,
+                    &name,
+                    format!("section index {si} does not exist"),
+                ));
             };
             let end = symbol.address().checked_add(symbol.size());
             if sec.role != SectionRole::Other && end.is_none_or(|end| end > sec.size) {
@@ -286,9 +320,14 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
             }
             if sec.role.is_code()
                 && symbol.kind() == SymbolKind::Text
-                && (symbol.address() % INSN_SIZE as u64 != 0 || symbol.size() % INSN_SIZE as u64 != 0)
+                && (!symbol.address().is_multiple_of(INSN_SIZE as u64)
+                    || !symbol.size().is_multiple_of(INSN_SIZE as u64))
             {
-                return Err(symbol_error(index, &name, "function not aligned to instructions"));
+                return Err(symbol_error(
+                    index,
+                    &name,
+                    "function not aligned to instructions",
+                ));
             }
         }
         symbols.push(SymbolFact {
@@ -301,10 +340,16 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
         });
     }
 
-    let mut facts = ElfFacts { sections, symbols, relocations: Vec::new() };
+    let mut facts = ElfFacts {
+        sections,
+        symbols,
+        relocations: Vec::new(),
+    };
     for section in file.sections() {
         let index = section.index().0;
-        let Some(fact) = facts.section(index) else { continue };
+        let Some(fact) = facts.section(index) else {
+            continue;
+        };
         if !fact.role.is_code() {
             continue;
         }
@@ -322,7 +367,11 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
                 RelocationFlags::Elf { r_type } => r_type,
                 other => return Err(bad(format!("unexpected relocation flags {other:?}"))),
             };
-            facts.relocations.push(RelocFact { section: index, offset, symbol: symbol.0 });
+            facts.relocations.push(RelocFact {
+                section: index,
+                offset,
+                symbol: symbol.0,
+            });
             check_relocation(&facts, index, offset, symbol.0, r_type).map_err(|p| match p {
                 RelocProblem::Extern(symbol) => ObjError::UnresolvedExtern {
                     symbol,
@@ -366,14 +415,21 @@ fn check_relocation(
     let Some(code) = facts.section(section) else {
         return Err(RelocProblem::Bad("relocated section vanished".to_owned()));
     };
-    if offset % INSN_SIZE as u64 != 0 {
-        return Err(RelocProblem::Bad("offset is not on an instruction boundary".to_owned()));
+    if !offset.is_multiple_of(INSN_SIZE as u64) {
+        return Err(RelocProblem::Bad(
+            "offset is not on an instruction boundary".to_owned(),
+        ));
     }
     let Some(insn) = read_insn(&code.data, offset) else {
-        return Err(RelocProblem::Bad(format!("offset past the end of the section ({} bytes)", code.size)));
+        return Err(RelocProblem::Bad(format!(
+            "offset past the end of the section ({} bytes)",
+            code.size
+        )));
     };
     let Some(sym) = facts.symbol(symbol) else {
-        return Err(RelocProblem::Bad(format!("symbol #{symbol} does not exist")));
+        return Err(RelocProblem::Bad(format!(
+            "symbol #{symbol} does not exist"
+        )));
     };
     let Some(target_section) = sym.section.and_then(|i| facts.section(i)) else {
         return Err(RelocProblem::Extern(sym.name.clone()));
@@ -381,12 +437,17 @@ fn check_relocation(
     match r_type {
         R_BPF_64_64 => {
             if insn[0] != opcode::LDDW {
-                return Err(RelocProblem::Bad(format!("64-bit relocation on opcode {:#04x}, not lddw", insn[0])));
+                return Err(RelocProblem::Bad(format!(
+                    "64-bit relocation on opcode {:#04x}, not lddw",
+                    insn[0]
+                )));
             }
             // The second slot must exist inside every function that contains the first.
             let second_end = offset.saturating_add(2 * INSN_SIZE as u64);
             if second_end > code.size {
-                return Err(RelocProblem::Bad("lddw is missing its second slot".to_owned()));
+                return Err(RelocProblem::Bad(
+                    "lddw is missing its second slot".to_owned(),
+                ));
             }
             let cut = facts.symbols.iter().any(|f| {
                 f.section == Some(section)
@@ -396,12 +457,18 @@ fn check_relocation(
                     && second_end > f.address.saturating_add(f.size)
             });
             if cut {
-                return Err(RelocProblem::Bad("lddw is split across the end of its function".to_owned()));
+                return Err(RelocProblem::Bad(
+                    "lddw is split across the end of its function".to_owned(),
+                ));
             }
             if target_section.role.is_data() {
-                let sum = i64::from(imm_of(&insn)).checked_add(i64::try_from(sym.address).unwrap_or(i64::MAX));
+                let sum = i64::from(imm_of(&insn))
+                    .checked_add(i64::try_from(sym.address).unwrap_or(i64::MAX));
                 if sum.is_none_or(|s| i32::try_from(s).is_err()) {
-                    return Err(RelocProblem::Bad(format!("data offset of `{}` does not fit in 32 bits", sym.name)));
+                    return Err(RelocProblem::Bad(format!(
+                        "data offset of `{}` does not fit in 32 bits",
+                        sym.name
+                    )));
                 }
             }
             if target_section.role.is_code() && sym.kind == SymbolKind::Section {
@@ -419,18 +486,30 @@ fn check_relocation(
             if target_section.role.is_code()
                 && !matches!(sym.kind, SymbolKind::Text | SymbolKind::Section)
             {
-                return Err(RelocProblem::Bad(format!("code reference to `{}` of kind {:?}", sym.name, sym.kind)));
+                return Err(RelocProblem::Bad(format!(
+                    "code reference to `{}` of kind {:?}",
+                    sym.name, sym.kind
+                )));
             }
         }
         R_BPF_64_32 => {
             if insn[0] != opcode::CALL || (insn[1] >> 4) != SRC_PSEUDO_CALL {
-                return Err(RelocProblem::Bad(format!("32-bit relocation on opcode {:#04x}, not a bpf-to-bpf call", insn[0])));
+                return Err(RelocProblem::Bad(format!(
+                    "32-bit relocation on opcode {:#04x}, not a bpf-to-bpf call",
+                    insn[0]
+                )));
             }
             if !target_section.role.is_code() {
-                return Err(RelocProblem::Bad(format!("call to `{}` outside a code section", sym.name)));
+                return Err(RelocProblem::Bad(format!(
+                    "call to `{}` outside a code section",
+                    sym.name
+                )));
             }
             if !matches!(sym.kind, SymbolKind::Text | SymbolKind::Section) {
-                return Err(RelocProblem::Bad(format!("call to `{}` of kind {:?}", sym.name, sym.kind)));
+                return Err(RelocProblem::Bad(format!(
+                    "call to `{}` of kind {:?}",
+                    sym.name, sym.kind
+                )));
             }
             if sym.kind == SymbolKind::Section {
                 // aya-obj computes the callee address as `symbol + (imm + 1) * 8`.
@@ -446,7 +525,11 @@ fn check_relocation(
                 }
             }
         }
-        other => return Err(RelocProblem::Bad(format!("unsupported relocation type {other}"))),
+        other => {
+            return Err(RelocProblem::Bad(format!(
+                "unsupported relocation type {other}"
+            )))
+        }
     }
     Ok(())
 }
@@ -454,7 +537,9 @@ fn check_relocation(
 /// Checks every bpf-to-bpf call of code section `section`: its immediate must not overflow when
 /// aya-obj computes the callee address.
 fn check_calls(facts: &ElfFacts, section: usize) -> Result<(), ObjError> {
-    let Some(code) = facts.section(section) else { return Ok(()) };
+    let Some(code) = facts.section(section) else {
+        return Ok(());
+    };
     for (i, chunk) in code.data.chunks_exact(INSN_SIZE).enumerate() {
         if chunk[0] == opcode::CALL && (chunk[1] >> 4) == SRC_PSEUDO_CALL {
             let imm = i32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);

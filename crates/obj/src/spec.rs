@@ -225,7 +225,10 @@ pub struct ProgramSpec {
 impl ProgramSpec {
     /// The instructions as contiguous little-endian bytecode.
     pub fn bytecode(&self) -> Vec<u8> {
-        self.instructions.iter().flat_map(|i| i.to_bytes()).collect()
+        self.instructions
+            .iter()
+            .flat_map(|i| i.to_bytes())
+            .collect()
     }
 }
 
@@ -271,7 +274,10 @@ pub struct ObjectSpec {
 /// The name libbpf gives an object opened from `path`: the file name up to its first `.`
 /// (`bpf/obj/openat_counter.bpf.o` → `openat_counter`).
 pub fn object_name_from_path(path: &Path) -> String {
-    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     file.split('.').next().unwrap_or("").to_owned()
 }
 
@@ -282,14 +288,24 @@ pub fn object_name_from_path(path: &Path) -> String {
 pub fn internal_map_name(object_name: &str, section: &str) -> String {
     let obj = object_name.as_bytes();
     let sec = section.as_bytes();
-    let sfx_len = sec.len().max(7).min(OBJ_NAME_MAX);
+    let sfx_len = sec.len().clamp(7, OBJ_NAME_MAX);
     let custom = sec.len() > 1 && sec[1..].contains(&b'.');
-    let pfx_len = if custom { 0 } else { (OBJ_NAME_MAX - sfx_len).min(obj.len()) };
+    let pfx_len = if custom {
+        0
+    } else {
+        (OBJ_NAME_MAX - sfx_len).min(obj.len())
+    };
     let mut name: Vec<u8> = obj[..pfx_len].to_vec();
     name.extend_from_slice(&sec[..sec.len().min(sfx_len)]);
     name.truncate(OBJ_NAME_MAX);
     name.iter()
-        .map(|&b| if b.is_ascii_alphanumeric() || b == b'_' || b == b'.' { char::from(b) } else { '_' })
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'.' {
+                char::from(b)
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -329,7 +345,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn to_raw(insn: &bpf_insn) -> RawInsn {
-    RawInsn::new(insn.code, insn.dst_reg(), insn.src_reg(), insn.off, insn.imm)
+    RawInsn::new(
+        insn.code,
+        insn.dst_reg(),
+        insn.src_reg(),
+        insn.off,
+        insn.imm,
+    )
 }
 
 /// The aya-obj map and where it goes in our list.
@@ -367,7 +389,9 @@ impl ObjectSpec {
             aya_obj::ParseError::InvalidProgramSection { section } => {
                 ObjError::UnsupportedProgramSection { section }
             }
-            other => ObjError::Parse { message: error_chain(&other) },
+            other => ObjError::Parse {
+                message: error_chain(&other),
+            },
         })?;
 
         let planned = plan_maps(&object, &facts, btf.as_ref(), object_name)?;
@@ -381,7 +405,9 @@ impl ObjectSpec {
             .collect();
         let mut relocation_maps: Vec<(String, i32, AyaMap)> = Vec::new();
         for (index, plan) in planned.iter().enumerate() {
-            let Some(map) = object.maps.get(&plan.aya_name) else { continue };
+            let Some(map) = object.maps.get(&plan.aya_name) else {
+                continue;
+            };
             let fd = i32::try_from(index).map_err(|_| ObjError::BadMapDef {
                 map: plan.spec.name.clone(),
                 reason: "too many maps".to_owned(),
@@ -390,13 +416,22 @@ impl ObjectSpec {
         }
         guarded("relocate", || {
             object.relocate_maps(
-                relocation_maps.iter().map(|(name, fd, map)| (name.as_str(), *fd, map)),
+                relocation_maps
+                    .iter()
+                    .map(|(name, fd, map)| (name.as_str(), *fd, map)),
                 &text_sections,
             )
         })?
-        .map_err(|e| ObjError::Relocation { program: String::new(), message: error_chain(&e) })?;
-        guarded("relocate", || object.relocate_calls(&text_sections))?
-            .map_err(|e| ObjError::Relocation { program: String::new(), message: error_chain(&e) })?;
+        .map_err(|e| ObjError::Relocation {
+            program: String::new(),
+            message: error_chain(&e),
+        })?;
+        guarded("relocate", || object.relocate_calls(&text_sections))?.map_err(|e| {
+            ObjError::Relocation {
+                program: String::new(),
+                message: error_chain(&e),
+            }
+        })?;
 
         let maps: Vec<MapSpec> = planned.into_iter().map(|p| p.spec).collect();
         let license = object.license.to_string_lossy().into_owned();
@@ -457,7 +492,9 @@ impl ObjectSpec {
     /// the bytes are written into the initial value of its data map. `bytes` must have exactly
     /// the variable's size.
     pub fn set_global(&mut self, name: &str, bytes: &[u8]) -> Result<(), GlobalError> {
-        let g = self.global(name).ok_or_else(|| GlobalError::Unknown { name: name.to_owned() })?;
+        let g = self.global(name).ok_or_else(|| GlobalError::Unknown {
+            name: name.to_owned(),
+        })?;
         let size = usize::try_from(g.size).unwrap_or(usize::MAX);
         if bytes.len() != size {
             return Err(GlobalError::SizeMismatch {
@@ -472,7 +509,9 @@ impl ObjectSpec {
             .get_mut(map_index)
             .and_then(|m| m.initial_value.as_mut())
             .and_then(|v| v.get_mut(offset..offset.saturating_add(size)))
-            .ok_or_else(|| GlobalError::Unknown { name: name.to_owned() })?;
+            .ok_or_else(|| GlobalError::Unknown {
+                name: name.to_owned(),
+            })?;
         slot.copy_from_slice(bytes);
         Ok(())
     }
@@ -481,14 +520,24 @@ impl ObjectSpec {
 /// aya-obj reads a legacy definition's `pinning` word straight into an enum with values 0 and 1;
 /// any other value must be refused before it gets there.
 fn check_legacy_defs(facts: &ElfFacts) -> Result<(), ObjError> {
-    for section in facts.sections.iter().filter(|s| s.role == SectionRole::LegacyMaps) {
-        for sym in facts.symbols.iter().filter(|s| s.section == Some(section.index)) {
+    for section in facts
+        .sections
+        .iter()
+        .filter(|s| s.role == SectionRole::LegacyMaps)
+    {
+        for sym in facts
+            .symbols
+            .iter()
+            .filter(|s| s.section == Some(section.index))
+        {
             if sym.size <= LEGACY_PINNING_OFFSET {
                 continue;
             }
             let start = usize::try_from(sym.address.saturating_add(LEGACY_PINNING_OFFSET))
                 .unwrap_or(usize::MAX);
-            let avail = usize::try_from(sym.size - LEGACY_PINNING_OFFSET).unwrap_or(usize::MAX).min(4);
+            let avail = usize::try_from(sym.size - LEGACY_PINNING_OFFSET)
+                .unwrap_or(usize::MAX)
+                .min(4);
             let mut word = [0u8; 4];
             if let Some(bytes) = section.data.get(start..start.saturating_add(avail)) {
                 word[..bytes.len()].copy_from_slice(bytes);
@@ -531,17 +580,31 @@ fn check_no_pseudo_loads(facts: &ElfFacts) -> Result<(), ObjError> {
 /// Every relocation into a `maps`/`.maps` section must name a map's own symbol; aya-obj would
 /// otherwise fall back to "some map of that section".
 fn check_map_relocations(object: &Object, facts: &ElfFacts) -> Result<(), ObjError> {
-    let map_symbols: HashSet<usize> = object.maps.values().filter_map(AyaMap::symbol_index).collect();
+    let map_symbols: HashSet<usize> = object
+        .maps
+        .values()
+        .filter_map(AyaMap::symbol_index)
+        .collect();
     for rel in &facts.relocations {
-        let Some(sym) = facts.symbol(rel.symbol) else { continue };
-        let Some(target) = sym.section.and_then(|i| facts.section(i)) else { continue };
+        let Some(sym) = facts.symbol(rel.symbol) else {
+            continue;
+        };
+        let Some(target) = sym.section.and_then(|i| facts.section(i)) else {
+            continue;
+        };
         if matches!(target.role, SectionRole::LegacyMaps | SectionRole::BtfMaps)
             && !map_symbols.contains(&rel.symbol)
         {
             return Err(ObjError::BadRelocation {
-                section: facts.section(rel.section).map(|s| s.name.clone()).unwrap_or_default(),
+                section: facts
+                    .section(rel.section)
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
                 offset: rel.offset,
-                reason: format!("reference into `{}` that is not a map (`{}`)", target.name, sym.name),
+                reason: format!(
+                    "reference into `{}` that is not a map (`{}`)",
+                    target.name, sym.name
+                ),
             });
         }
     }
@@ -590,7 +653,16 @@ fn plan_maps(
         .maps
         .iter()
         .filter(|(_, m)| matches!(m, AyaMap::Btf(_)))
-        .map(|(name, m)| (btf_order.iter().position(|n| n == name).unwrap_or(usize::MAX), name, m))
+        .map(|(name, m)| {
+            (
+                btf_order
+                    .iter()
+                    .position(|n| n == name)
+                    .unwrap_or(usize::MAX),
+                name,
+                m,
+            )
+        })
         .collect();
     btf_maps.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     for (_, name, map) in btf_maps {
@@ -598,8 +670,14 @@ fn plan_maps(
     }
 
     // Data sections, in section order; empty ones are skipped as libbpf does.
-    for section in facts.sections.iter().filter(|s| s.role.is_data() && s.size > 0) {
-        let Some(map) = object.maps.get(&section.name) else { continue };
+    for section in facts
+        .sections
+        .iter()
+        .filter(|s| s.role.is_data() && s.size > 0)
+    {
+        let Some(map) = object.maps.get(&section.name) else {
+            continue;
+        };
         if map.section_index() != section.index {
             return Err(ObjError::BadSection {
                 index: section.index,
@@ -622,8 +700,12 @@ fn user_map(
     let map_type = map_type_of(name, map.map_type())?;
     let (key_type, value_type) = match (map, btf) {
         (AyaMap::Btf(m), Some(btf)) => (
-            (m.def.btf_key_type_id != 0).then(|| btf.type_info(m.def.btf_key_type_id)).flatten(),
-            (m.def.btf_value_type_id != 0).then(|| btf.type_info(m.def.btf_value_type_id)).flatten(),
+            (m.def.btf_key_type_id != 0)
+                .then(|| btf.type_info(m.def.btf_key_type_id))
+                .flatten(),
+            (m.def.btf_value_type_id != 0)
+                .then(|| btf.type_info(m.def.btf_value_type_id))
+                .flatten(),
         ),
         _ => (None, None),
     };
@@ -689,13 +771,24 @@ fn data_map(
         name: section.name.clone(),
         reason: "larger than 4 GiB".to_owned(),
     })?;
-    let mut initial_value = if kind == MapKind::Bss { Vec::new() } else { map.data().to_vec() };
+    let mut initial_value = if kind == MapKind::Bss {
+        Vec::new()
+    } else {
+        map.data().to_vec()
+    };
     initial_value.resize(usize::try_from(value_size).unwrap_or(0), 0);
     let datasec = btf.and_then(|b| b.datasec_id(&section.name).map(|id| (b, id)));
     // libbpf makes the map mmapable when the section has a variable with external linkage.
-    let mut flags = if kind == MapKind::Rodata { map_flags::BPF_F_RDONLY_PROG } else { 0 };
+    let mut flags = if kind == MapKind::Rodata {
+        map_flags::BPF_F_RDONLY_PROG
+    } else {
+        0
+    };
     if let Some((b, id)) = datasec {
-        if b.datasec_vars(id).iter().any(|v| v.linkage != BTF_VAR_STATIC) {
+        if b.datasec_vars(id)
+            .iter()
+            .any(|v| v.linkage != BTF_VAR_STATIC)
+        {
             flags |= map_flags::BPF_F_MMAPABLE;
         }
     }
@@ -742,9 +835,13 @@ fn build_programs(
     order.sort_by_key(|(name, p)| (p.section_index, p.address, (*name).clone()));
     let mut programs = Vec::new();
     for (name, program) in order {
-        let function = object.functions.get(&program.function_key()).ok_or_else(|| {
-            ObjError::Relocation { program: name.clone(), message: "function not found".to_owned() }
-        })?;
+        let function = object
+            .functions
+            .get(&program.function_key())
+            .ok_or_else(|| ObjError::Relocation {
+                program: name.clone(),
+                message: "function not found".to_owned(),
+            })?;
         let section = facts
             .section(program.section_index)
             .map(|s| s.name.clone())
@@ -799,13 +896,23 @@ fn rewrite_map_references(
             continue;
         }
         if insn.src == pseudo::MAP_FD || insn.src == pseudo::MAP_VALUE {
-            let bad = |reason: String| ObjError::Relocation { program: program.to_owned(), message: reason };
+            let bad = |reason: String| ObjError::Relocation {
+                program: program.to_owned(),
+                message: reason,
+            };
             let map_index = usize::try_from(insn.imm)
                 .ok()
                 .filter(|&m| m < maps.len())
-                .ok_or_else(|| bad(format!("instruction {i}: map index {} out of range", insn.imm)))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "instruction {i}: map index {} out of range",
+                        insn.imm
+                    ))
+                })?;
             let Some(second) = instructions.get(i + 1).copied() else {
-                return Err(bad(format!("instruction {i}: lddw without its second slot")));
+                return Err(bad(format!(
+                    "instruction {i}: lddw without its second slot"
+                )));
             };
             let value_offset = if insn.src == pseudo::MAP_VALUE {
                 let offset = u32::try_from(second.imm)
@@ -826,7 +933,11 @@ fn rewrite_map_references(
             } else {
                 pseudo::MAP_IDX
             };
-            references.push(MapReference { insn_index: i, map_index, value_offset });
+            references.push(MapReference {
+                insn_index: i,
+                map_index,
+                value_offset,
+            });
         }
         i += 2;
     }
@@ -840,15 +951,30 @@ fn build_globals(
     btf: Option<&BtfInfo>,
     maps: &[MapSpec],
 ) -> Result<Vec<GlobalVar>, ObjError> {
-    let Some(btf) = btf else { return Ok(Vec::new()) };
+    let Some(btf) = btf else {
+        return Ok(Vec::new());
+    };
     let mut globals = Vec::new();
-    for (map_index, map) in maps.iter().enumerate().filter(|(_, m)| m.kind.is_data_section()) {
-        let Some(section) = facts.section_by_name(&map.section) else { continue };
-        let Some(id) = btf.datasec_id(&map.section) else { continue };
+    for (map_index, map) in maps
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.kind.is_data_section())
+    {
+        let Some(section) = facts.section_by_name(&map.section) else {
+            continue;
+        };
+        let Some(id) = btf.datasec_id(&map.section) else {
+            continue;
+        };
         for var in btf.datasec_vars(id) {
-            let offset = facts.data_symbol(section.index, &var.name).map_or(u64::from(var.offset), |s| s.address);
+            let offset = facts
+                .data_symbol(section.index, &var.name)
+                .map_or(u64::from(var.offset), |s| s.address);
             let size = btf.type_size(var.type_id).unwrap_or(var.size);
-            if offset.checked_add(u64::from(size)).is_none_or(|end| end > section.size) {
+            if offset
+                .checked_add(u64::from(size))
+                .is_none_or(|end| end > section.size)
+            {
                 return Err(ObjError::BadBtf {
                     section: ".BTF",
                     offset: 0,
@@ -878,29 +1004,47 @@ mod tests {
 
     #[test]
     fn internal_map_names_follow_libbpf() {
-        assert_eq!(internal_map_name("my_object_name", ".rodata"), "my_objec.rodata");
+        assert_eq!(
+            internal_map_name("my_object_name", ".rodata"),
+            "my_objec.rodata"
+        );
         assert_eq!(internal_map_name("my_object_name", ".bss"), "my_objec.bss");
         assert_eq!(internal_map_name("maps_btf", ".data"), "maps_btf.data");
         assert_eq!(internal_map_name("abc", ".rodata"), "abc.rodata");
         assert_eq!(internal_map_name("x", ".rodata.str1.1"), ".rodata.str1.1");
         assert_eq!(internal_map_name("x", ".data.custom"), ".data.custom");
-        assert_eq!(internal_map_name("x", ".data.a_very_long_name"), ".data.a_very_lo");
+        assert_eq!(
+            internal_map_name("x", ".data.a_very_long_name"),
+            ".data.a_very_lo"
+        );
         assert_eq!(internal_map_name("my-obj", ".data"), "my_obj.data");
     }
 
     #[test]
     fn object_name_stops_at_the_first_dot() {
-        assert_eq!(object_name_from_path(Path::new("bpf/obj/openat_counter.bpf.o")), "openat_counter");
+        assert_eq!(
+            object_name_from_path(Path::new("bpf/obj/openat_counter.bpf.o")),
+            "openat_counter"
+        );
         assert_eq!(object_name_from_path(Path::new("x.o")), "x");
     }
 
     #[test]
     fn program_kinds_from_sections() {
-        assert_eq!(ProgramKind::from_section("tracepoint/syscalls/sys_enter_openat").prog_type(), 5);
-        assert_eq!(ProgramKind::from_section("raw_tp/sys_enter"), ProgramKind::RawTracepoint);
+        assert_eq!(
+            ProgramKind::from_section("tracepoint/syscalls/sys_enter_openat").prog_type(),
+            5
+        );
+        assert_eq!(
+            ProgramKind::from_section("raw_tp/sys_enter"),
+            ProgramKind::RawTracepoint
+        );
         assert_eq!(ProgramKind::from_section("socket").prog_type(), 1);
         assert_eq!(ProgramKind::from_section("xdp.frags"), ProgramKind::Xdp);
-        assert_eq!(ProgramKind::from_section("cgroup/skb"), ProgramKind::CgroupSkb);
+        assert_eq!(
+            ProgramKind::from_section("cgroup/skb"),
+            ProgramKind::CgroupSkb
+        );
         assert_eq!(ProgramKind::from_section("sockops"), ProgramKind::Other);
     }
 }

@@ -13,7 +13,9 @@ fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
     let outcome = std::panic::catch_unwind(|| ObjectSpec::parse(bytes, "fuzz"));
     let result = outcome.map_err(|_| TestCaseError::fail("ObjectSpec::parse panicked"))?;
     if let Err(e @ ObjError::ParserPanicked { .. }) = &result {
-        return Err(TestCaseError::fail(format!("validation missed an aya-obj panic: {e}")));
+        return Err(TestCaseError::fail(format!(
+            "validation missed an aya-obj panic: {e}"
+        )));
     }
     Ok(())
 }

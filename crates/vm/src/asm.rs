@@ -95,7 +95,11 @@ pub fn assemble(source: &str) -> Result<Vec<RawInsn>, AsmError> {
             rest.split(',').map(str::trim).collect()
         };
         slot += if mnemonic == "lddw" { 2 } else { 1 };
-        lines.push(Line { number, mnemonic, operands });
+        lines.push(Line {
+            number,
+            mnemonic,
+            operands,
+        });
     }
     let last_slot = slot.saturating_sub(1);
     let mut out = Vec::with_capacity(slot);
@@ -134,7 +138,10 @@ fn parse_int(text: &str) -> Option<i128> {
         Some(rest) => (true, rest),
         None => (false, text.strip_prefix('+').unwrap_or(text)),
     };
-    let value = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let value = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         i128::from_str_radix(hex, 16).ok()?
     } else {
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -153,7 +160,11 @@ fn is_hex(text: &str) -> bool {
 fn parse_imm32(line: usize, text: &str) -> Result<i32, AsmError> {
     let bad = || err(line, AsmErrorKind::InvalidImmediate(text.to_string()));
     let value = parse_int(text).ok_or_else(bad)?;
-    let max = if is_hex(text) { i128::from(u32::MAX) } else { i128::from(i32::MAX) };
+    let max = if is_hex(text) {
+        i128::from(u32::MAX)
+    } else {
+        i128::from(i32::MAX)
+    };
     if value < i128::from(i32::MIN) || value > max {
         return Err(bad());
     }
@@ -192,7 +203,11 @@ fn parse_operand(line: usize, text: &str) -> Result<Operand, AsmError> {
 
 fn parse_mem(line: usize, text: &str) -> Result<(u8, i16), AsmError> {
     let bad = || err(line, AsmErrorKind::InvalidMemory(text.to_string()));
-    let inner = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).ok_or_else(bad)?.trim();
+    let inner = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .ok_or_else(bad)?
+        .trim();
     let split = inner.find(['+', '-']);
     let (reg, off) = match split {
         Some(at) => (&inner[..at], parse_int(inner[at..].trim()).ok_or_else(bad)?),
@@ -299,7 +314,10 @@ fn parse_line(
         "ja" | "ja32" => {
             count(1)?;
             let long = mnemonic == "ja32";
-            return Ok(Insn::Ja { long, offset: resolve(ops[0], long)? });
+            return Ok(Insn::Ja {
+                long,
+                offset: resolve(ops[0], long)?,
+            });
         }
         "call" => {
             count(1)?;
@@ -315,13 +333,20 @@ fn parse_line(
         "neg" | "neg32" => {
             count(1)?;
             let (_, width) = split_width(mnemonic);
-            return Ok(Insn::Neg { width, dst: parse_reg(n, ops[0])? });
+            return Ok(Insn::Neg {
+                width,
+                dst: parse_reg(n, ops[0])?,
+            });
         }
         "lock" => {
             // `lock [fetch] op[32] [mem], %rN`: the operation words sit before the first operand.
             let first = ops.first().copied().unwrap_or("");
             let mut words: Vec<&str> = first.split_whitespace().collect();
-            let mem = if words.last().is_some_and(|w| w.starts_with('[')) { words.pop() } else { None };
+            let mem = if words.last().is_some_and(|w| w.starts_with('[')) {
+                words.pop()
+            } else {
+                None
+            };
             let (Some(mem), 2) = (mem, ops.len()) else {
                 return Err(err(
                     n,
@@ -350,7 +375,13 @@ fn parse_line(
             let size = if width == Width::W32 { 4 } else { 8 };
             let (dst, off) = parse_mem(n, mem)?;
             let src = parse_reg(n, ops[1])?;
-            return Ok(Insn::Atomic { size, op, dst, src, off });
+            return Ok(Insn::Atomic {
+                size,
+                op,
+                dst,
+                src,
+                off,
+            });
         }
         _ => {}
     }
@@ -365,15 +396,27 @@ fn parse_line(
             "3264" => (32, Width::W64),
             _ => return Err(unknown()),
         };
-        return Ok(Insn::MovSx { width, bits, dst: parse_reg(n, ops[0])?, src: parse_reg(n, ops[1])? });
+        return Ok(Insn::MovSx {
+            width,
+            bits,
+            dst: parse_reg(n, ops[0])?,
+            src: parse_reg(n, ops[1])?,
+        });
     }
-    for (prefix, kind) in
-        [("le", Endian::Le), ("be", Endian::Be), ("bswap", Endian::Swap), ("swap", Endian::Swap)]
-    {
+    for (prefix, kind) in [
+        ("le", Endian::Le),
+        ("be", Endian::Be),
+        ("bswap", Endian::Swap),
+        ("swap", Endian::Swap),
+    ] {
         if let Some(bits) = mnemonic.strip_prefix(prefix) {
             if let Ok(bits @ (16 | 32 | 64)) = bits.parse::<u8>() {
                 count(1)?;
-                return Ok(Insn::End { kind, bits, dst: parse_reg(n, ops[0])? });
+                return Ok(Insn::End {
+                    kind,
+                    bits,
+                    dst: parse_reg(n, ops[0])?,
+                });
             }
         }
     }
@@ -381,29 +424,56 @@ fn parse_line(
         if let Some(size) = size_of(suffix) {
             count(2)?;
             let (src, off) = parse_mem(n, ops[1])?;
-            return Ok(Insn::Load { size, signed: true, dst: parse_reg(n, ops[0])?, src, off });
+            return Ok(Insn::Load {
+                size,
+                signed: true,
+                dst: parse_reg(n, ops[0])?,
+                src,
+                off,
+            });
         }
     }
     if let Some(size) = mnemonic.strip_prefix("ldx").and_then(size_of) {
         count(2)?;
         let dst = parse_reg(n, ops[0])?;
         let (src, off) = parse_mem(n, ops[1])?;
-        return Ok(Insn::Load { size, signed: false, dst, src, off });
+        return Ok(Insn::Load {
+            size,
+            signed: false,
+            dst,
+            src,
+            off,
+        });
     }
     if let Some(size) = mnemonic.strip_prefix("stx").and_then(size_of) {
         count(2)?;
         let (dst, off) = parse_mem(n, ops[0])?;
-        return Ok(Insn::Store { size, dst, off, src: Operand::Reg(parse_reg(n, ops[1])?) });
+        return Ok(Insn::Store {
+            size,
+            dst,
+            off,
+            src: Operand::Reg(parse_reg(n, ops[1])?),
+        });
     }
     if let Some(size) = mnemonic.strip_prefix("st").and_then(size_of) {
         count(2)?;
         let (dst, off) = parse_mem(n, ops[0])?;
-        return Ok(Insn::Store { size, dst, off, src: Operand::Imm(parse_imm32(n, ops[1])?) });
+        return Ok(Insn::Store {
+            size,
+            dst,
+            off,
+            src: Operand::Imm(parse_imm32(n, ops[1])?),
+        });
     }
     let (base, width) = split_width(mnemonic);
     if let Some(op) = alu_op(base) {
         count(2)?;
-        return Ok(Insn::Alu { width, op, dst: parse_reg(n, ops[0])?, src: parse_operand(n, ops[1])? });
+        return Ok(Insn::Alu {
+            width,
+            op,
+            dst: parse_reg(n, ops[0])?,
+            src: parse_operand(n, ops[1])?,
+        });
     }
     if let Some(cond) = jmp_cond(base) {
         count(3)?;
@@ -427,7 +497,8 @@ mod tests {
 
     #[test]
     fn assembles_labels_and_the_implicit_exit_label() {
-        let slots = assemble("mov %r0, 1\njeq %r0, 1, exit\nja done\ndone:\nmov %r0, 2\nexit").unwrap();
+        let slots =
+            assemble("mov %r0, 1\njeq %r0, 1, exit\nja done\ndone:\nmov %r0, 2\nexit").unwrap();
         assert_eq!(slots[1], RawInsn::new(0x15, 0, 0, 2, 1));
         assert_eq!(slots[2], RawInsn::new(0x05, 0, 0, 0, 0));
     }
@@ -435,16 +506,43 @@ mod tests {
     #[test]
     fn rejects_what_the_suite_calls_invalid() {
         let kind = |src: &str| assemble(src).unwrap_err().kind;
-        assert!(matches!(kind("mov32 %r0, 2147483648"), AsmErrorKind::InvalidImmediate(_)));
-        assert!(matches!(kind("mov32 %r0, 0x100000000"), AsmErrorKind::InvalidImmediate(_)));
-        assert!(matches!(kind("ja NOT_A_LABEL"), AsmErrorKind::InvalidTarget(_)));
-        assert!(matches!(kind("lock or [%r10-8]"), AsmErrorKind::OperandCount { .. }));
+        assert!(matches!(
+            kind("mov32 %r0, 2147483648"),
+            AsmErrorKind::InvalidImmediate(_)
+        ));
+        assert!(matches!(
+            kind("mov32 %r0, 0x100000000"),
+            AsmErrorKind::InvalidImmediate(_)
+        ));
+        assert!(matches!(
+            kind("ja NOT_A_LABEL"),
+            AsmErrorKind::InvalidTarget(_)
+        ));
+        assert!(matches!(
+            kind("lock or [%r10-8]"),
+            AsmErrorKind::OperandCount { .. }
+        ));
         assert!(matches!(kind("lock"), AsmErrorKind::OperandCount { .. }));
-        assert!(matches!(kind("ldxq %r0, %r1"), AsmErrorKind::UnknownMnemonic(_)));
-        assert!(matches!(kind("ldxb %r0, %r1"), AsmErrorKind::InvalidMemory(_)));
-        assert!(matches!(kind("ldxb %r0, [%r1+0x10000]"), AsmErrorKind::InvalidMemory(_)));
-        assert!(matches!(kind("lddw %r0"), AsmErrorKind::OperandCount { .. }));
-        assert!(matches!(kind("or %r0, %r50"), AsmErrorKind::InvalidRegister(_)));
+        assert!(matches!(
+            kind("ldxq %r0, %r1"),
+            AsmErrorKind::UnknownMnemonic(_)
+        ));
+        assert!(matches!(
+            kind("ldxb %r0, %r1"),
+            AsmErrorKind::InvalidMemory(_)
+        ));
+        assert!(matches!(
+            kind("ldxb %r0, [%r1+0x10000]"),
+            AsmErrorKind::InvalidMemory(_)
+        ));
+        assert!(matches!(
+            kind("lddw %r0"),
+            AsmErrorKind::OperandCount { .. }
+        ));
+        assert!(matches!(
+            kind("or %r0, %r50"),
+            AsmErrorKind::InvalidRegister(_)
+        ));
         assert_eq!(assemble("mov32 %r0, 0xffffffff").unwrap()[0].imm, -1);
     }
 
@@ -455,8 +553,11 @@ mod tests {
             movsx3264 %r3, %r2\nbe16 %r3\nbswap64 %r3\nsdiv32 %r3, -3\nsmod %r3, %r2\n\
             jsle32 %r3, %r2, -3\nja32 +0\ncall 5\ncall %r2\nneg %r3\nexit";
         let slots = assemble(source).unwrap();
-        let text: Vec<String> =
-            decode_program(&slots).unwrap().iter().map(|(_, insn)| disassemble(insn)).collect();
+        let text: Vec<String> = decode_program(&slots)
+            .unwrap()
+            .iter()
+            .map(|(_, insn)| disassemble(insn))
+            .collect();
         assert_eq!(assemble(&text.join("\n")).unwrap(), slots);
     }
 }

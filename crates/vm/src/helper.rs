@@ -18,7 +18,9 @@ pub struct HelperSet {
 impl HelperSet {
     /// A set of the given ids.
     pub fn new(ids: impl IntoIterator<Item = u32>) -> Self {
-        HelperSet { ids: ids.into_iter().collect() }
+        HelperSet {
+            ids: ids.into_iter().collect(),
+        }
     }
 
     /// Whether `id` is provided.
@@ -53,7 +55,12 @@ pub trait HelperHost {
 pub struct NoHelpers;
 
 impl HelperHost for NoHelpers {
-    fn call(&mut self, _id: u32, _args: [u64; 5], _mem: &mut Memory<'_>) -> Result<u64, HelperError> {
+    fn call(
+        &mut self,
+        _id: u32,
+        _args: [u64; 5],
+        _mem: &mut Memory<'_>,
+    ) -> Result<u64, HelperError> {
         Err(HelperError::Unavailable)
     }
 }

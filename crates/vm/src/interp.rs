@@ -65,7 +65,9 @@ fn reg(index: u8) -> usize {
 impl Vm {
     /// A VM with the given configuration.
     pub fn new(config: Config) -> Self {
-        let stack_len = config.stack_size.saturating_mul(config.max_call_depth.max(1));
+        let stack_len = config
+            .stack_size
+            .saturating_mul(config.max_call_depth.max(1));
         Vm {
             stack: vec![0; stack_len],
             frames: Vec::with_capacity(config.max_call_depth),
@@ -120,7 +122,11 @@ impl Vm {
         let mut mem = Memory::new(&mut self.stack, context);
         mem.set_stack_len(stack_size);
         mem.zero_stack(0, stack_size);
-        host.prepare(&mut mem).map_err(|error| Trap::Helper { pc: 0, id: 0, error })?;
+        host.prepare(&mut mem).map_err(|error| Trap::Helper {
+            pc: 0,
+            id: 0,
+            error,
+        })?;
         self.frames.clear();
         let mut regs = [0u64; REGS];
         regs[1] = CONTEXT_BASE;
@@ -161,8 +167,9 @@ impl Run<'_, '_> {
     ) -> Result<(), Trap> {
         let r = &self.regs;
         let args = [r[1], r[2], r[3], r[4], r[5]];
-        let value =
-            host.call(id, args, &mut self.mem).map_err(|error| Trap::Helper { pc, id, error })?;
+        let value = host
+            .call(id, args, &mut self.mem)
+            .map_err(|error| Trap::Helper { pc, id, error })?;
         self.regs[0] = value;
         Ok(())
     }
@@ -460,10 +467,16 @@ impl Run<'_, '_> {
         let s = reg(op.src);
         let addr = self.regs[d].wrapping_add(op.off as i64 as u64);
         let src = self.regs[s];
-        let mask = if size == 4 { u64::from(u32::MAX) } else { u64::MAX };
+        let mask = if size == 4 {
+            u64::from(u32::MAX)
+        } else {
+            u64::MAX
+        };
         let code = op.imm as i32;
         let old = match code & !atomic_op::FETCH {
-            atomic_op::ADD => self.mem.atomic_update(addr, size, &mut |old| old.wrapping_add(src)),
+            atomic_op::ADD => self
+                .mem
+                .atomic_update(addr, size, &mut |old| old.wrapping_add(src)),
             atomic_op::OR => self.mem.atomic_update(addr, size, &mut |old| old | src),
             atomic_op::AND => self.mem.atomic_update(addr, size, &mut |old| old & src),
             atomic_op::XOR => self.mem.atomic_update(addr, size, &mut |old| old ^ src),

@@ -110,7 +110,11 @@ pub struct Region<'a> {
 impl<'a> Region<'a> {
     /// A region over borrowed bytes.
     pub fn borrowed(bytes: &'a mut [u8], access: Access) -> Self {
-        Region { len: bytes.len() as u64, access, backing: Backing::Borrowed(bytes) }
+        Region {
+            len: bytes.len() as u64,
+            access,
+            backing: Backing::Borrowed(bytes),
+        }
     }
 
     /// A read-only region over borrowed bytes.
@@ -124,12 +128,20 @@ impl<'a> Region<'a> {
 
     /// A region owning its bytes.
     pub fn owned(bytes: Vec<u8>, access: Access) -> Self {
-        Region { len: bytes.len() as u64, access, backing: Backing::Owned(bytes) }
+        Region {
+            len: bytes.len() as u64,
+            access,
+            backing: Backing::Owned(bytes),
+        }
     }
 
     /// A region over host-lent memory.
     pub fn host(memory: Box<dyn HostRegion>, access: Access) -> Self {
-        Region { len: memory.len(), access, backing: Backing::Host(memory) }
+        Region {
+            len: memory.len(),
+            access,
+            backing: Backing::Host(memory),
+        }
     }
 
     /// The region's length in bytes.
@@ -204,7 +216,11 @@ fn split(addr: u64) -> (usize, u64) {
 impl<'a> Memory<'a> {
     /// An address space with the stack and context mapped and nothing else.
     pub fn new(stack: &'a mut [u8], context: Region<'a>) -> Self {
-        let regions = vec![None, Some(Region::borrowed(stack, Access::ReadWrite)), Some(context)];
+        let regions = vec![
+            None,
+            Some(Region::borrowed(stack, Access::ReadWrite)),
+            Some(context),
+        ];
         Memory { regions }
     }
 
@@ -221,10 +237,14 @@ impl<'a> Memory<'a> {
 
     /// Zeroes `len` stack bytes from offset `start` (a new frame).
     pub(crate) fn zero_stack(&mut self, start: u64, len: u64) {
-        if let Some(Some(Region { backing: Backing::Borrowed(bytes), .. })) =
-            self.regions.get_mut(STACK_REGION as usize)
+        if let Some(Some(Region {
+            backing: Backing::Borrowed(bytes),
+            ..
+        })) = self.regions.get_mut(STACK_REGION as usize)
         {
-            let start = usize::try_from(start).unwrap_or(usize::MAX).min(bytes.len());
+            let start = usize::try_from(start)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
             let end = start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
             let end = end.min(bytes.len());
             bytes[start..end].fill(0);
@@ -233,12 +253,18 @@ impl<'a> Memory<'a> {
 
     /// Maps a region at a fresh guest address and returns that address.
     pub fn map(&mut self, region: Region<'a>) -> Result<u64, MemFault> {
-        let no_space = MemFault { addr: 0, len: region.len, write: false, kind: FaultKind::NoSpace };
+        let no_space = MemFault {
+            addr: 0,
+            len: region.len,
+            write: false,
+            kind: FaultKind::NoSpace,
+        };
         if region.len > MAX_REGION_LEN {
             return Err(no_space);
         }
         if self.regions.len() < FIRST_DYNAMIC_REGION as usize {
-            self.regions.resize_with(FIRST_DYNAMIC_REGION as usize, || None);
+            self.regions
+                .resize_with(FIRST_DYNAMIC_REGION as usize, || None);
         }
         let index = self.regions.len() as u64;
         if index >= (1u64 << (64 - REGION_SHIFT)) {
@@ -258,7 +284,12 @@ impl<'a> Memory<'a> {
             kind: FaultKind::NoSpace,
         })?;
         if region.len > MAX_REGION_LEN {
-            return Err(MemFault { addr, len: region.len, write: false, kind: FaultKind::NoSpace });
+            return Err(MemFault {
+                addr,
+                len: region.len,
+                write: false,
+                kind: FaultKind::NoSpace,
+            });
         }
         let (index, _) = split(addr);
         if self.regions.len() <= index {
@@ -287,7 +318,12 @@ impl<'a> Memory<'a> {
     #[inline(always)]
     fn locate(&self, addr: u64, len: u64, write: bool) -> Result<(&Region<'a>, u64), MemFault> {
         let (index, offset) = split(addr);
-        let fault = |kind| MemFault { addr, len, write, kind };
+        let fault = |kind| MemFault {
+            addr,
+            len,
+            write,
+            kind,
+        };
         let region = match self.regions.get(index) {
             Some(Some(region)) => region,
             _ => return Err(fault(FaultKind::Unmapped)),
@@ -302,13 +338,14 @@ impl<'a> Memory<'a> {
     }
 
     #[inline(always)]
-    fn locate_mut(
-        &mut self,
-        addr: u64,
-        len: u64,
-    ) -> Result<(&mut Backing<'a>, usize), MemFault> {
+    fn locate_mut(&mut self, addr: u64, len: u64) -> Result<(&mut Backing<'a>, usize), MemFault> {
         let (index, offset) = split(addr);
-        let fault = |kind| MemFault { addr, len, write: true, kind };
+        let fault = |kind| MemFault {
+            addr,
+            len,
+            write: true,
+            kind,
+        };
         let region = match self.regions.get_mut(index) {
             Some(Some(region)) => region,
             _ => return Err(fault(FaultKind::Unmapped)),
@@ -350,7 +387,12 @@ impl<'a> Memory<'a> {
             Backing::Host(host) => host.write(start as u64, &bytes[..N]),
             // locate_mut refused read-only regions already.
             Backing::BorrowedReadOnly(_) => {
-                return Err(MemFault { addr, len: N as u64, write: true, kind: FaultKind::ReadOnly })
+                return Err(MemFault {
+                    addr,
+                    len: N as u64,
+                    write: true,
+                    kind: FaultKind::ReadOnly,
+                })
             }
         }
         Ok(())
@@ -379,9 +421,12 @@ impl<'a> Memory<'a> {
             Backing::Borrowed(data) => Ok(plain(data, update)),
             Backing::Owned(data) => Ok(plain(data, update)),
             Backing::Host(host) => Ok(host.atomic_update(start as u64, size, update)),
-            Backing::BorrowedReadOnly(_) => {
-                Err(MemFault { addr, len: width as u64, write: true, kind: FaultKind::ReadOnly })
-            }
+            Backing::BorrowedReadOnly(_) => Err(MemFault {
+                addr,
+                len: width as u64,
+                write: true,
+                kind: FaultKind::ReadOnly,
+            }),
         }
     }
 
@@ -401,7 +446,12 @@ impl<'a> Memory<'a> {
 
     /// Reads `len` guest bytes at `addr` into a new vector (for helpers).
     pub fn read_vec(&self, addr: u64, len: u64) -> Result<Vec<u8>, MemFault> {
-        let fault = MemFault { addr, len, write: false, kind: FaultKind::OutOfBounds };
+        let fault = MemFault {
+            addr,
+            len,
+            write: false,
+            kind: FaultKind::OutOfBounds,
+        };
         // Check the bounds before allocating, so a guest length cannot make us allocate.
         self.locate(addr, len, false)?;
         let mut buf = vec![0u8; usize::try_from(len).map_err(|_| fault)?];
@@ -456,27 +506,46 @@ mod tests {
         let ctx = [1u8, 2, 3, 4];
         let mut mem = Memory::new(&mut stack, Region::borrowed_read_only(&ctx));
         assert_eq!(mem.load::<4>(CONTEXT_BASE), Ok(0x0403_0201));
-        assert_eq!(mem.load::<2>(CONTEXT_BASE + 3).unwrap_err().kind, FaultKind::OutOfBounds);
-        assert_eq!(mem.store::<1>(CONTEXT_BASE, 9).unwrap_err().kind, FaultKind::ReadOnly);
+        assert_eq!(
+            mem.load::<2>(CONTEXT_BASE + 3).unwrap_err().kind,
+            FaultKind::OutOfBounds
+        );
+        assert_eq!(
+            mem.store::<1>(CONTEXT_BASE, 9).unwrap_err().kind,
+            FaultKind::ReadOnly
+        );
         assert_eq!(mem.load::<1>(0).unwrap_err().kind, FaultKind::Unmapped);
-        assert_eq!(mem.load::<8>(u64::MAX).unwrap_err().kind, FaultKind::Unmapped);
+        assert_eq!(
+            mem.load::<8>(u64::MAX).unwrap_err().kind,
+            FaultKind::Unmapped
+        );
         mem.store::<8>(STACK_BASE + 8, 0x1122).unwrap();
         assert_eq!(mem.load::<8>(STACK_BASE + 8), Ok(0x1122));
-        assert_eq!(mem.load::<8>(STACK_BASE + 9).unwrap_err().kind, FaultKind::OutOfBounds);
+        assert_eq!(
+            mem.load::<8>(STACK_BASE + 9).unwrap_err().kind,
+            FaultKind::OutOfBounds
+        );
     }
 
     #[test]
     fn host_regions_map_unmap_and_update_atomically() {
         let mut stack = vec![0u8; 8];
         let mut mem = Memory::new(&mut stack, Region::owned(Vec::new(), Access::ReadWrite));
-        let addr = mem.map(Region::host(Box::new(Shared(vec![0; 8])), Access::ReadWrite)).unwrap();
+        let addr = mem
+            .map(Region::host(
+                Box::new(Shared(vec![0; 8])),
+                Access::ReadWrite,
+            ))
+            .unwrap();
         assert_eq!(addr, u64::from(FIRST_DYNAMIC_REGION) << REGION_SHIFT);
         mem.store::<4>(addr + 4, 5).unwrap();
         assert_eq!(mem.atomic_update(addr + 4, 4, &mut |old| old + 1), Ok(5));
         assert_eq!(mem.load::<4>(addr + 4), Ok(6));
         assert!(mem.unmap(addr).is_some());
         assert_eq!(mem.load::<4>(addr).unwrap_err().kind, FaultKind::Unmapped);
-        let fixed = mem.map_fixed(0, Region::owned(vec![7], Access::ReadOnly)).unwrap();
+        let fixed = mem
+            .map_fixed(0, Region::owned(vec![7], Access::ReadOnly))
+            .unwrap();
         assert_eq!(Some(fixed), fixed_region_address(0));
         assert_eq!(mem.load::<1>(fixed), Ok(7));
         assert_eq!(fixed_region_address(FIRST_DYNAMIC_REGION), None);

@@ -62,7 +62,10 @@ impl Executable {
             return Err(LoadError::Empty);
         }
         if slots.len() > MAX_SLOTS {
-            return Err(LoadError::TooLong { len: slots.len(), max: MAX_SLOTS });
+            return Err(LoadError::TooLong {
+                len: slots.len(),
+                max: MAX_SLOTS,
+            });
         }
         let decoded = insn::decode_program(slots)
             .map_err(|(index, source)| LoadError::Decode { index, source })?;
@@ -106,7 +109,10 @@ impl Executable {
                 }
                 Insn::Call(CallTarget::Helper(id)) => {
                     if id < 0 || !helpers.contains(id as u32) {
-                        return Err(LoadError::UnknownHelper { index, id: id.into() });
+                        return Err(LoadError::UnknownHelper {
+                            index,
+                            id: id.into(),
+                        });
                     }
                 }
                 Insn::Call(CallTarget::Local(offset)) => {
@@ -115,14 +121,26 @@ impl Executable {
                         .map_err(|_| LoadError::CallOutOfRange { index, target })?;
                 }
                 Insn::Call(CallTarget::Kfunc(_)) => {
-                    return Err(LoadError::Unsupported { index, what: "a kernel function call" });
+                    return Err(LoadError::Unsupported {
+                        index,
+                        what: "a kernel function call",
+                    });
                 }
-                Insn::LoadImm64 { pseudo, imm_lo, imm_hi, .. } => {
+                Insn::LoadImm64 {
+                    pseudo,
+                    imm_lo,
+                    imm_hi,
+                    ..
+                } => {
                     op.imm = if pseudo == insn::pseudo::IMM64 {
                         Insn::imm64(imm_lo, imm_hi)
                     } else {
                         resolver.resolve(index, pseudo, imm_lo, imm_hi).ok_or(
-                            LoadError::UnresolvedPseudo { index, pseudo, imm: imm_lo },
+                            LoadError::UnresolvedPseudo {
+                                index,
+                                pseudo,
+                                imm: imm_lo,
+                            },
                         )?
                     };
                     op.src = 0;
@@ -141,7 +159,11 @@ impl Executable {
         if !ends_well {
             return Err(LoadError::NoExitAtEnd { index: last_index });
         }
-        Ok(Executable { slots: slots.to_vec(), ops, helpers })
+        Ok(Executable {
+            slots: slots.to_vec(),
+            ops,
+            helpers,
+        })
     }
 
     /// Like [`Executable::new`] from the program's bytes (a multiple of 8).

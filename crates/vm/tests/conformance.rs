@@ -25,7 +25,10 @@ impl HelperHost for SuiteHelpers {
 
 /// What running one data file through assembler, loader and interpreter gave.
 #[derive(Debug)]
-#[expect(dead_code, reason = "the fields are read through Debug in failure messages")]
+#[expect(
+    dead_code,
+    reason = "the fields are read through Debug in failure messages"
+)]
 enum Outcome {
     BadDataFile(DataError),
     NoProgram,
@@ -36,7 +39,10 @@ enum Outcome {
     /// r0 as expected.
     Pass,
     /// The program ran but the expectation differs.
-    Mismatch { expected: Option<Expect>, got: u64 },
+    Mismatch {
+        expected: Option<Expect>,
+        got: u64,
+    },
 }
 
 fn run_file(path: &std::path::Path) -> Outcome {
@@ -60,7 +66,10 @@ fn run_file(path: &std::path::Path) -> Outcome {
     match vm.run(&exe, &mut mem, &mut SuiteHelpers) {
         Err(trap) => Outcome::Trapped(trap),
         Ok(r0) if file.expect == Some(Expect::Result(r0)) => Outcome::Pass,
-        Ok(r0) => Outcome::Mismatch { expected: file.expect, got: r0 },
+        Ok(r0) => Outcome::Mismatch {
+            expected: file.expect,
+            got: r0,
+        },
     }
 }
 
@@ -84,7 +93,12 @@ fn every_conformance_test_passes_on_the_interpreter() {
             (outcome, false) => failures.push(format!("{name}: {outcome:?}")),
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert_eq!(passed + EXCEPTIONS.len(), files.len());
 }
 

@@ -301,3 +301,15 @@ pub fn run(prog: &OwnedFd, arg: u64, cpu: Option<u32>) -> i32 {
     .unwrap_or_else(|e| panic!("test run: {e}"));
     result.retval as i32
 }
+
+/// `bpf_get_stackid`.
+pub const HELPER_GET_STACKID: i32 = 27;
+
+/// A raw_tp program returning `bpf_get_stackid(ctx, map, flags)`.
+pub fn stackid_prog(map: BorrowedFd<'_>, flags: i32) -> OwnedFd {
+    use asm::*;
+    let mut p = vec![mov_reg(6, 1), mov_reg(1, 6)];
+    p.extend(ld_map_fd(2, map.as_raw_fd()));
+    p.extend([mov_imm(3, flags), call(HELPER_GET_STACKID), exit()]);
+    load(&p, "stackid")
+}

@@ -141,7 +141,10 @@ impl LruLayout {
         let overflow = Errno::ENOMEM;
         let nodes = shape.nodes as usize;
         let cpus = shape.cpus.max(1) as usize;
-        let n_buckets = shape.nodes.checked_next_power_of_two().ok_or(Errno::E2BIG)?;
+        let n_buckets = shape
+            .nodes
+            .checked_next_power_of_two()
+            .ok_or(Errno::E2BIG)?;
         let n_lists = if shape.percpu_lru { cpus } else { 1 };
         let local_heads = if shape.percpu_lru { 0 } else { 2 * cpus };
         let n_links = nodes
@@ -156,10 +159,15 @@ impl LruLayout {
         } else {
             shape.value_size as usize
         };
-        let elem_stride =
-            key_area.checked_add(value_area).and_then(|v| round_up(v, 8)).ok_or(overflow)?;
+        let elem_stride = key_area
+            .checked_add(value_area)
+            .and_then(|v| round_up(v, 8))
+            .ok_or(overflow)?;
         let words = |at: usize, count: usize| -> Result<usize, Errno> {
-            count.checked_mul(4).and_then(|b| at.checked_add(b)).ok_or(overflow)
+            count
+                .checked_mul(4)
+                .and_then(|b| at.checked_add(b))
+                .ok_or(overflow)
         };
         let header = base.checked_add(LOCK_SLOT_SIZE).ok_or(overflow)?;
         let lists = base.checked_add(128).ok_or(overflow)?;
@@ -173,7 +181,10 @@ impl LruLayout {
         let hnext = words(nhash, nodes)?;
         let buckets = words(hnext, nodes)?;
         let elems = round_up(words(buckets, n_buckets as usize)?, 8).ok_or(overflow)?;
-        let end = elem_stride.checked_mul(nodes).and_then(|b| elems.checked_add(b)).ok_or(overflow)?;
+        let end = elem_stride
+            .checked_mul(nodes)
+            .and_then(|b| elems.checked_add(b))
+            .ok_or(overflow)?;
         let size = round_up(end, 64).ok_or(overflow)? - base;
         Ok(LruLayout {
             n_buckets,

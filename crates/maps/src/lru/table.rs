@@ -44,7 +44,11 @@ impl<'a> Table<'a> {
     /// A view of the area `layout` describes in `region`.
     pub fn new(region: &'a Region, layout: &'a LruLayout) -> Table<'a> {
         let target_free = target_free(layout.shape.nodes, layout.shape.cpus);
-        Table { region, layout, target_free }
+        Table {
+            region,
+            layout,
+            target_free,
+        }
     }
 
     fn load(&self, off: usize) -> u32 {
@@ -58,7 +62,10 @@ impl<'a> Table<'a> {
     /// A link index read from shared memory, checked against the layout so a corrupt word
     /// cannot send us outside the link arrays.
     fn checked_link(&self, link: u32) -> u32 {
-        assert!(link < self.layout.n_links, "corrupt LRU map: link {link} out of range");
+        assert!(
+            link < self.layout.n_links,
+            "corrupt LRU map: link {link} out of range"
+        );
         link
     }
 
@@ -222,7 +229,11 @@ impl<'a> Table<'a> {
         let mut scanned = 0;
         while node != active {
             let earlier = self.prev(node);
-            let target = if self.is_ref(node) { NodeType::Active } else { NodeType::Inactive };
+            let target = if self.is_ref(node) {
+                NodeType::Active
+            } else {
+                NodeType::Inactive
+            };
             self.move_node(list, node, target);
             scanned += 1;
             if scanned == NR_SCANS || node == first {
@@ -322,7 +333,11 @@ impl<'a> Table<'a> {
         let mut node = self.prev(pending);
         while node != pending {
             let earlier = self.prev(node);
-            let ty = if self.is_ref(node) { NodeType::Active } else { NodeType::Inactive };
+            let ty = if self.is_ref(node) {
+                NodeType::Active
+            } else {
+                NodeType::Inactive
+            };
             self.move_in(0, node, ty);
             node = earlier;
         }
@@ -401,7 +416,9 @@ impl<'a> Table<'a> {
         let mut steal = first_steal;
         let mut found = None;
         loop {
-            found = found.or_else(|| self.pop_local_free(steal)).or_else(|| self.pop_local_pending(steal));
+            found = found
+                .or_else(|| self.pop_local_free(steal))
+                .or_else(|| self.pop_local_pending(steal));
             steal = (steal + 1) % cpus;
             if found.is_some() || steal == first_steal {
                 break;
@@ -460,7 +477,10 @@ impl<'a> Table<'a> {
         if node == NIL {
             return None;
         }
-        assert!(node < self.layout.shape.nodes, "corrupt LRU map: node {node} out of range");
+        assert!(
+            node < self.layout.shape.nodes,
+            "corrupt LRU map: node {node} out of range"
+        );
         Some(node)
     }
 
@@ -478,7 +498,8 @@ impl<'a> Table<'a> {
     pub fn find(&self, hash: u32, key: &[u8]) -> Option<u32> {
         let mut cur = self.bucket_first(self.bucket_of(hash));
         while let Some(node) = cur {
-            if self.node_hash(node) == hash && self.region.bytes_equal(self.layout.key_at(node), key)
+            if self.node_hash(node) == hash
+                && self.region.bytes_equal(self.layout.key_at(node), key)
             {
                 return Some(node);
             }
@@ -543,7 +564,11 @@ impl<'a> Table<'a> {
         }
         let per_cpu = nodes / layout.n_lists;
         for node in 0..nodes {
-            let list = if layout.shape.percpu_lru { node / per_cpu.max(1) } else { 0 };
+            let list = if layout.shape.percpu_lru {
+                node / per_cpu.max(1)
+            } else {
+                0
+            };
             let list = list.min(layout.n_lists - 1);
             self.store(layout.hnext_at(node), NIL);
             self.set_cpu(node, list);
@@ -574,7 +599,11 @@ impl<'a> Table<'a> {
                 let duplicate = !cycle && self.earlier_same_key(bucket, raw);
                 if cycle || duplicate {
                     // Cut the node out (or the chain off, for a corrupt link).
-                    let after = if cycle { NIL } else { self.load(layout.hnext_at(raw)) };
+                    let after = if cycle {
+                        NIL
+                    } else {
+                        self.load(layout.hnext_at(raw))
+                    };
                     self.store(link_word, after);
                     continue;
                 }
@@ -595,10 +624,18 @@ impl<'a> Table<'a> {
         }
         let per_cpu = (nodes / layout.n_lists).max(1);
         for node in 0..nodes {
-            let list = if layout.shape.percpu_lru { (node / per_cpu).min(layout.n_lists - 1) } else { 0 };
+            let list = if layout.shape.percpu_lru {
+                (node / per_cpu).min(layout.n_lists - 1)
+            } else {
+                0
+            };
             self.set_cpu(node, list);
             self.list_init(node);
-            let ty = if in_table[node as usize] { NodeType::Inactive } else { NodeType::Free };
+            let ty = if in_table[node as usize] {
+                NodeType::Inactive
+            } else {
+                NodeType::Free
+            };
             self.set_type(node, ty);
             self.count_add(list, ty, 1);
             self.list_add(node, self.head(list, ty));
@@ -647,7 +684,10 @@ impl<'a> Table<'a> {
                     return Err(format!("node {cur} is on two lists"));
                 }
                 if self.node_type(cur) != Some(ty) {
-                    return Err(format!("node {cur} on a {ty:?} list records {:?}", self.node_type(cur)));
+                    return Err(format!(
+                        "node {cur} on a {ty:?} list records {:?}",
+                        self.node_type(cur)
+                    ));
                 }
                 seen[cur as usize] = Some(ty);
                 n += 1;
@@ -676,8 +716,16 @@ impl<'a> Table<'a> {
         }
         if !layout.shape.percpu_lru {
             for cpu in 0..layout.shape.cpus {
-                visit(layout.local_head(cpu, NodeType::LocalFree), NodeType::LocalFree, &mut census)?;
-                visit(layout.local_head(cpu, NodeType::LocalPending), NodeType::LocalPending, &mut census)?;
+                visit(
+                    layout.local_head(cpu, NodeType::LocalFree),
+                    NodeType::LocalFree,
+                    &mut census,
+                )?;
+                visit(
+                    layout.local_head(cpu, NodeType::LocalPending),
+                    NodeType::LocalPending,
+                    &mut census,
+                )?;
             }
         }
         if let Some(lost) = seen.iter().position(Option::is_none) {
@@ -705,10 +753,15 @@ impl<'a> Table<'a> {
         }
         let in_use = census.active + census.inactive + census.pending;
         if linked != in_use {
-            return Err(format!("{linked} nodes linked but {in_use} on in-use lists"));
+            return Err(format!(
+                "{linked} nodes linked but {in_use} on in-use lists"
+            ));
         }
         if self.load(layout.count_at()) != linked {
-            return Err(format!("element count {} but {linked} linked", self.load(layout.count_at())));
+            return Err(format!(
+                "element count {} but {linked} linked",
+                self.load(layout.count_at())
+            ));
         }
         census.elements = linked;
         Ok(census)

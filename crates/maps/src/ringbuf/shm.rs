@@ -19,7 +19,10 @@ use std::time::Duration;
 pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).ok().filter(|s| s.is_power_of_two()).unwrap_or(4096)
+    usize::try_from(size)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .unwrap_or(4096)
 }
 
 /// 64 random bits from the kernel (`getrandom`), used to name ring files.
@@ -35,7 +38,9 @@ pub(crate) fn random_u64() -> io::Result<u64> {
 
 /// Whether the process `pid` still exists (`kill(pid, 0)` does not say `ESRCH`).
 pub(crate) fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     if pid <= 0 {
         return false;
     }
@@ -160,7 +165,7 @@ impl Mapping {
     fn check(&self, offset: usize, len: usize, align: usize) {
         let end = offset.checked_add(len);
         assert!(
-            end.is_some_and(|e| e <= self.len) && offset % align == 0,
+            end.is_some_and(|e| e <= self.len) && offset.is_multiple_of(align),
             "shared-memory access out of bounds or misaligned: offset {offset}, len {len}, mapping {}",
             self.len
         );
@@ -188,7 +193,11 @@ impl Mapping {
         // SAFETY: the source range is in bounds of the mapping and cannot overlap `out`, which
         // is Rust-owned memory. The protocols guarantee no concurrent writer of these bytes.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.base.as_ptr().add(offset), out.as_mut_ptr(), out.len())
+            std::ptr::copy_nonoverlapping(
+                self.base.as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            )
         }
     }
 
@@ -199,7 +208,11 @@ impl Mapping {
         // SAFETY: the destination range is in bounds of a writable mapping (callers only write
         // through writable ones) and cannot overlap `bytes`.
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.as_ptr().add(offset), bytes.len())
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.base.as_ptr().add(offset),
+                bytes.len(),
+            )
         }
     }
 
@@ -230,16 +243,30 @@ impl Drop for Mapping {
 /// Returns `Ok` when woken, when the word changed, on a timeout and on a signal; an error only
 /// for an unexpected failure. The futex is process-shared (no `FUTEX_PRIVATE_FLAG`), so a
 /// waker in another process that maps the same file wakes it.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> io::Result<()> {
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
     let ts = timeout.map(|t| libc::timespec {
         tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_nsec: libc::c_long::from(t.subsec_nanos()),
     });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `word` is a valid, aligned u32 in shared memory; `ts_ptr` is null or points to a
     // timespec living across the call.
     let rc = unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr, 0usize, 0u32)
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            0usize,
+            0u32,
+        )
     };
     if rc == 0 {
         return Ok(());
@@ -255,7 +282,15 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
     // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE only reads its address.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
     }
 }
 

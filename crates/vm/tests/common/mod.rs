@@ -84,7 +84,10 @@ pub fn parse_data(text: &str) -> Result<DataFile, DataError> {
             }
             Some("raw") => {
                 let mut bytes = Vec::new();
-                for line in lines.iter().map(|l| l.split('#').next().unwrap_or("").trim()) {
+                for line in lines
+                    .iter()
+                    .map(|l| l.split('#').next().unwrap_or("").trim())
+                {
                     if line.is_empty() {
                         continue;
                     }
