@@ -1044,3 +1044,19 @@ fn verifier_rejection_is_a_typed_error_with_the_log() {
         other => panic!("expected a verifier rejection, got {other}"),
     }
 }
+
+#[test]
+fn map_creation_failure_names_the_map_and_errno() {
+    if !kernel_ready("map_creation_failure_names_the_map_and_errno") {
+        return;
+    }
+    let path = object_dir().join("rejected/zero_entries.bpf.o");
+    let err = KernelObject::load_file(&path, &LoadConfig::default()).unwrap_err();
+    match err {
+        ObjectError::MapCreate { map, errno } => {
+            assert_eq!(map, "empty_hash");
+            assert_eq!(errno, Errno::EINVAL);
+        }
+        other => panic!("expected a map creation failure, got {other}"),
+    }
+}
