@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-bash bpf/build.sh
+# Rebuild in place and check that the kernel loads every object (bpftool prog loadall).
+bash bpf/build.sh --check --out bpf/obj
 export PATH="$PATH:/usr/sbin"
 cargo test --workspace --no-fail-fast

@@ -29,6 +29,7 @@
 //! | 1088 | 4 | wakeup sequence: the futex word consumers sleep on; producers increment it to wake them |
 //! | 1092 | 4 | number of consumers sleeping or about to sleep (producers skip `FUTEX_WAKE` at 0) |
 //! | 1152 | 4 | number of live consumer views, the analogue of the kernel's writable mmaps (`freeze` says `EBUSY`) |
+//! | 1280 | 48 × 16 | outstanding reservations: `u64 owner` (`pid << 32 \| tid`, 0 = free), `u64 pos` |
 //!
 //! Every process maps the file once whole (for the header and lock) and once as the kernel maps
 //! a ring buffer for user space: the consumer page, the producer page and the data pages, with the
@@ -46,6 +47,19 @@
 //! as the kernel does. A consumer sleeps on the wakeup futex; a producer wakes it only as the
 //! kernel would (`BPF_RB_FORCE_WAKEUP`, or by default when the consumer has caught up to the
 //! committed record, never with `BPF_RB_NO_WAKEUP`).
+//!
+//! # Dead producers
+//!
+//! In the kernel a reservation is always submitted or discarded (the verifier sees to it); here a
+//! producer process can be killed between `reserve` and `submit`, leaving a BUSY record that
+//! would stop every consumer and, once the ring wraps, every producer. Each reservation is
+//! therefore recorded (under the lock) in a table of outstanding reservations, and cleared
+//! after its commit. When a reservation fails because of a BUSY record, and when a consumer
+//! waits on a BUSY record (it re-checks every 100 ms instead of sleeping indefinitely), the
+//! table is scanned: a BUSY record owned by a process that no longer exists is discarded (BUSY
+//! cleared, DISCARD set), exactly what its producer could have done, and consumers are woken.
+//! A reservation that finds the table full (more than 48 outstanding) is not tracked and
+//! cannot be recovered.
 
 pub(crate) mod shm;
 
@@ -81,6 +95,12 @@ const WAKE_SEQ_OFFSET: usize = TYPE_STATE_OFFSET + 64;
 const WAITERS_OFFSET: usize = TYPE_STATE_OFFSET + 68;
 const VIEWS_OFFSET: usize = TYPE_STATE_OFFSET + 128;
 const RESERVE_LOCK_SLOT: usize = 0;
+const RESERVATIONS_OFFSET: usize = TYPE_STATE_OFFSET + 256;
+/// Outstanding reservations the ring tracks for dead-producer recovery.
+const RESERVATION_SLOTS: usize = 48;
+const RESERVATION_SIZE: usize = 16;
+/// How long a consumer waiting on a BUSY record sleeps before it checks for a dead producer.
+const BUSY_RECHECK: Duration = Duration::from_millis(100);
 
 /// Why a ring buffer could not be created, opened or used.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +213,17 @@ pub fn file_size(data_size: u32) -> u64 {
     3 * shm::page_size() as u64 + u64::from(data_size)
 }
 
+/// This thread's identity in the reservation table: `pid << 32 | tid`, computed once per
+/// thread (two system calls that would otherwise double the cost of a reservation). A process
+/// that forks and produces from the child's inherited thread records the parent's identity.
+fn guard_owner() -> u64 {
+    thread_local! {
+        static OWNER: u64 =
+            (u64::from(shm::current_pid()) << 32) | u64::from(crate::region::thread_id());
+    }
+    OWNER.with(|owner| *owner)
+}
+
 /// The [`crate::UserMap`] plan step: the kernel's creation rules ([`check_def`]) and the size of
 /// the area after the header page (consumer page, producer page, data).
 pub fn plan(def: &MapDef, _cpus: u32) -> Result<Plan, Errno> {
@@ -270,6 +301,99 @@ impl Inner {
         self.region().atomic_u32(VIEWS_OFFSET)
     }
 
+    fn reservation_owner(&self, slot: usize) -> &AtomicU64 {
+        self.region()
+            .atomic_u64(RESERVATIONS_OFFSET + slot * RESERVATION_SIZE)
+    }
+
+    fn reservation_pos(&self, slot: usize) -> &AtomicU64 {
+        self.region()
+            .atomic_u64(RESERVATIONS_OFFSET + slot * RESERVATION_SIZE + 8)
+    }
+
+    /// Records the reservation at `pos` for `owner` (called under the lock). Untracked when the
+    /// table is full.
+    fn track(&self, owner: u64, pos: u64) {
+        let start = (owner as u32 as usize) % RESERVATION_SLOTS;
+        for i in 0..RESERVATION_SLOTS {
+            let slot = (start + i) % RESERVATION_SLOTS;
+            if self.reservation_owner(slot).load(Ordering::Acquire) == 0 {
+                self.reservation_pos(slot).store(pos, Ordering::Relaxed);
+                self.reservation_owner(slot).store(owner, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    /// Forgets the committed reservation whose record header is at data offset `rec_off`.
+    fn untrack(&self, owner: u64, rec_off: u64) {
+        let start = (owner as u32 as usize) % RESERVATION_SLOTS;
+        let pid = owner >> 32;
+        for i in 0..RESERVATION_SLOTS {
+            let slot = (start + i) % RESERVATION_SLOTS;
+            let who = self.reservation_owner(slot).load(Ordering::Acquire);
+            if who != 0
+                && who >> 32 == pid
+                && self.reservation_pos(slot).load(Ordering::Relaxed) & self.mask() == rec_off
+            {
+                let _ = self.reservation_owner(slot).compare_exchange(
+                    who,
+                    0,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                return;
+            }
+        }
+    }
+
+    /// Discards the BUSY records of producers that died, frees stale table entries (called under
+    /// the lock). With `unpublished_only`, only entries at or past `producer_pos` are freed: what
+    /// a lock owner that died inside `reserve` may have left. Returns whether a record was
+    /// discarded.
+    fn reclaim_dead(&self, unpublished_only: bool) -> bool {
+        let cons = self.consumer_pos().load(Ordering::Acquire);
+        let prod = self.producer_pos().load(Ordering::Acquire);
+        let mut discarded = false;
+        for slot in 0..RESERVATION_SLOTS {
+            let owner = self.reservation_owner(slot).load(Ordering::Acquire);
+            if owner == 0 || shm::process_alive((owner >> 32) as u32) {
+                continue;
+            }
+            let pos = self.reservation_pos(slot).load(Ordering::Relaxed);
+            if unpublished_only && pos < prod {
+                continue;
+            }
+            // A BUSY record in [cons, prod) is the dead producer's: the ring cannot wrap past a
+            // BUSY record, so nobody else reserved that position since.
+            if pos >= cons && pos < prod {
+                let word = self.len_word(pos);
+                let current = word.load(Ordering::Acquire);
+                if current & BPF_RINGBUF_BUSY_BIT != 0 {
+                    let new = (current & !BPF_RINGBUF_BUSY_BIT) | BPF_RINGBUF_DISCARD_BIT;
+                    discarded |= word
+                        .compare_exchange(current, new, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_ok();
+                }
+            }
+            self.reservation_owner(slot).store(0, Ordering::Release);
+        }
+        discarded
+    }
+
+    /// Under the lock, [`Inner::reclaim_dead`] then a wakeup when a record was discarded.
+    fn recover(&self) -> bool {
+        let Ok(guard) = lock(self.region(), header_lock_offset(RESERVE_LOCK_SLOT)) else {
+            return false;
+        };
+        let discarded = self.reclaim_dead(false);
+        drop(guard);
+        if discarded {
+            self.wake();
+        }
+        discarded
+    }
+
     /// Offset in the ring mapping of the header of the record at free-running position `pos`.
     fn header_offset(&self, pos: u64) -> usize {
         // `pos & mask` < data_size, which fits usize because the data is mapped.
@@ -295,7 +419,25 @@ impl Inner {
         }
     }
 
+    /// True when the record at the consumer position is published but still BUSY.
+    fn busy_at_consumer(&self) -> bool {
+        let cons = self.consumer_pos().load(Ordering::SeqCst);
+        let prod = self.producer_pos().load(Ordering::SeqCst);
+        cons != prod && self.len_word(cons).load(Ordering::SeqCst) & BPF_RINGBUF_BUSY_BIT != 0
+    }
+
     fn wait(&self, timeout: Option<Duration>) -> Result<(), Errno> {
+        // A BUSY record at the consumer position may belong to a dead producer: discard it
+        // then, and otherwise sleep in bounded steps to notice such a death later.
+        let busy = self.busy_at_consumer();
+        if busy && self.recover() {
+            return Ok(());
+        }
+        let timeout = if busy {
+            Some(timeout.map_or(BUSY_RECHECK, |t| t.min(BUSY_RECHECK)))
+        } else {
+            timeout
+        };
         self.waiters().fetch_add(1, Ordering::SeqCst);
         let seq = self.wake_seq().load(Ordering::SeqCst);
         fence(Ordering::SeqCst);
@@ -468,25 +610,41 @@ impl RingBuf {
         let mask = inner.mask();
         let cons_pos = inner.consumer_pos().load(Ordering::Acquire);
         let guard = lock(inner.region(), header_lock_offset(RESERVE_LOCK_SLOT)).ok()?;
+        if guard.previous_owner_died() {
+            // The dead owner may have tracked a reservation it never published.
+            inner.reclaim_dead(true);
+        }
         let prod_pos = inner.producer_pos().load(Ordering::Relaxed);
-        // `pending_pos` is a cache of a scan: after a dead lock owner it is still a valid lower
-        // bound, so no repair is needed beyond clamping a value that is not behind `prod_pos`.
-        let mut pend_pos = inner.pending_pos().load(Ordering::Relaxed).min(prod_pos);
-        while pend_pos < prod_pos {
-            let word = inner.len_word(pend_pos).load(Ordering::Acquire);
-            if word & BPF_RINGBUF_BUSY_BIT != 0 {
+        let new_prod_pos = prod_pos.wrapping_add(span);
+        let mut reclaimed = false;
+        loop {
+            // `pending_pos` is a cache of a scan: after a dead lock owner it is still a valid
+            // lower bound, so no repair is needed beyond clamping it to `prod_pos`.
+            let mut pend_pos = inner.pending_pos().load(Ordering::Relaxed).min(prod_pos);
+            while pend_pos < prod_pos {
+                let word = inner.len_word(pend_pos).load(Ordering::Acquire);
+                if word & BPF_RINGBUF_BUSY_BIT != 0 {
+                    break;
+                }
+                pend_pos = pend_pos.wrapping_add(record_span(word & !BPF_RINGBUF_DISCARD_BIT));
+            }
+            let pend_pos = pend_pos.min(prod_pos);
+            inner.pending_pos().store(pend_pos, Ordering::Relaxed);
+            if new_prod_pos.wrapping_sub(cons_pos) > mask {
+                drop(guard);
+                return None;
+            }
+            if new_prod_pos.wrapping_sub(pend_pos) <= mask {
                 break;
             }
-            pend_pos = pend_pos.wrapping_add(record_span(word & !BPF_RINGBUF_DISCARD_BIT));
+            // Blocked by a BUSY record: if its producer died, discard it and look again once.
+            if reclaimed || !inner.reclaim_dead(false) {
+                drop(guard);
+                return None;
+            }
+            reclaimed = true;
         }
-        let pend_pos = pend_pos.min(prod_pos);
-        inner.pending_pos().store(pend_pos, Ordering::Relaxed);
-        let new_prod_pos = prod_pos.wrapping_add(span);
-        if new_prod_pos.wrapping_sub(cons_pos) > mask || new_prod_pos.wrapping_sub(pend_pos) > mask
-        {
-            drop(guard);
-            return None;
-        }
+        inner.track(guard_owner(), prod_pos);
         let header_offset = inner.header_offset(prod_pos);
         let pg_off = u32::try_from((inner.page + header_offset) / inner.page).unwrap_or(u32::MAX);
         inner
@@ -499,6 +657,9 @@ impl RingBuf {
             .store(size32 | BPF_RINGBUF_BUSY_BIT, Ordering::Relaxed);
         inner.producer_pos().store(new_prod_pos, Ordering::Release);
         drop(guard);
+        if reclaimed {
+            inner.wake();
+        }
         Some(RecordHandle {
             payload_offset: (header_offset + BPF_RINGBUF_HDR_SZ as usize) as u64,
             size: size32,
@@ -606,6 +767,8 @@ impl RingBuf {
         word.swap(new, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let rec_pos = (header_offset - inner.data_offset()) as u64;
+        // After the commit: a crash in between leaves a stale entry, which recovery frees.
+        inner.untrack(guard_owner(), rec_pos);
         let cons_pos = inner.consumer_pos().load(Ordering::SeqCst) & inner.mask();
         if flags & BPF_RB_FORCE_WAKEUP != 0
             || (cons_pos == rec_pos && flags & BPF_RB_NO_WAKEUP == 0)
@@ -662,6 +825,12 @@ impl RingBuf {
             BPF_RB_PROD_POS => inner.producer_pos().load(Ordering::Acquire),
             _ => 0,
         }
+    }
+
+    /// How many wakeups producers have issued so far (the futex sequence, wrapping): lets tests
+    /// and tools observe the adaptive wakeup rule without timing.
+    pub fn wakeups(&self) -> u32 {
+        self.inner.wake_seq().load(Ordering::SeqCst)
     }
 
     /// Wakes every consumer sleeping on this ring, whatever the positions say (for shutdown).

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bpfmaps_abi::map_flags::{BPF_F_RDONLY, BPF_F_WRONLY};
 use bpfmaps_abi::update_flags::BPF_F_LOCK;
 use bpfmaps_abi::{
-    check_sizes, BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType,
+    BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType,
 };
 
 use crate::backend::{Backend, MapFile, Plan, ValueRef};
@@ -202,6 +202,8 @@ pub struct UserMap {
     access: Access,
     store: Store,
     id: u32,
+    /// [`MapInfo::user_value_size`], computed once (the header's fixed fields never change).
+    user_value_size: usize,
 }
 
 impl std::fmt::Debug for UserMap {
@@ -266,12 +268,14 @@ impl UserMap {
         MapHeader::set_id(&map_file.region, id);
         let file = Arc::new(map_file);
         let backend = open_backend(file.clone())?;
+        let user_value_size = file.header.info(&file.region).user_value_size();
         Ok(UserMap {
             file,
             backend,
             access,
             store: store.clone(),
             id,
+            user_value_size,
         })
     }
 
@@ -293,12 +297,14 @@ impl UserMap {
         let id = MapHeader::id(&region);
         let file = Arc::new(MapFile { region, header });
         let backend = open_backend(file.clone())?;
+        let user_value_size = file.header.info(&file.region).user_value_size();
         Ok(UserMap {
             file,
             backend,
             access,
             store: store.clone(),
             id,
+            user_value_size,
         })
     }
 
@@ -402,7 +408,10 @@ impl UserMap {
             // A key pointer for a map without keys (ring buffer): EINVAL.
             return Err(MapError::Errno(Errno::EINVAL));
         }
-        check_sizes(&self.info_fixed(), Some(key), None)
+        if key.len() != key_size && !key.is_empty() {
+            return Err(MapError::KeySize { expected: key_size, got: key.len() });
+        }
+        Ok(())
     }
 
     fn info_fixed(&self) -> MapInfo {
@@ -412,7 +421,7 @@ impl UserMap {
     }
 
     fn value_size(&self) -> usize {
-        self.info_fixed().user_value_size()
+        self.user_value_size
     }
 
     fn check_value(&self, len: usize) -> MapResult<()> {
@@ -518,10 +527,12 @@ impl MapOps for UserMap {
     }
 
     fn get_next_key(&self, key: Option<&[u8]>, next_key: &mut [u8]) -> MapResult<()> {
-        if let Some(key) = key {
-            check_sizes(&self.info_fixed(), Some(key), None)?;
+        let key_size = self.file.header.key_size as usize;
+        for len in key.map(<[u8]>::len).into_iter().chain([next_key.len()]) {
+            if len != key_size {
+                return Err(MapError::KeySize { expected: key_size, got: len });
+            }
         }
-        check_sizes(&self.info_fixed(), Some(next_key), None)?;
         self.require_read()?;
         self.backend.get_next_key(key, next_key)
     }

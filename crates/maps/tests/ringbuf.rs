@@ -625,7 +625,7 @@ fn timed_wait(rb: &RingBuf, timeout: Duration, produce: impl FnOnce()) -> Durati
 }
 
 #[test]
-fn wakeup_is_adaptive_and_honours_the_flags() {
+fn a_sleeping_consumer_is_woken_unless_no_wakeup() {
     // Default: the consumer has caught up (consumer_pos == record position), so it is woken.
     let rb = ring(4096);
     let took = timed_wait(&rb, Duration::from_secs(5), || rb.output(b"x", 0).unwrap());
@@ -644,39 +644,38 @@ fn wakeup_is_adaptive_and_honours_the_flags() {
         "NO_WAKEUP woke the consumer after {took:?}"
     );
     consume_all(rb.consumer().unwrap());
+}
 
-    // A BUSY record at the consumer position does not count as data: the consumer sleeps
-    // until its commit, which wakes it (the consumer caught up to that record).
-    let held = rb.reserve(8, 0).unwrap();
-    let rb2 = rb.clone();
-    let took = timed_wait(&rb, Duration::from_secs(5), move || {
-        rb2.submit(held, 0).unwrap()
-    });
-    assert!(
-        took < Duration::from_secs(2),
-        "commit of the awaited record woke after {took:?}"
-    );
+#[test]
+fn wakeups_follow_the_kernels_adaptive_rule() {
+    let rb = ring(4096);
+    let mut expected = rb.wakeups();
+    let mut check = |what: &str, woke: bool| {
+        expected += u32::from(woke);
+        assert_eq!(rb.wakeups(), expected, "{what}");
+    };
+    rb.output(b"x", 0).unwrap();
+    check("the consumer is at this record: wake", true);
+    rb.output(b"y", 0).unwrap();
+    check("the consumer is behind this record: no wake", false);
+    rb.output(b"z", BPF_RB_FORCE_WAKEUP).unwrap();
+    check("FORCE_WAKEUP always wakes", true);
     consume_all(rb.consumer().unwrap());
-
-    // Not caught up: a second record is not the consumer's position, so only FORCE wakes.
-    let first = rb.reserve(8, 0).unwrap();
-    rb.output(b"later", 0).unwrap();
-    let took = timed_wait(&rb, Duration::from_millis(600), || {
-        rb.output(b"more", 0).unwrap()
-    });
-    assert!(
-        took >= Duration::from_millis(550),
-        "woke for a record past the consumer: {took:?}"
+    rb.output(b"n", BPF_RB_NO_WAKEUP).unwrap();
+    check("NO_WAKEUP never wakes, even when caught up", false);
+    consume_all(rb.consumer().unwrap());
+    let held = rb.reserve(8, 0).unwrap();
+    rb.output(b"after", 0).unwrap();
+    check(
+        "a record after a BUSY one the consumer waits on: no wake",
+        false,
     );
-    let took = timed_wait(&rb, Duration::from_secs(5), || {
-        rb.output(b"forced", BPF_RB_FORCE_WAKEUP).unwrap()
-    });
-    assert!(
-        took < Duration::from_secs(2),
-        "FORCE_WAKEUP woke after {took:?}"
-    );
-    rb.submit(first, BPF_RB_NO_WAKEUP).unwrap();
-    assert_eq!(consume_all(rb.consumer().unwrap()).len(), 4);
+    rb.discard(held, 0).unwrap();
+    check("committing the record the consumer waits on: wake", true);
+    let held = rb.reserve(8, 0).unwrap();
+    rb.submit(held, BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP)
+        .unwrap();
+    check("FORCE wins over NO_WAKEUP, as in the kernel", true);
 }
 
 #[test]
@@ -832,6 +831,74 @@ fn a_consumer_in_another_process_is_woken_without_spinning() {
         cpu_us < 50_000,
         "the waiting child used {cpu_us} µs of CPU: it spun instead of sleeping"
     );
+}
+
+const DEAD_PRODUCER_ENV: &str = "BPFMAPS_RINGBUF_TEST_DEAD_PRODUCER";
+
+/// The child half of `a_producer_killed_holding_a_reservation_does_not_stop_the_consumer`:
+/// reserves a record and exits without submitting it. Does nothing unless started by that test.
+#[test]
+fn child_process_dead_producer() {
+    let Ok(path) = std::env::var(DEAD_PRODUCER_ENV) else {
+        return;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let rb = RingBuf::open(file).unwrap();
+    let handle = rb.reserve(16, 0).unwrap();
+    rb.write_payload(&handle, 0, b"never-submitted!").unwrap();
+    println!("\nRESERVED");
+    // Die holding the reservation, as a SIGKILL between reserve and submit would.
+    std::process::exit(0);
+}
+
+#[test]
+fn a_producer_killed_holding_a_reservation_does_not_stop_the_consumer() {
+    use std::os::fd::AsRawFd;
+    let rb = ring(4096);
+    rb.output(b"before", 0).unwrap();
+    let path = format!("/proc/{}/fd/{}", std::process::id(), rb.file().as_raw_fd());
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_dead_producer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DEAD_PRODUCER_ENV, &path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("RESERVED"));
+    rb.output(b"after", 0).unwrap();
+    let mut consumer = RingBufConsumer::new(rb.consumer().unwrap());
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while got.len() < 2 && start.elapsed() < Duration::from_secs(5) {
+        consumer
+            .poll(Some(Duration::from_secs(1)), |d| {
+                got.push(d.to_vec());
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+    }
+    assert_eq!(got, vec![b"before".to_vec(), b"after".to_vec()]);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "recovered after {:?}",
+        start.elapsed()
+    );
+    // The dead producer's record was discarded, not delivered, and the ring is usable.
+    let mut data = [0u8; 4];
+    rb.read_data(16, &mut data).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(data),
+        16 | BPF_RINGBUF_DISCARD_BIT,
+        "discarded in place"
+    );
+    assert_eq!(rb.query(0), 0);
 }
 
 #[test]

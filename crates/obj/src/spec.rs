@@ -448,6 +448,13 @@ impl ObjectSpec {
         })
     }
 
+    /// True when the object carries CO-RE relocations, which only a kernel loader can resolve
+    /// against kernel BTF. The user engine runs such programs against the object's own (local)
+    /// type layout, which is what the instructions encode as compiled.
+    pub fn needs_core(&self) -> bool {
+        !self.core_relocations.is_empty()
+    }
+
     /// The map named `name` (its full name, or the 15-byte kernel name).
     pub fn map(&self, name: &str) -> Option<&MapSpec> {
         self.map_index(name).and_then(|i| self.maps.get(i))

@@ -20,6 +20,32 @@ fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// File ranges of the sections the loader interprets (code, relocations, symbols, strings,
+/// BTF, map definitions, data), where mutations matter most.
+fn structured_ranges(bytes: &[u8]) -> Vec<(usize, usize)> {
+    use object::{Object as _, ObjectSection as _};
+    let file = object::File::parse(bytes).unwrap();
+    file.sections()
+        .filter(|s| {
+            let name = s.name().unwrap_or("");
+            !name.starts_with(".debug") && !name.starts_with(".rel.debug")
+        })
+        .filter_map(|s| s.file_range())
+        .map(|(start, len)| (start as usize, len as usize))
+        .filter(|&(_, len)| len > 0)
+        .collect()
+}
+
+fn mutate_structured(base: &[u8], edits: &[(usize, usize, u8)]) -> Vec<u8> {
+    let ranges = structured_ranges(base);
+    let mut bytes = base.to_vec();
+    for &(which, pos, value) in edits {
+        let (start, len) = ranges[which % ranges.len()];
+        bytes[start + pos % len] = value;
+    }
+    bytes
+}
+
 fn mutate(base: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
     let mut bytes = base.to_vec();
     for &(pos, value) in edits {
@@ -40,6 +66,13 @@ proptest! {
     #[test]
     fn mutated_legacy_object_never_panics(edits in prop::collection::vec((any::<usize>(), any::<u8>()), 1..16)) {
         check(&mutate(MAPS_LEGACY, &edits))?;
+    }
+
+    #[test]
+    fn mutated_structured_sections_never_panic(
+        edits in prop::collection::vec((any::<usize>(), any::<usize>(), any::<u8>()), 1..8)
+    ) {
+        check(&mutate_structured(MAPS_BTF, &edits))?;
     }
 
     #[test]
