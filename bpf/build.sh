@@ -58,14 +58,20 @@ if [ -n "$multiarch" ] && [ -d "/usr/include/$multiarch" ]; then
 fi
 
 mkdir -p "$out" "$out/rejected"
-for src in "$here"/*.bpf.c "$here"/rejected/*.bpf.c; do
+out="$(cd "$out" && pwd)"
+# Compile from inside bpf/ with relative paths and a relative compilation directory, so no
+# absolute path reaches the debug info or BTF line info: the objects are the same byte for byte
+# wherever the repository is cloned.
+cd "$here"
+for src in *.bpf.c rejected/*.bpf.c; do
     name="$(basename "$src" .c)"
     dest="$out"
-    [ "$(basename "$(dirname "$src")")" = rejected ] && dest="$out/rejected"
+    [ "$(dirname "$src")" = rejected ] && dest="$out/rejected"
     # shellcheck disable=SC2086 # arch_include is empty or one flag
-    clang -target bpf -g -O2 -Wall -Werror -I "$here/include" $arch_include \
-        -c "$src" -o "$dest/$name.o"
+    clang -target bpf -g -O2 -Wall -Werror -I include $arch_include \
+        -fdebug-compilation-dir=. -c "$src" -o "$dest/$name.o"
 done
+cd - >/dev/null
 echo "build.sh: built $(ls "$out"/*.bpf.o | wc -l) objects in $out" >&2
 
 if [ "$check" = 1 ]; then

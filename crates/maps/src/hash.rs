@@ -11,14 +11,13 @@
 //!
 //! | where | what |
 //! |---|---|
-//! | type state +0 (u32, atomic) | free-list head: element index + 1, 0 = empty |
-//! | type state +4 (u32, atomic) | number of keys in the map |
-//! | type state +8 (u32, atomic) | bump: elements with index < bump were handed out at least once |
-//! | type state +12 (u32, atomic) | needs-recovery flag |
-//! | type state +16 (u32, atomic) | number of recoveries run (diagnostics) |
-//! | header lock slot 0 | the free-list lock (also guards count and bump) |
+//! | type state +0 (u64, atomic) | free-list head: tag << 32 \| (element index + 1), 0 = empty |
+//! | type state +8 (u32, atomic) | number of keys in the map |
+//! | type state +12 (u32, atomic) | bump: elements with index < bump were handed out at least once |
+//! | type state +16 (u32, atomic) | needs-recovery flag |
+//! | type state +20 (u32, atomic) | number of recoveries run (diagnostics) |
 //! | area + 0 | `n_buckets` u32 bucket heads (element index + 1, 0 = empty), padded to 64 |
-//! | then | `n_stripes` lock slots of 64 bytes; bucket `b` is guarded by stripe `b % n_stripes` |
+//! | then | `n_stripes` 64-byte stripe slots; bucket `b` belongs to stripe `b % n_stripes`. A slot is the stripe's robust mutex (bytes 0..40) and its sequence counter (u32 at 48) |
 //! | then | `n_elems = max_entries + n_stripes` elements of `elem_size` bytes |
 //!
 //! An element is `next: u32` (index + 1 of the next element in its bucket or in the free list),
@@ -30,25 +29,31 @@
 //!
 //! # Concurrency and crashes
 //!
-//! Every operation on a bucket holds its stripe lock; the free list, `count` and `bump` are changed
-//! under the free-list lock, always taken *after* a stripe lock (recovery takes all stripes in
-//! order, then the free-list lock). Each change becomes visible in one atomic store:
+//! Every change to a bucket holds its stripe lock, and the stripe's sequence counter is odd while
+//! the lock is held. Lookups (syscall and helper) first read without the lock and keep the result
+//! only when the counter was even and unchanged across the read (a seqlock; walks are bounded and
+//! links validated, so racing with a writer only costs a retry), and take the lock after
+//! [`OPTIMISTIC_TRIES`] failed attempts. `count`, `bump` and the free list are lock-free: `count`
+//! is claimed by one atomic update, elements are popped and pushed by compare-and-swap on a
+//! tagged head (the tag defeats ABA), and every pool operation happens while the caller holds a
+//! stripe lock. Each change becomes visible in one atomic store:
 //!
 //! * insert: the element is taken from the pool and filled while unreachable, then published by
 //!   storing the bucket head;
 //! * replace (HASH): the new element is published at the head (from then on lookups see the new
 //!   value), then the old one is unlinked by one store and returned to the pool;
 //! * delete: one store unlinks the element, then it is returned to the pool;
-//! * the free list is a stack: push writes the element's link and then the head; pop stores the
-//!   head.
+//! * the free list is a stack: push writes the element's link and then swaps the head; pop swaps
+//!   the head.
 //!
 //! A process killed between those steps can leave a leaked element, a wrong count or (between
 //! publishing a replacement and unlinking the old element) the old element behind the new one in
-//! the same bucket. Whoever next takes a lock whose owner died sets the needs-recovery flag; the
-//! next operation then takes every lock and rebuilds: walks all buckets (cutting invalid links),
+//! the same bucket, and its stripe's counter odd. Whoever next takes a lock whose owner died sets
+//! the needs-recovery flag; the next operation then takes every stripe lock (so no live process is
+//! between taking an element and publishing it) and rebuilds: walks all buckets (cutting invalid links),
 //! drops any older duplicate of a key, recounts the keys and rebuilds the free list from the
-//! elements that are not reachable. An update that returned success was already published, so it
-//! survives.
+//! elements that are not reachable, and makes every sequence counter even. An update that
+//! returned success was already published, so it survives.
 //!
 //! # Program-side value lifetime
 //!
@@ -59,7 +64,7 @@
 //! later. The user engine guarantees exactly what the kernel does: valid memory, not a stable key.
 
 use std::any::Any;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bpfmaps_abi::cpus::percpu_stride;
@@ -71,16 +76,35 @@ use crate::backend::{
     check_batch_elem_flags, generic_delete_batch, generic_update_batch, Backend, MapFile, Plan,
     ValueRef,
 };
-use crate::header::{header_lock_offset, AREA_OFFSET, TYPE_STATE_OFFSET};
+use crate::header::{AREA_OFFSET, TYPE_STATE_OFFSET};
 use crate::jhash::htab_hash;
 use crate::lock::{init_lock, lock, LockError, LockGuard, LOCK_SLOT_SIZE};
+
+/// A held stripe lock whose sequence counter is odd while held: optimistic readers of the
+/// stripe's buckets retry until it is released.
+struct BucketGuard<'r> {
+    _lock: LockGuard<'r>,
+    seq: &'r AtomicU32,
+}
+
+impl Drop for BucketGuard<'_> {
+    fn drop(&mut self) {
+        // Even again: publishes every change made under the lock to validated readers. Runs
+        // before the lock itself is released (fields drop after this body).
+        self.seq.fetch_add(1, Ordering::Release);
+    }
+}
 use crate::UserMapError;
 
 const FREE_HEAD: usize = TYPE_STATE_OFFSET;
-const COUNT: usize = TYPE_STATE_OFFSET + 4;
-const BUMP: usize = TYPE_STATE_OFFSET + 8;
-const NEEDS_RECOVERY: usize = TYPE_STATE_OFFSET + 12;
-const RECOVERIES: usize = TYPE_STATE_OFFSET + 16;
+const COUNT: usize = TYPE_STATE_OFFSET + 8;
+const BUMP: usize = TYPE_STATE_OFFSET + 12;
+const NEEDS_RECOVERY: usize = TYPE_STATE_OFFSET + 16;
+const RECOVERIES: usize = TYPE_STATE_OFFSET + 20;
+/// Offset of a stripe's sequence counter inside its lock slot (after the 40-byte mutex).
+const STRIPE_SEQ: usize = 48;
+/// Optimistic read attempts before a lookup takes the stripe lock.
+const OPTIMISTIC_TRIES: u32 = 64;
 const ELEM_HEADER: usize = 8;
 /// Most bucket lock stripes a map gets.
 const MAX_STRIPES: u32 = 256;
@@ -307,7 +331,6 @@ fn layout_of(file: &MapFile) -> Result<Layout, UserMapError> {
 /// Initialises a fresh hash map file: the free-list lock and the stripe locks.
 pub fn init(file: &MapFile) -> Result<(), UserMapError> {
     let layout = layout_of(file)?;
-    init_lock(&file.region, header_lock_offset(0))?;
     for stripe in 0..layout.n_stripes {
         init_lock(&file.region, layout.stripe_off(stripe))?;
     }
@@ -357,6 +380,14 @@ impl HashMap {
             .store(value, Ordering::Release)
     }
 
+    fn stripe_seq(&self, bucket: u32) -> &AtomicU32 {
+        self.region().atomic_u32(self.layout.stripe_off(bucket) + STRIPE_SEQ)
+    }
+
+    fn free_head(&self) -> &AtomicU64 {
+        self.region().atomic_u64(FREE_HEAD)
+    }
+
     fn needs_recovery(&self) -> bool {
         self.load(NEEDS_RECOVERY) != 0
     }
@@ -379,10 +410,18 @@ impl HashMap {
 
     /// Index of a link (index + 1), or `None` for the end or an invalid link (which flags recovery).
     fn link_index(&self, link: u32) -> Option<u32> {
+        self.link_index_mode(link, true)
+    }
+
+    /// [`Self::link_index`]; `strict` is false for optimistic (unlocked) reads, where a strange
+    /// link only means the read raced with a writer and will be retried.
+    fn link_index_mode(&self, link: u32, strict: bool) -> Option<u32> {
         if link == 0 {
             None
         } else if link > self.layout.n_elems {
-            self.flag_recovery();
+            if strict {
+                self.flag_recovery();
+            }
             None
         } else {
             Some(link - 1)
@@ -391,7 +430,7 @@ impl HashMap {
 
     /// Takes bucket `bucket`'s stripe lock, first running recovery when it is due. A dead previous
     /// owner flags recovery and restarts, so the caller always gets a consistent bucket.
-    fn lock_bucket(&self, bucket: u32) -> Result<LockGuard<'_>, Errno> {
+    fn lock_bucket(&self, bucket: u32) -> Result<BucketGuard<'_>, Errno> {
         loop {
             if self.needs_recovery() {
                 self.recover()?;
@@ -406,29 +445,53 @@ impl HashMap {
                 drop(guard);
                 continue;
             }
-            return Ok(guard);
+            // Readers that started before see the counter change and retry.
+            let seq = self.stripe_seq(bucket);
+            seq.fetch_add(1, Ordering::Relaxed);
+            fence(Ordering::Release);
+            return Ok(BucketGuard { _lock: guard, seq });
         }
     }
 
-    fn lock_free_list(&self) -> Result<LockGuard<'_>, Errno> {
-        let guard = lock(self.region(), header_lock_offset(0)).map_err(lock_errno)?;
-        if guard.previous_owner_died() {
-            // The free list itself is consistent after any single store; count may be off by
-            // one until the recovery this flag schedules.
-            self.flag_recovery();
+    /// Runs `read` on `bucket` without its lock, validated by the stripe's sequence counter
+    /// (retrying when a writer interfered), falling back to the lock after
+    /// [`OPTIMISTIC_TRIES`]. `read` gets `strict = false` when unlocked.
+    fn read_bucket<R>(&self, bucket: u32, mut read: impl FnMut(bool) -> R) -> Result<R, Errno> {
+        if !self.needs_recovery() {
+            let seq = self.stripe_seq(bucket);
+            for _ in 0..OPTIMISTIC_TRIES {
+                let before = seq.load(Ordering::Acquire);
+                if before & 1 == 1 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let result = read(false);
+                fence(Ordering::Acquire);
+                if seq.load(Ordering::Relaxed) == before {
+                    return Ok(result);
+                }
+            }
         }
-        Ok(guard)
+        let _guard = self.lock_bucket(bucket)?;
+        Ok(read(true))
     }
 
     /// Finds `key` in `bucket` (stripe lock held).
     fn find(&self, bucket: u32, hash: u32, key: &[u8]) -> Option<Found> {
+        self.find_mode(bucket, hash, key, true)
+    }
+
+    /// [`Self::find`]; with `strict` false (no lock held) the walk tolerates racing writers.
+    fn find_mode(&self, bucket: u32, hash: u32, key: &[u8], strict: bool) -> Option<Found> {
         let mut prev = None;
         let mut link = self.load(self.layout.bucket_off(bucket));
         let mut steps = 0u32;
-        while let Some(idx) = self.link_index(link) {
+        while let Some(idx) = self.link_index_mode(link, strict) {
             steps += 1;
             if steps > self.layout.n_elems {
-                self.flag_recovery();
+                if strict {
+                    self.flag_recovery();
+                }
                 return None;
             }
             let off = self.layout.elem_off(idx);
@@ -458,43 +521,81 @@ impl HashMap {
         out
     }
 
-    /// Takes an element from the pool. `new_key` counts it as a new key and fails with `E2BIG`
-    /// when the map is full.
+    /// Takes an element from the pool (bucket lock held). `new_key` counts it as a new key and
+    /// fails with `E2BIG` when the map is full. Lock-free: the count is claimed with one atomic
+    /// update, the element by one compare-and-swap of the tagged free-list head (the tag defeats
+    /// ABA) or of the bump counter.
     fn alloc(&self, new_key: bool) -> Result<u32, Errno> {
-        let _guard = self.lock_free_list()?;
-        let count = self.load(COUNT);
-        if new_key && count >= self.layout.max_entries {
+        let count = self.region().atomic_u32(COUNT);
+        let max = self.layout.max_entries;
+        if new_key
+            && count
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c < max).then_some(c + 1))
+                .is_err()
+        {
             return Err(Errno::E2BIG);
         }
-        let head = self.load(FREE_HEAD);
-        let idx = if let Some(idx) = self.link_index(head) {
-            let next = self.next_of(idx);
-            self.store(FREE_HEAD, if next > self.layout.n_elems { 0 } else { next });
-            idx
-        } else {
-            let bump = self.load(BUMP);
-            if bump >= self.layout.n_elems {
-                // Only reachable when elements leaked in a crash: recovery returns them.
-                self.flag_recovery();
-                return Err(Errno::E2BIG);
+        let head = self.free_head();
+        loop {
+            let current = head.load(Ordering::Acquire);
+            let link = current as u32;
+            let tag = (current >> 32) as u32;
+            if let Some(idx) = self.link_index(link) {
+                let next = self.next_of(idx);
+                let next = if next > self.layout.n_elems { 0 } else { next };
+                let new = (u64::from(tag.wrapping_add(1)) << 32) | u64::from(next);
+                if head
+                    .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Ok(idx);
+                }
+                continue;
             }
-            self.store(BUMP, bump + 1);
-            bump
-        };
-        if new_key {
-            self.store(COUNT, count + 1);
+            let bump = self.region().atomic_u32(BUMP);
+            let n_elems = self.layout.n_elems;
+            match bump.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b < n_elems).then_some(b + 1)
+            }) {
+                Ok(idx) => return Ok(idx),
+                Err(_) => {
+                    // Only reachable when elements leaked in a crash: recovery returns them.
+                    if new_key {
+                        self.uncount();
+                    }
+                    self.flag_recovery();
+                    return Err(Errno::E2BIG);
+                }
+            }
         }
-        Ok(idx)
     }
 
-    /// Returns an unreachable element to the pool; `was_key` uncounts a key.
+    fn uncount(&self) {
+        let _ = self.region().atomic_u32(COUNT).fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |c| Some(c.saturating_sub(1)),
+        );
+    }
+
+    /// Returns an unreachable element to the pool (push on the tagged free-list head); `was_key`
+    /// uncounts a key.
     fn free(&self, idx: u32, was_key: bool) -> Result<(), Errno> {
-        let _guard = self.lock_free_list()?;
-        self.set_next(idx, self.load(FREE_HEAD));
-        self.store(FREE_HEAD, idx + 1);
+        let head = self.free_head();
+        loop {
+            let current = head.load(Ordering::Acquire);
+            self.set_next(idx, current as u32);
+            let tag = (current >> 32) as u32;
+            let new = (u64::from(tag.wrapping_add(1)) << 32) | u64::from(idx + 1);
+            if head
+                .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                break;
+            }
+        }
         if was_key {
-            let count = self.load(COUNT);
-            self.store(COUNT, count.saturating_sub(1));
+            self.uncount();
         }
         Ok(())
     }
@@ -632,10 +733,17 @@ impl HashMap {
         for stripe in 0..l.n_stripes {
             guards.push(lock(self.region(), l.stripe_off(stripe)).map_err(lock_errno)?);
         }
-        let free_guard = lock(self.region(), header_lock_offset(0)).map_err(lock_errno)?;
-        if !self.needs_recovery() && !free_guard.previous_owner_died() {
+        if !self.needs_recovery() {
             return Ok(());
         }
+        // Odd sequence counters keep optimistic readers off the buckets while they are rebuilt.
+        for stripe in 0..l.n_stripes {
+            let seq = self.stripe_seq(stripe);
+            if seq.load(Ordering::Relaxed) & 1 == 0 {
+                seq.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        fence(Ordering::Release);
         let mut reachable = vec![false; l.n_elems as usize];
         let mut count = 0u32;
         let mut highest = 0u32;
@@ -683,12 +791,16 @@ impl HashMap {
                 head = idx + 1;
             }
         }
-        self.store(FREE_HEAD, head);
+        let tag = (self.free_head().load(Ordering::Acquire) >> 32) as u32;
+        self.free_head()
+            .store((u64::from(tag.wrapping_add(1)) << 32) | u64::from(head), Ordering::Release);
         self.store(BUMP, bump);
         self.store(COUNT, count);
         self.store(NEEDS_RECOVERY, 0);
         self.store(RECOVERIES, self.load(RECOVERIES).wrapping_add(1));
-        drop(free_guard);
+        for stripe in 0..l.n_stripes {
+            self.stripe_seq(stripe).fetch_add(1, Ordering::Release);
+        }
         drop(guards);
         Ok(())
     }
@@ -801,6 +913,12 @@ impl HashMap {
         self.len() == 0
     }
 
+    /// The offset of the stripe lock guarding `key`'s bucket (for tests that kill a process
+    /// holding it, and for diagnostics).
+    pub fn stripe_lock_offset(&self, key: &[u8]) -> usize {
+        self.layout.stripe_off(self.layout.bucket_of(self.hash(key)))
+    }
+
     /// How many crash recoveries this map has run (see the module docs).
     pub fn recoveries(&self) -> u32 {
         self.load(RECOVERIES)
@@ -829,9 +947,6 @@ impl HashMap {
                 owner_died |= guard.previous_owner_died();
                 guards.push(guard);
             }
-            let free = lock(self.region(), header_lock_offset(0)).map_err(|e| e.to_string())?;
-            owner_died |= free.previous_owner_died();
-            guards.push(free);
             if !owner_died && !self.needs_recovery() {
                 break;
             }
@@ -873,7 +988,7 @@ impl HashMap {
             ));
         }
         let bump = self.load(BUMP);
-        let mut link = self.load(FREE_HEAD);
+        let mut link = self.free_head().load(Ordering::Acquire) as u32;
         while link != 0 {
             if link > bump {
                 return Err(format!("free list link {link} beyond bump {bump}"));
@@ -896,10 +1011,18 @@ impl Backend for HashMap {
     fn lookup(&self, key: &[u8], value: &mut [u8]) -> MapResult<()> {
         let hash = self.hash(key);
         let bucket = self.layout.bucket_of(hash);
-        let _guard = self.lock_bucket(bucket)?;
-        let found = self.find(bucket, hash, key).ok_or(Errno::ENOENT)?;
-        self.copy_value_out(found.idx, value);
-        Ok(())
+        let found = self.read_bucket(bucket, |strict| {
+            let found = self.find_mode(bucket, hash, key, strict);
+            if let Some(found) = found {
+                self.copy_value_out(found.idx, value);
+            }
+            found.is_some()
+        })?;
+        if found {
+            Ok(())
+        } else {
+            Err(Errno::ENOENT.into())
+        }
     }
 
     fn update(&self, key: &[u8], value: &[u8], flags: u64) -> MapResult<()> {
@@ -987,8 +1110,9 @@ impl Backend for HashMap {
         }
         let hash = self.hash(key);
         let bucket = l.bucket_of(hash);
-        let _guard = self.lock_bucket(bucket).ok()?;
-        let found = self.find(bucket, hash, key)?;
+        let found = self
+            .read_bucket(bucket, |strict| self.find_mode(bucket, hash, key, strict))
+            .ok()??;
         let offset = if l.percpu {
             self.slot_off(found.idx, cpu)
         } else {

@@ -17,7 +17,6 @@ use std::time::Duration;
 use bpfmaps_abi::update_flags::*;
 use bpfmaps_abi::{Errno, MapDef, MapError, MapOps, MapType};
 use bpfmaps_maps::hash::HashMap;
-use bpfmaps_maps::header::header_lock_offset;
 use bpfmaps_maps::{Access, Store, UserMap, PIN_ROOT_ENV};
 
 const CHILD_ENV: &str = "BPFMAPS_CRASH_TEST_CHILD";
@@ -176,9 +175,9 @@ fn writer_process_entry_point() {
         }
         ["hold-lock", path] => {
             let map = UserMap::open_pinned(Path::new(path), Access::ReadWrite).unwrap();
-            std::mem::forget(
-                bpfmaps_maps::lock::lock(map.region(), header_lock_offset(0)).unwrap(),
-            );
+            let hash = map.backend().as_any().downcast_ref::<HashMap>().unwrap();
+            let stripe = hash.stripe_lock_offset(&1u32.to_le_bytes());
+            std::mem::forget(bpfmaps_maps::lock::lock(map.region(), stripe).unwrap());
             println!("LOCKED");
             std::thread::sleep(Duration::from_secs(60));
         }
@@ -352,7 +351,12 @@ fn a_lock_held_by_a_killed_process_is_recovered() {
     wait_for(&mut reader, "LOCKED");
     c.kill().unwrap();
     c.wait().unwrap();
-    // The free-list lock's owner is dead: the next insert takes it over and the map stays exact.
+    // The owner of key 1's stripe lock is dead: the next operations take it over and the map
+    // stays exact.
+    let mut out = [0u8; 8];
+    map.lookup(&1u32.to_le_bytes(), &mut out, 0).unwrap();
+    assert_eq!(u64::from_le_bytes(out), 1);
+    map.update(&1u32.to_le_bytes(), &11u64.to_le_bytes(), BPF_EXIST).unwrap();
     for key in 2..=8u32 {
         map.update(
             &key.to_le_bytes(),

@@ -107,13 +107,11 @@ impl Executable {
                 Insn::Jump { offset, .. } => {
                     op.target = check_target(index, relative_target(index, offset.into()))?;
                 }
-                Insn::Call(CallTarget::Helper(id)) => {
-                    if id < 0 || !helpers.contains(id as u32) {
-                        return Err(LoadError::UnknownHelper {
-                            index,
-                            id: id.into(),
-                        });
-                    }
+                Insn::Call(CallTarget::Helper(id)) if id < 0 || !helpers.contains(id as u32) => {
+                    return Err(LoadError::UnknownHelper {
+                        index,
+                        id: id.into(),
+                    });
                 }
                 Insn::Call(CallTarget::Local(offset)) => {
                     let target = relative_target(index, offset.into());

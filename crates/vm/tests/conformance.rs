@@ -141,20 +141,21 @@ fn every_negative_case_is_reported_as_failing_for_its_reason() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let expected = must_fail(&name);
         let outcome = run_file(path);
-        let ok = match (&expected, &outcome) {
-            (MustFail::DataFile, Outcome::BadDataFile(_)) => true,
-            (MustFail::NoProgram, Outcome::NoProgram) => true,
-            (MustFail::Assembler, Outcome::Asm(_)) => true,
-            (
-                MustFail::ReservedField,
-                Outcome::Load(LoadError::Decode {
-                    index: 0,
-                    source: DecodeError::ReservedField { .. } | DecodeError::InvalidField { .. },
-                }),
-            ) => true,
-            (MustFail::WrongOutcome, Outcome::Mismatch { .. }) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (&expected, &outcome),
+            (MustFail::DataFile, Outcome::BadDataFile(_))
+                | (MustFail::NoProgram, Outcome::NoProgram)
+                | (MustFail::Assembler, Outcome::Asm(_))
+                | (
+                    MustFail::ReservedField,
+                    Outcome::Load(LoadError::Decode {
+                        index: 0,
+                        source: DecodeError::ReservedField { .. }
+                            | DecodeError::InvalidField { .. },
+                    }),
+                )
+                | (MustFail::WrongOutcome, Outcome::Mismatch { .. })
+        );
         if !ok {
             wrong.push(format!("{name}: expected {expected:?}, got {outcome:?}"));
         }
