@@ -8,7 +8,13 @@ use bpfmaps_abi::{Errno, MapType, RingBufMemory};
 use bpfmaps_kernel::perf::{open_perf_buffer, KernelPerfBuffer, PerfBufferConfig};
 use bpfmaps_kernel::ringbuf::KernelRingBuf;
 
+use bpfmaps_maps::perf_event_array::{PerfBuffer, PerfEventArray, PerfRing, PerfWaiter};
+use bpfmaps_maps::ringbuf::RingBuf;
+
 use crate::engine::{Engine, Map};
+
+/// Data pages per CPU of a user-engine perf buffer (libbpf's default page count is 8 too).
+const USER_PERF_PAGES: u32 = 8;
 
 /// One item of an event stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,7 +46,7 @@ pub enum EventError {
     Kernel(#[from] bpfmaps_kernel::Error),
     /// The user engine failed to set up the stream.
     #[error("user engine: {0}")]
-    User(Errno),
+    User(String),
     /// Reading failed.
     #[error("reading {engine}-engine events failed: {errno}")]
     Read {
@@ -72,6 +78,26 @@ impl EventStream {
             (MapType::PerfEventArray, Some(k), _) => {
                 Box::new(Perf(open_perf_buffer(k, PerfBufferConfig::default())?))
             }
+            (MapType::Ringbuf, None, Some(u)) => {
+                let ring = u
+                    .backend()
+                    .as_any()
+                    .downcast_ref::<RingBuf>()
+                    .ok_or_else(|| EventError::User("the map is not backed by its type's implementation".into()))?;
+                Box::new(Ring {
+                    consumer: RingBufConsumer::new(ring.consumer().map_err(|e| EventError::User(e.to_string()))?),
+                    engine: Engine::User,
+                })
+            }
+            (MapType::PerfEventArray, None, Some(u)) => {
+                let array = u
+                    .backend()
+                    .as_any()
+                    .downcast_ref::<PerfEventArray>()
+                    .ok_or_else(|| EventError::User("the map is not backed by its type's implementation".into()))?;
+                let buffer = PerfBuffer::new(array, USER_PERF_PAGES).map_err(|e| EventError::User(e.to_string()))?;
+                Box::new(UserPerf(buffer.into_consumer()))
+            }
             (t, _, _) => return Err(EventError::NotAStream(t)),
         };
         Ok(EventStream { inner })
@@ -98,15 +124,27 @@ impl<M: RingBufMemory> EventSource for Ring<M> {
     }
 }
 
+struct UserPerf(bpfmaps_abi::consumer::PerfBufConsumer<PerfRing, PerfWaiter>);
+
+impl EventSource for UserPerf {
+    fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<Event>, EventError> {
+        perf_event(self.0.next_event(timeout), Engine::User)
+    }
+}
+
+fn perf_event(r: Result<Option<PerfEvent>, Errno>, engine: Engine) -> Result<Option<Event>, EventError> {
+    match r {
+        Ok(Some(PerfEvent::Sample { cpu, data })) => Ok(Some(Event::Record { cpu: Some(cpu), data })),
+        Ok(Some(PerfEvent::Lost { cpu, count })) => Ok(Some(Event::Lost { cpu, count })),
+        Ok(None) => Ok(None),
+        Err(errno) => Err(EventError::Read { engine, errno }),
+    }
+}
+
 struct Perf(KernelPerfBuffer);
 
 impl EventSource for Perf {
     fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<Event>, EventError> {
-        match self.0.next_event(timeout) {
-            Ok(Some(PerfEvent::Sample { cpu, data })) => Ok(Some(Event::Record { cpu: Some(cpu), data })),
-            Ok(Some(PerfEvent::Lost { cpu, count })) => Ok(Some(Event::Lost { cpu, count })),
-            Ok(None) => Ok(None),
-            Err(errno) => Err(EventError::Read { engine: Engine::Kernel, errno }),
-        }
+        perf_event(self.0.next_event(timeout), Engine::Kernel)
     }
 }

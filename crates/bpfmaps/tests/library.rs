@@ -101,3 +101,43 @@ fn typed_layer_works_on_both_engines() {
     let by_id = Map::open(&MapSelector::Id(kernel.info().id), EngineChoice::Only(Engine::Kernel)).unwrap();
     assert_eq!(by_id.info(), kernel.info());
 }
+
+#[test]
+fn event_streams_read_user_engine_rings() {
+    use bpfmaps::events::{Event, EventStream};
+    use bpfmaps::user::perf_event_array::PerfEventArray;
+    use bpfmaps::user::ringbuf::RingBuf;
+    use std::time::Duration;
+
+    let root = std::env::temp_dir().join(format!("bpfmaps-lib-ev-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let def = |map_type, key_size, value_size, max_entries| MapDef {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags: 0,
+        name: "ev".into(),
+    };
+    let user = EngineChoice::Only(Engine::User);
+    let rb = bpfmaps::create_pinned_map(&root.join("rb"), &def(MapType::Ringbuf, 0, 0, 4096), user).unwrap();
+    let mut stream = EventStream::open(&rb).unwrap();
+    let producer = rb.as_user().unwrap().backend().as_any().downcast_ref::<RingBuf>().unwrap();
+    producer.output(&[1, 2, 3], 0).unwrap();
+    producer.output(&[4; 9], 0).unwrap();
+    let next = |s: &mut EventStream| s.next_event(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(next(&mut stream), Some(Event::Record { cpu: None, data: vec![1, 2, 3] }));
+    assert_eq!(next(&mut stream), Some(Event::Record { cpu: None, data: vec![4; 9] }));
+    assert_eq!(stream.next_event(Some(Duration::from_millis(50))).unwrap(), None);
+
+    let cpus = bpfmaps::user::possible_cpus();
+    let pa = bpfmaps::create_pinned_map(&root.join("pa"), &def(MapType::PerfEventArray, 4, 4, cpus), user).unwrap();
+    let mut stream = EventStream::open(&pa).unwrap();
+    let array = pa.as_user().unwrap().backend().as_any().downcast_ref::<PerfEventArray>().unwrap();
+    // BPF_F_CURRENT_CPU from CPU 0: the sample lands in CPU 0's ring, reported with raw_size
+    // 12; the 4 pad bytes hold what the ring held before, zeros in a new ring.
+    array.output(0xffff_ffff, 0, &[7; 8]).unwrap();
+    let padded = [vec![7; 8], vec![0; 4]].concat();
+    assert_eq!(next(&mut stream), Some(Event::Record { cpu: Some(0), data: padded }));
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -33,7 +33,7 @@
 //! the lock is held. Lookups (syscall and helper) first read without the lock and keep the result
 //! only when the counter was even and unchanged across the read (a seqlock; walks are bounded and
 //! links validated, so racing with a writer only costs a retry), and take the lock after
-//! [`OPTIMISTIC_TRIES`] failed attempts. `count`, `bump` and the free list are lock-free: `count`
+//! 64 failed attempts. `count`, `bump` and the free list are lock-free: `count`
 //! is claimed by one atomic update, elements are popped and pushed by compare-and-swap on a
 //! tagged head (the tag defeats ABA), and every pool operation happens while the caller holds a
 //! stripe lock. Each change becomes visible in one atomic store:
@@ -381,7 +381,8 @@ impl HashMap {
     }
 
     fn stripe_seq(&self, bucket: u32) -> &AtomicU32 {
-        self.region().atomic_u32(self.layout.stripe_off(bucket) + STRIPE_SEQ)
+        self.region()
+            .atomic_u32(self.layout.stripe_off(bucket) + STRIPE_SEQ)
     }
 
     fn free_head(&self) -> &AtomicU64 {
@@ -530,7 +531,9 @@ impl HashMap {
         let max = self.layout.max_entries;
         if new_key
             && count
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c < max).then_some(c + 1))
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                    (c < max).then_some(c + 1)
+                })
                 .is_err()
         {
             return Err(Errno::E2BIG);
@@ -792,8 +795,10 @@ impl HashMap {
             }
         }
         let tag = (self.free_head().load(Ordering::Acquire) >> 32) as u32;
-        self.free_head()
-            .store((u64::from(tag.wrapping_add(1)) << 32) | u64::from(head), Ordering::Release);
+        self.free_head().store(
+            (u64::from(tag.wrapping_add(1)) << 32) | u64::from(head),
+            Ordering::Release,
+        );
         self.store(BUMP, bump);
         self.store(COUNT, count);
         self.store(NEEDS_RECOVERY, 0);
@@ -916,7 +921,8 @@ impl HashMap {
     /// The offset of the stripe lock guarding `key`'s bucket (for tests that kill a process
     /// holding it, and for diagnostics).
     pub fn stripe_lock_offset(&self, key: &[u8]) -> usize {
-        self.layout.stripe_off(self.layout.bucket_of(self.hash(key)))
+        self.layout
+            .stripe_off(self.layout.bucket_of(self.hash(key)))
     }
 
     /// How many crash recoveries this map has run (see the module docs).

@@ -299,14 +299,7 @@ mod tests {
         let header = MapHeader::new(&def, 16, 2, 0, 8192);
         header.write(&region);
         assert_eq!(MapHeader::read(&region).unwrap(), header);
-        HeaderData::check_version_bump(&region);
+        region.write(OFF_VERSION, &99u32.to_le_bytes());
         assert_eq!(MapHeader::read(&region), Err(HeaderError::Version(99)));
-    }
-
-    struct HeaderData;
-    impl HeaderData {
-        fn check_version_bump(region: &Region) {
-            region.write(OFF_VERSION, &99u32.to_le_bytes());
-        }
     }
 }

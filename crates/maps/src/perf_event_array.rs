@@ -53,6 +53,7 @@
 //! | 2076 | 4 | `wakeup_events` (wake the consumer every N samples) |
 //! | 2080 | 4 | samples since the last wakeup |
 //! | 2088 | 8 | the ring's key (the `id` of `PERF_RECORD_LOST`) |
+//! | 2096 | 4 | pid of the creating process while it holds its reference, 0 after it released it |
 //! | 3072 | 64 | the ring's robust lock (`crate::lock`) |
 //! | 4096 | `data_size` | data area (a power of two of pages), not double-mapped |
 
@@ -106,6 +107,7 @@ const RING_REFS_OFFSET: usize = 2072;
 const RING_WAKEUP_EVENTS_OFFSET: usize = 2076;
 const RING_SINCE_WAKEUP_OFFSET: usize = 2080;
 const RING_KEY_OFFSET: usize = 2088;
+const RING_CREATOR_OFFSET: usize = 2096;
 const RING_LOCK_OFFSET: usize = 3072;
 const RING_META_SIZE: usize = 4096;
 const PERF_HEADER_SIZE: usize = 8;
@@ -272,9 +274,15 @@ impl RingShared {
         })
     }
 
-    /// Drops one reference; the last one unlinks the ring file.
+    /// Drops one reference; the last one unlinks the ring file. So does the last slot reference
+    /// when the only one left is that of a creator process that died without releasing it.
     fn release(&self) {
-        if self.refs().fetch_sub(1, Ordering::AcqRel) == 1 {
+        let left = self.refs().fetch_sub(1, Ordering::AcqRel).wrapping_sub(1);
+        let creator = self
+            .region
+            .atomic_u32(RING_CREATOR_OFFSET)
+            .load(Ordering::Acquire);
+        if left == 0 || (left == 1 && creator != 0 && !shm::process_alive(creator)) {
             let _ = std::fs::remove_file(ring_path(self.key));
         }
     }
@@ -430,6 +438,9 @@ impl PerfRing {
                 .atomic_u32(RING_REFS_OFFSET)
                 .store(1, Ordering::Relaxed);
             region
+                .atomic_u32(RING_CREATOR_OFFSET)
+                .store(shm::current_pid(), Ordering::Relaxed);
+            region
                 .atomic_u32(RING_WAKEUP_EVENTS_OFFSET)
                 .store(wakeup_events.max(1), Ordering::Relaxed);
             region
@@ -490,6 +501,10 @@ impl Drop for PerfRing {
         let mut registry = ring_registry().lock().unwrap_or_else(|p| p.into_inner());
         registry.1.remove(&self.token);
         drop(registry);
+        self.shared
+            .region
+            .atomic_u32(RING_CREATOR_OFFSET)
+            .store(0, Ordering::Release);
         self.shared.release();
     }
 }

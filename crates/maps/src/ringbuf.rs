@@ -41,8 +41,9 @@
 //! # Concurrency
 //!
 //! Producers in any number of threads and processes reserve under the robust header lock (a
-//! producer killed while holding it is noticed by the next one; nothing it may have left half
-//! done needs repair, because `producer_pos` is published last and `pending_pos` is recomputed),
+//! producer killed while holding it is noticed by the next one; `producer_pos` is published last
+//! and `pending_pos` is recomputed, so the only repair is freeing a reservation-table entry the
+//! dead owner made for a record it never published),
 //! write their payload outside the lock and commit by atomically clearing the BUSY bit, exactly
 //! as the kernel does. A consumer sleeps on the wakeup futex; a producer wakes it only as the
 //! kernel would (`BPF_RB_FORCE_WAKEUP`, or by default when the consumer has caught up to the

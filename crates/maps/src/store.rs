@@ -20,7 +20,7 @@
 //! reading the link count — the registry entry is removed and the file's storage is freed by the
 //! kernel when the last descriptor closes. That check runs when a handle is dropped (so an unpinned
 //! map disappears when its last user in any process closes it, like a kernel map whose last fd is
-//! closed) and on every [`Store::list`] and [`Store::open_id`] (so maps of crashed processes are
+//! closed) and on every [`Store::live_ids`] and [`Store::open_id`] (so maps of crashed processes are
 //! collected, since the kernel releases a dead process's flocks). An opener that races with the
 //! collector sees a link count of 0 after taking its shared lock and reports the map as gone.
 

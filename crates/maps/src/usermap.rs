@@ -11,13 +11,11 @@ use std::sync::Arc;
 
 use bpfmaps_abi::map_flags::{BPF_F_RDONLY, BPF_F_WRONLY};
 use bpfmaps_abi::update_flags::BPF_F_LOCK;
-use bpfmaps_abi::{
-    BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType,
-};
+use bpfmaps_abi::{BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType};
 
 use crate::backend::{Backend, MapFile, Plan, ValueRef};
 use crate::header::{MapHeader, AREA_OFFSET};
-use crate::region::{create_memfd, create_unnamed_file, link_file, Region, RegionError};
+use crate::region::{create_unnamed_file, link_file, Region, RegionError};
 use crate::store::{Store, StoreError};
 use crate::{array, hash, lru, perf_event_array, ringbuf, stack_trace};
 
@@ -239,23 +237,15 @@ impl UserMap {
             .checked_add(plan.area_size)
             .filter(|&s| s <= MAX_FILE_SIZE)
             .ok_or_else(|| refuse(Errno::ENOMEM))?;
-        let file = match create_unnamed_file(store.root(), file_size) {
-            Ok(f) => f,
-            // File systems without O_TMPFILE: an anonymous memfd, which cannot be pinned.
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => create_memfd(file_size)
-                .map_err(|e| UserMapError::Errno {
-                    op: "memfd_create",
-                    path: PathBuf::new(),
-                    errno: io_errno(&e),
-                })?,
-            Err(e) => {
-                return Err(UserMapError::Errno {
-                    op: "create map file in",
-                    path: store.root().to_owned(),
-                    errno: io_errno(&e),
-                })
-            }
-        };
+        // An unnamed O_TMPFILE file in the pin root's file system: it can get its registry entry
+        // and pins by linking. (A memfd could not be linked, so there is no memfd fallback:
+        // file systems without O_TMPFILE report EOPNOTSUPP here.)
+        let file =
+            create_unnamed_file(store.root(), file_size).map_err(|e| UserMapError::Errno {
+                op: "create map file in",
+                path: store.root().to_owned(),
+                errno: io_errno(&e),
+            })?;
         let region = Region::map(file).map_err(|source| UserMapError::Region {
             path: "<unnamed>".into(),
             source,
@@ -409,7 +399,10 @@ impl UserMap {
             return Err(MapError::Errno(Errno::EINVAL));
         }
         if key.len() != key_size && !key.is_empty() {
-            return Err(MapError::KeySize { expected: key_size, got: key.len() });
+            return Err(MapError::KeySize {
+                expected: key_size,
+                got: key.len(),
+            });
         }
         Ok(())
     }
@@ -530,7 +523,10 @@ impl MapOps for UserMap {
         let key_size = self.file.header.key_size as usize;
         for len in key.map(<[u8]>::len).into_iter().chain([next_key.len()]) {
             if len != key_size {
-                return Err(MapError::KeySize { expected: key_size, got: len });
+                return Err(MapError::KeySize {
+                    expected: key_size,
+                    got: len,
+                });
             }
         }
         self.require_read()?;

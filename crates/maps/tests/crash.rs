@@ -356,7 +356,8 @@ fn a_lock_held_by_a_killed_process_is_recovered() {
     let mut out = [0u8; 8];
     map.lookup(&1u32.to_le_bytes(), &mut out, 0).unwrap();
     assert_eq!(u64::from_le_bytes(out), 1);
-    map.update(&1u32.to_le_bytes(), &11u64.to_le_bytes(), BPF_EXIST).unwrap();
+    map.update(&1u32.to_le_bytes(), &11u64.to_le_bytes(), BPF_EXIST)
+        .unwrap();
     for key in 2..=8u32 {
         map.update(
             &key.to_le_bytes(),

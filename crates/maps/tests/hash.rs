@@ -757,3 +757,131 @@ fn lookup_batch_trace_matches_the_one_observed_on_the_kernel() {
         cursor = Some(next);
     }
 }
+
+#[test]
+fn lockless_lookups_never_return_a_torn_value() {
+    let s = TestStore::new("seqlock");
+    for map_type in [MapType::Hash, MapType::PercpuHash] {
+        let map = create(&s, &def(map_type, 4, 64, 16, 0));
+        let vlen = map.info().user_value_size();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let (map, stop) = (&map, &stop);
+            // Writers: key k always holds a value whose every byte is (k + round) % 256, so a
+            // torn value shows up as mixed bytes.
+            scope.spawn(move || {
+                let mut round = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for key in 0..16u32 {
+                        let byte = ((key + round) % 256) as u8;
+                        map.update(&k(key), &vec![byte; vlen], BPF_ANY).unwrap();
+                        if round % 7 == 0 && key % 5 == 0 {
+                            let _ = map.delete(&k(key));
+                        }
+                    }
+                    round += 1;
+                }
+            });
+            let mut out = vec![0u8; vlen];
+            for i in 0..200_000u32 {
+                let key = i % 16;
+                if map.lookup(&k(key), &mut out, 0).is_ok() {
+                    assert!(out.iter().all(|&b| b == out[0]), "torn value {out:?}");
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        consistent(&map);
+    }
+}
+
+/// Creates a kernel map with bpftool and returns the errno it failed with (`None` on success),
+/// removing the map again.
+fn kernel_create_errno(d: &MapDef) -> Option<Errno> {
+    let pin = format!("/sys/fs/bpf/bpfmaps_hash_create_{}", std::process::id());
+    let _ = std::fs::remove_file(&pin);
+    let args = [
+        "map".to_string(),
+        "create".into(),
+        pin.clone(),
+        "type".into(),
+        d.map_type.name().into(),
+        "key".into(),
+        d.key_size.to_string(),
+        "value".into(),
+        d.value_size.to_string(),
+        "entries".into(),
+        d.max_entries.to_string(),
+        "name".into(),
+        "x".into(),
+        "flags".into(),
+        d.map_flags.to_string(),
+    ];
+    let out = Command::new("bpftool")
+        .args(&args)
+        .output()
+        .expect("bpftool");
+    if out.status.success() {
+        std::fs::remove_file(&pin).unwrap();
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    let known = [
+        ("Invalid argument", Errno::EINVAL),
+        ("Argument list too long", Errno::E2BIG),
+        ("Operation not permitted", Errno::EPERM),
+        ("Unknown error 524", Errno::ENOTSUPP),
+        ("Cannot allocate memory", Errno::ENOMEM),
+    ];
+    let found = known.iter().find(|(words, _)| text.contains(words));
+    Some(
+        found
+            .unwrap_or_else(|| panic!("bpftool failed unexpectedly for {d:?}: {text}"))
+            .1,
+    )
+}
+
+#[test]
+fn creation_errnos_match_the_kernel_case_for_case() {
+    if !kernel_available() {
+        return;
+    }
+    let s = TestStore::new("kcreate");
+    let h = MapType::Hash;
+    let p = MapType::PercpuHash;
+    let cases = [
+        def(h, 0, 4, 4, 0),
+        def(h, 4, 0, 4, 0),
+        def(h, 4, 4, 0, 0),
+        def(h, 4, 4, 4, BPF_F_MMAPABLE),
+        def(h, 4, 4, 4, 1 << 20),
+        def(h, 4, 4, 4, BPF_F_NO_COMMON_LRU),
+        def(h, 4, 4, 4, BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG),
+        def(h, 4, 4, 4, BPF_F_NUMA_NODE),
+        def(p, 4, 4, 4, BPF_F_NUMA_NODE),
+        def(h, 4, (4 << 20) - 48, 1, 0),
+        def(h, 4, (4 << 20) - 64, 1, 0),
+        def(p, 4, 32769, 1, 0),
+        def(p, 4, 32768, 1, 0),
+        def(h, 4, 4, (1 << 27) + 1, 0),
+        def(h, 4, 4, 1 << 31, BPF_F_NO_PREALLOC),
+        def(h, 4096, 4, 4, 0),
+        def(h, 3, 4, 4, BPF_F_ZERO_SEED | BPF_F_NO_PREALLOC),
+        def(MapType::Array, 8, 4, 4, 0),
+        def(MapType::Array, 4, 0, 4, 0),
+        def(MapType::Array, 4, 4, 4, BPF_F_NO_PREALLOC),
+        def(MapType::Array, 4, 4, 4, BPF_F_ZERO_SEED),
+        def(MapType::Array, 4, 4, 4, BPF_F_PRESERVE_ELEMS),
+        def(MapType::Array, 4, 4, 7, BPF_F_MMAPABLE),
+        def(MapType::PercpuArray, 4, 4, 4, BPF_F_MMAPABLE),
+        def(MapType::PercpuArray, 4, 4, 4, BPF_F_NUMA_NODE),
+        def(MapType::PercpuArray, 4, 32769, 4, 0),
+        def(MapType::PercpuArray, 4, 32768, 2, 0),
+    ];
+    for d in cases {
+        let user = UserMap::create_in(&s.store, &d)
+            .err()
+            .map(|e| e.errno().expect("an errno"));
+        assert_eq!(user, kernel_create_errno(&d), "{d:?}");
+    }
+}

@@ -622,6 +622,61 @@ fn entries_vanish_with_the_installing_handle_unless_preserved() {
     }
 }
 
+const DEAD_INSTALLER_ENV: &str = "BPFMAPS_PERF_TEST_DEAD_INSTALLER";
+
+/// The child half of `entries_of_a_killed_installer_vanish_and_its_ring_files_go`: installs a
+/// ring in slot 0 and exits without closing anything. Does nothing unless started by that test.
+#[test]
+fn child_process_dead_installer() {
+    let Ok(path) = std::env::var(DEAD_INSTALLER_ENV) else {
+        return;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let map = PerfEventArray::open(file).unwrap();
+    let ring = PerfRing::create(0, 1).unwrap();
+    map.install(0, &ring).unwrap();
+    println!("\nINSTALLED");
+    // Die without dropping the ring or the map, as a SIGKILL would.
+    std::process::exit(0);
+}
+
+#[test]
+fn entries_of_a_killed_installer_vanish_and_its_ring_files_go() {
+    use std::os::fd::AsRawFd;
+    let map = PerfEventArray::create(&def(1, 0)).unwrap();
+    let path = format!("/proc/{}/fd/{}", std::process::id(), map.file().as_raw_fd());
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_dead_installer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DEAD_INSTALLER_ENV, &path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("INSTALLED"));
+    let slot_key = map
+        .region()
+        .atomic_u64(4096)
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_ne!(slot_key, 0, "the child's entry is in the slot");
+    let ring_file = format!("/dev/shm/bpfmaps-perf-{slot_key:016x}");
+    assert!(std::path::Path::new(&ring_file).exists());
+    // The installer is gone: like a closed map fd, its entry is cleared (ENOENT), and with it
+    // the last live reference to the ring, whose file is removed.
+    assert_eq!(map.output(BPF_F_CURRENT_CPU, 0, b"x"), Err(Errno::ENOENT));
+    assert!(!map.is_installed(0));
+    assert!(
+        !std::path::Path::new(&ring_file).exists(),
+        "{ring_file} left behind"
+    );
+}
+
 const CHILD_ENV: &str = "BPFMAPS_PERF_TEST_CHILD";
 
 /// The child half of `a_consumer_in_another_process_is_woken`: does nothing unless started by

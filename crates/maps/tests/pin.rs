@@ -319,7 +319,14 @@ fn every_seed_map_type_is_created_pinned_and_listed_through_user_map() {
     ];
     let mut maps = Vec::new();
     for (map_type, key_size, value_size, max_entries) in defs {
-        let def = MapDef { map_type, key_size, value_size, max_entries, map_flags: 0, name: format!("t{}", map_type.as_u32()) };
+        let def = MapDef {
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            map_flags: 0,
+            name: format!("t{}", map_type.as_u32()),
+        };
         let map = UserMap::create_in(&s.store, &def).unwrap_or_else(|e| panic!("{map_type}: {e}"));
         assert_eq!(map.info().map_type, map_type);
         assert_eq!(map.info().id, map.id());
@@ -330,8 +337,18 @@ fn every_seed_map_type_is_created_pinned_and_listed_through_user_map() {
         assert_eq!(again.info().map_type, map_type);
         maps.push(map);
     }
-    let ring = maps[7].backend().as_any().downcast_ref::<bpfmaps_maps::ringbuf::RingBuf>();
-    assert!(ring.is_some(), "the ring buffer is reachable through the backend");
-    let listed: Vec<MapType> = list_in(&s.store).unwrap().iter().map(|m| m.info.map_type).collect();
+    let ring = maps[7]
+        .backend()
+        .as_any()
+        .downcast_ref::<bpfmaps_maps::ringbuf::RingBuf>();
+    assert!(
+        ring.is_some(),
+        "the ring buffer is reachable through the backend"
+    );
+    let listed: Vec<MapType> = list_in(&s.store)
+        .unwrap()
+        .iter()
+        .map(|m| m.info.map_type)
+        .collect();
     assert_eq!(listed, defs.iter().map(|d| d.0).collect::<Vec<_>>());
 }

@@ -14,8 +14,9 @@ const BTF_MAGIC: u16 = 0xeb9f;
 const BTF_HEADER_SIZE: usize = 24;
 /// Size of `struct btf_type` without its kind-specific trailer.
 const BTF_TYPE_SIZE: usize = 12;
-/// Size of `struct btf_ext_header` up to and including the CO-RE relocation fields.
-const BTF_EXT_HEADER_MIN: usize = 8;
+/// Size of `struct btf_ext_header` up to and including the line info fields (the CO-RE fields
+/// after them are optional, as in libbpf).
+const BTF_EXT_HEADER_MIN: usize = 24;
 /// Smallest record sizes of the three `.BTF.ext` subsections.
 const FUNC_INFO_MIN_REC: u32 = 8;
 const LINE_INFO_MIN_REC: u32 = 16;
@@ -524,7 +525,7 @@ pub(crate) fn parse_btf_ext(data: &[u8], btf: &BtfInfo) -> Result<Vec<CoreReloca
         return Err(bad(S, 0, format!("bad magic {magic:#06x}")));
     }
     let hdr_len = usize_of(read_u32(data, 4).ok_or_else(|| bad(S, 4, "truncated header"))?);
-    if hdr_len < BTF_EXT_HEADER_MIN || hdr_len > data.len() {
+    if hdr_len < BTF_EXT_HEADER_MIN || hdr_len > data.len() || !hdr_len.is_multiple_of(4) {
         return Err(bad(S, 4, format!("header length {hdr_len} out of range")));
     }
     // A header field that the header is too short to hold reads as zero, as in libbpf.

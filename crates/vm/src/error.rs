@@ -159,6 +159,13 @@ pub enum Trap {
         /// Slot index.
         pc: usize,
     },
+    /// The host's [`HelperHost::prepare`](crate::HelperHost::prepare) failed before the first
+    /// instruction ran.
+    #[error("preparing the run: {error}")]
+    Prepare {
+        /// The host's error.
+        error: HelperError,
+    },
     /// A helper failed.
     #[error("instruction {pc}: helper {id}: {error}")]
     Helper {
@@ -172,9 +179,10 @@ pub enum Trap {
 }
 
 impl Trap {
-    /// The slot index of the instruction that trapped.
+    /// The slot index of the instruction that trapped (0 when the run failed before starting).
     pub fn pc(&self) -> usize {
         match *self {
+            Trap::Prepare { .. } => 0,
             Trap::Memory { pc, .. }
             | Trap::BudgetExhausted { pc, .. }
             | Trap::CallDepthExceeded { pc, .. }

@@ -122,11 +122,8 @@ impl Vm {
         let mut mem = Memory::new(&mut self.stack, context);
         mem.set_stack_len(stack_size);
         mem.zero_stack(0, stack_size);
-        host.prepare(&mut mem).map_err(|error| Trap::Helper {
-            pc: 0,
-            id: 0,
-            error,
-        })?;
+        host.prepare(&mut mem)
+            .map_err(|error| Trap::Prepare { error })?;
         self.frames.clear();
         let mut regs = [0u64; REGS];
         regs[1] = CONTEXT_BASE;
@@ -224,7 +221,7 @@ impl Run<'_, '_> {
             remaining -= 1;
             // The load-time checks guarantee pc is in range: every jump target is, and the last
             // instruction never falls through. The bounds check stays as a backstop.
-            let op = ops[pc];
+            let op = &ops[pc];
             let cur = pc;
             pc += 1;
             let r = &mut self.regs;
@@ -361,8 +358,8 @@ impl Run<'_, '_> {
                 0x7b => mem!(self.mem.store::<8>(addr!(d), r[s]), cur),
 
                 // Atomics.
-                0xc3 => tri!(self.atomic(cur, op, 4)),
-                0xdb => tri!(self.atomic(cur, op, 8)),
+                0xc3 => tri!(self.atomic(cur, *op, 4)),
+                0xdb => tri!(self.atomic(cur, *op, 8)),
 
                 // lddw: the value was joined (and pseudo values resolved) at load time.
                 0x18 => {

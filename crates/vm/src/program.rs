@@ -11,7 +11,7 @@
 //! Architecture invariant: an `Executable` is immutable and holds no per-run state, so one can be
 //! shared by many [`Vm`](crate::Vm)s on many threads.
 
-use bpfmaps_abi::insn::{self, CallTarget, DecodeError, Insn, RawInsn};
+use bpfmaps_abi::insn::{self, CallTarget, Insn, RawInsn};
 
 use crate::error::LoadError;
 use crate::helper::{HelperSet, PseudoResolver};
@@ -207,7 +207,7 @@ impl Executable {
                     out.push_str(&format!("{index}: {}\n", insn::disassemble(&insn)));
                     index += insn.slots();
                 }
-                Err(DecodeError::IncompleteLddw) | Err(_) => {
+                Err(_) => {
                     out.push_str(&format!("{index}: .invalid\n"));
                     index += 1;
                 }

@@ -35,11 +35,6 @@ fn kernel_available() -> Result<(), String> {
     }
 }
 
-/// Programs whose kernel result legitimately differs from the suite's, with the reason.
-/// Helper 5 is the suite's "returns its first argument" helper on the interpreter, but in the
-/// kernel it is `bpf_ktime_get_ns`, which takes no argument and returns the time.
-const KERNEL_DIFFERS: &[(&str, &str)] = &[];
-
 #[test]
 fn kernel_reference_agrees_with_the_interpreter() {
     if let Err(why) = kernel_available() {
@@ -71,12 +66,10 @@ fn kernel_reference_agrees_with_the_interpreter() {
                     _ => panic!("{name}: no expected result"),
                 };
                 if kernel.r0 != ours || kernel.r0 != expected {
-                    if !KERNEL_DIFFERS.iter().any(|(file, _)| *file == name) {
-                        disagreements.push(format!(
-                            "{name}: kernel {:#x}, interpreter {ours:#x}, expected {expected:#x}",
-                            kernel.r0
-                        ));
-                    }
+                    disagreements.push(format!(
+                        "{name}: kernel {:#x}, interpreter {ours:#x}, expected {expected:#x}",
+                        kernel.r0
+                    ));
                 }
             }
             Err(error) if error.is_verifier_rejection() => {
