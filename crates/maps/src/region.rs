@@ -300,7 +300,7 @@ pub fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// The calling thread's id (what the lock code records as an owner).
+/// The calling thread's id (`gettid`), for records that name their writer.
 pub fn thread_id() -> u32 {
     // SAFETY: gettid has no preconditions and cannot fail.
     let tid = unsafe { libc::gettid() };

@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod btf;
+pub mod btf_value;
 mod elf;
 mod error;
 mod insn;

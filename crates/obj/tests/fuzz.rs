@@ -7,6 +7,13 @@ use proptest::prelude::*;
 
 const MAPS_BTF: &[u8] = include_bytes!("data/maps_btf.o");
 const MAPS_LEGACY: &[u8] = include_bytes!("data/maps_legacy.o");
+/// Every valid test object: BTF maps and data sections, legacy maps, callbacks, CO-RE records.
+const VALID: [&[u8]; 4] = [
+    MAPS_BTF,
+    MAPS_LEGACY,
+    include_bytes!("data/callbacks.o"),
+    include_bytes!("data/core_reloc.o"),
+];
 
 /// Parses `bytes` and fails the test on a panic or a caught aya-obj panic.
 fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
@@ -72,7 +79,9 @@ proptest! {
     fn mutated_structured_sections_never_panic(
         edits in prop::collection::vec((any::<usize>(), any::<usize>(), any::<u8>()), 1..8)
     ) {
-        check(&mutate_structured(MAPS_BTF, &edits))?;
+        for base in VALID {
+            check(&mutate_structured(base, &edits))?;
+        }
     }
 
     #[test]

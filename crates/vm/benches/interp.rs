@@ -3,7 +3,10 @@
 //! the end a direct timing of both prints the ratio (rbpf time / bpfmaps time, above 1 means
 //! bpfmaps is faster). Results are checked equal before timing.
 
-#![expect(missing_docs, reason = "criterion_group! generates an undocumented function")]
+#![expect(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented function"
+)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -342,3 +342,23 @@ fn stack_is_zeroed_between_runs() {
     assert_eq!(vm.run(&exe, &mut [], &mut NoHelpers), Ok(0));
     assert_eq!(vm.run(&exe, &mut [], &mut NoHelpers), Ok(0));
 }
+
+#[test]
+fn executables_are_shareable_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Executable>();
+    fn sendable<T: Send>() {}
+    sendable::<Vm>();
+    let exe = std::sync::Arc::new(load("mov %r0, %r2\nexit").unwrap());
+    let handles: Vec<_> = (0..4u8)
+        .map(|n| {
+            let exe = exe.clone();
+            std::thread::spawn(move || {
+                let mut ctx = vec![0u8; usize::from(n)];
+                Vm::new(Config::default()).run(&exe, &mut ctx, &mut NoHelpers)
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(results, vec![Ok(0), Ok(1), Ok(2), Ok(3)]);
+}
