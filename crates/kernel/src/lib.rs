@@ -2,6 +2,7 @@
 //! and tracepoint attachment. The only bpfmaps crate that sees file descriptors.
 
 pub mod attach;
+pub mod btf;
 mod error;
 pub mod fs;
 pub mod map;

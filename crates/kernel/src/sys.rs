@@ -73,6 +73,8 @@ pub mod cmd {
     pub const MAP_GET_FD_BY_ID: u32 = 14;
     /// `BPF_OBJ_GET_INFO_BY_FD`.
     pub const OBJ_GET_INFO_BY_FD: u32 = 15;
+    /// `BPF_BTF_GET_FD_BY_ID`.
+    pub const BTF_GET_FD_BY_ID: u32 = 19;
     /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM`.
     pub const MAP_LOOKUP_AND_DELETE_ELEM: u32 = 21;
     /// `BPF_MAP_FREEZE`.
@@ -601,6 +603,55 @@ pub fn map_info(map: BorrowedFd<'_>) -> SysResult<RawMapInfo> {
         bpf_fd: fd_u32(map),
         info_len: std::mem::size_of::<RawMapInfo>() as u32,
         info: &mut info as *mut RawMapInfo as u64,
+    };
+    bpf(cmd::OBJ_GET_INFO_BY_FD, "BPF_OBJ_GET_INFO_BY_FD", &mut attr)?;
+    Ok(info)
+}
+
+/// `struct bpf_btf_info` as `BPF_OBJ_GET_INFO_BY_FD` fills it for a BTF object fd.
+#[repr(C)]
+#[derive(Default, Debug, Clone)]
+pub struct RawBtfInfo {
+    /// In: where the kernel copies the raw BTF blob (0: do not copy).
+    pub btf: u64,
+    /// In: the size of that buffer; out: the size of the blob.
+    pub btf_size: u32,
+    /// The BTF object's id.
+    pub id: u32,
+    /// In: where the kernel copies the name (0: do not copy).
+    pub name: u64,
+    /// In: the size of the name buffer; out: the name's length.
+    pub name_len: u32,
+    /// 1 for kernel (vmlinux or module) BTF.
+    pub kernel_btf: u32,
+}
+const _: () = assert!(std::mem::size_of::<RawBtfInfo>() == 32);
+
+/// `BPF_BTF_GET_FD_BY_ID`: a read-only fd of the BTF object with id `id`.
+pub fn btf_get_fd_by_id(id: u32) -> SysResult<OwnedFd> {
+    // `attr` for this command starts `btf_id`, `next_id`, `open_flags`, like the map's.
+    let mut attr = IdAttr {
+        id,
+        ..Default::default()
+    };
+    bpf_fd(cmd::BTF_GET_FD_BY_ID, "BPF_BTF_GET_FD_BY_ID", &mut attr)
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` on a BTF fd. When `blob` is not empty the kernel copies up to
+/// `blob.len()` bytes of the raw BTF into it; the returned `btf_size` is the blob's full size.
+pub fn btf_info(btf: BorrowedFd<'_>, blob: &mut [u8]) -> SysResult<RawBtfInfo> {
+    let mut info = RawBtfInfo {
+        btf: ptr_mut(blob),
+        btf_size: u32::try_from(blob.len()).map_err(|_| SysError {
+            call: "BPF_OBJ_GET_INFO_BY_FD",
+            errno: Errno::E2BIG,
+        })?,
+        ..Default::default()
+    };
+    let mut attr = InfoAttr {
+        bpf_fd: fd_u32(btf),
+        info_len: std::mem::size_of::<RawBtfInfo>() as u32,
+        info: &mut info as *mut RawBtfInfo as u64,
     };
     bpf(cmd::OBJ_GET_INFO_BY_FD, "BPF_OBJ_GET_INFO_BY_FD", &mut attr)?;
     Ok(info)
