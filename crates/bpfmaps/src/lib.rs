@@ -19,6 +19,7 @@
 
 mod engine;
 pub mod events;
+pub mod program;
 pub mod top;
 pub mod typed;
 

@@ -12,7 +12,9 @@ use bpfmaps_abi::update_flags::{BPF_ANY, BPF_EXIST, BPF_NOEXIST};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
-use crate::output::{element_json, element_plain, hex_json, hex_plain, info_json, info_plain, Format};
+use crate::output::{
+    element_json_with, element_plain, hex_json, hex_plain, info_json, info_plain, BpftoolWriter, BtfFormatter, Format,
+};
 use crate::words::{parse_number, Words};
 
 /// Arguments of `bpfmaps map`.
@@ -191,17 +193,32 @@ pub fn collect_elements(map: &Map) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-/// The `map dump -j` array of one map (also used by `run -j`).
+/// The `map dump -j` array of one map (also used by `run -j`). A map with BTF gets bpftool's
+/// `formatted` member on every element.
 pub fn dump_json(map: &Map) -> Result<Value> {
     let info = map.info();
+    let btf = BtfFormatter::for_map(map)?;
     let elems = collect_elements(map)?;
-    Ok(Value::Array(elems.iter().map(|(k, v)| element_json(&info, k, v)).collect()))
+    Ok(Value::Array(elems.iter().map(|(k, v)| element_json_with(&info, k, v, btf.as_ref())).collect()))
 }
 
-/// Prints one map's elements in plain text, ending with bpftool's `Found N elements`.
+/// Prints one map's elements in plain text, ending with bpftool's `Found N elements`. A map
+/// with BTF prints as bpftool prints it: its formatted elements in one pretty JSON array, and
+/// no count.
 pub fn dump_plain(map: &Map) -> Result<()> {
     let info = map.info();
+    let btf = BtfFormatter::for_map(map)?;
     let elems = collect_elements(map)?;
+    if let Some(btf) = &btf {
+        let mut writer = BpftoolWriter::new();
+        writer.start_array();
+        for (k, v) in &elems {
+            writer.value(&btf.element(&info, k, v));
+        }
+        writer.end_array();
+        print!("{}", writer.finish());
+        return Ok(());
+    }
     for (k, v) in &elems {
         println!("{}", element_plain(&info, k, v));
     }
@@ -243,8 +260,13 @@ fn lookup(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
     let info = map.info();
     let mut value = vec![0u8; info.user_value_size()];
     map.ops().lookup(&key, &mut value, 0).map_err(|e| op_error("lookup", e))?;
+    let btf = BtfFormatter::for_map(&map)?;
     if format.is_json() {
-        format.print_json(&element_json(&info, &key, &value));
+        format.print_json(&element_json_with(&info, &key, &value, btf.as_ref()));
+    } else if let Some(btf) = &btf {
+        let mut writer = BpftoolWriter::new();
+        writer.value(&btf.element(&info, &key, &value));
+        print!("{}", writer.finish());
     } else {
         println!("{}", element_plain(&info, &key, &value));
     }

@@ -1,9 +1,13 @@
 //! `bpfmaps run OBJ`: load an object on the kernel engine, attach every program, run a command or
 //! wait (Ctrl-C / `--for`), then print every map, as bpftrace does on exit. Ring buffers and perf
 //! event arrays are drained while the run lasts and reported as event counts.
+//!
+//! With `--engine user` the object is loaded on the user engine instead: its maps live (and are
+//! pinned with `--pin-maps`) while the run lasts; its programs are not attached to events (that
+//! comes in a later issue) and run only when invoked.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{ExitCode, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,7 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bpfmaps::events::{Event, EventStream};
 use bpfmaps::kernel::object::{KernelObject, LoadConfig};
-use bpfmaps::{Map, MapType};
+use bpfmaps::program::Object;
+use bpfmaps::{Engine, Map, MapType};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Map as JsonMap, Value};
 
@@ -59,7 +64,7 @@ struct StreamCounter {
 /// Runs `bpfmaps run`.
 pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
     if args.engine == RunEngine::User {
-        bail!("the user engine cannot run programs yet (its interpreter is not wired in); use --engine kernel");
+        return run_user(args, format);
     }
     let mut config = LoadConfig::default();
     for g in &args.globals {
@@ -92,28 +97,7 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
         }
     }
 
-    let started = Instant::now();
-    let deadline = args.duration.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
-    let status = if args.command.is_empty() {
-        let until = deadline.unwrap_or(started + Duration::from_secs(u64::from(u32::MAX)));
-        signal::sleep_until(until, &interrupted);
-        None
-    } else {
-        let mut child = std::process::Command::new(&args.command[0])
-            .args(&args.command[1..])
-            .spawn()
-            .with_context(|| format!("cannot run `{}`", args.command[0]))?;
-        loop {
-            if let Some(st) = child.try_wait()? {
-                break Some(st);
-            }
-            if interrupted.load(Ordering::SeqCst) || deadline.is_some_and(|d| Instant::now() >= d) {
-                let _ = child.kill();
-                break Some(child.wait()?);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let status = wait_for_end(&args, &interrupted)?;
     // Let the last records of the streams arrive, then stop the readers and detach.
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::SeqCst);
@@ -154,6 +138,12 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
             println!();
         }
     }
+    finish(json_maps, status, format)
+}
+
+/// Prints the JSON result (maps and the command's status) and turns the status into the exit
+/// code.
+fn finish(json_maps: JsonMap<String, Value>, status: Option<ExitStatus>, format: Format) -> Result<ExitCode> {
     let code = status.as_ref().and_then(|s| s.code());
     if format.is_json() {
         let mut v = json!({"maps": Value::Object(json_maps)});
@@ -167,6 +157,104 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
         (Some(_), Some(c)) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
         (Some(_), None) => ExitCode::FAILURE,
     })
+}
+
+/// Waits for the end of the run: CMD's exit (killed at the deadline or on Ctrl-C), or without
+/// CMD the deadline (`--for`) or Ctrl-C. Returns CMD's status.
+fn wait_for_end(args: &RunArgs, interrupted: &AtomicBool) -> Result<Option<ExitStatus>> {
+    let started = Instant::now();
+    let deadline = args.duration.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    if args.command.is_empty() {
+        let until = deadline.unwrap_or(started + Duration::from_secs(u64::from(u32::MAX)));
+        signal::sleep_until(until, interrupted);
+        return Ok(None);
+    }
+    let mut child = std::process::Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .spawn()
+        .with_context(|| format!("cannot run `{}`", args.command[0]))?;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(Some(st));
+        }
+        if interrupted.load(Ordering::SeqCst) || deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = child.kill();
+            return Ok(Some(child.wait()?));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `run --engine user`: loads the object on the user engine, keeps its maps alive (pinned in
+/// `--pin-maps DIR`, any directory on the user engine's pin root file system) for other
+/// processes while the run lasts, then prints every map like the kernel branch. Attaching the
+/// programs to events is not part of the user engine yet: they run only when invoked.
+fn run_user(args: RunArgs, format: Format) -> Result<ExitCode> {
+    let mut object = Object::open(&args.object).with_context(|| format!("cannot open {}", args.object.display()))?;
+    for g in &args.globals {
+        let (name, value) = g.split_once('=').with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
+        let v = crate::words::parse_number(value)?;
+        let v = u32::try_from(v).with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
+        object.set_global(name, &v.to_ne_bytes())?;
+    }
+    let interrupted = signal::on_interrupt()?;
+    let loaded = object
+        .load(Engine::User)
+        .with_context(|| format!("cannot load {} on the user engine", args.object.display()))?;
+    if let Some(dir) = &args.pin_maps {
+        if bpfmaps::kernel::fs::is_on_bpffs(dir) {
+            bail!("--pin-maps {}: user-engine maps cannot be pinned on bpffs; use a directory on the user engine's pin root file system", dir.display());
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        loaded.pin_maps(dir).with_context(|| format!("cannot pin maps in {}", dir.display()))?;
+    }
+    if !format.is_json() {
+        eprintln!(
+            "loaded {} program(s) of {} on the user engine; attaching programs to events on the user engine comes in a later issue, so they run only when invoked (bpfmaps test-run, the library); the maps stay alive until the run ends",
+            loaded.program_names().len(),
+            args.object.display()
+        );
+    }
+    let status = wait_for_end(&args, &interrupted)?;
+    let mut json_maps = JsonMap::new();
+    for (name, map) in loaded.maps()? {
+        let streamed = matches!(map.info().map_type, MapType::Ringbuf | MapType::PerfEventArray);
+        if streamed {
+            let events = if map.info().map_type == MapType::Ringbuf { count_ring_records(&map)? } else { 0 };
+            if format.is_json() {
+                json_maps.insert(name.clone(), json!({"events": events, "lost": 0}));
+            } else {
+                println!("{name}: {events} events, 0 lost\n");
+            }
+            continue;
+        }
+        if map.info().map_type == MapType::StackTrace && !format.is_json() {
+            println!("{name}:");
+            crate::cmd_map::dump_stacks_plain(&map)?;
+            println!();
+            continue;
+        }
+        if format.is_json() {
+            json_maps.insert(name.clone(), dump_json(&map)?);
+        } else {
+            println!("{name}:");
+            dump_plain(&map)?;
+            println!();
+        }
+    }
+    finish(json_maps, status, format)
+}
+
+/// The number of records waiting in a ring buffer (drained).
+fn count_ring_records(map: &Map) -> Result<u64> {
+    let mut stream = EventStream::open(map)?;
+    let mut count = 0;
+    while let Some(event) = stream.next_event(Some(Duration::ZERO))? {
+        if matches!(event, Event::Record { .. }) {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 fn spawn_counter(name: String, map: &Map, stop: Arc<AtomicBool>) -> Result<StreamCounter> {

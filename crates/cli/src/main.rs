@@ -6,6 +6,7 @@
 
 mod cmd_map;
 mod cmd_run;
+mod cmd_test_run;
 mod cmd_top;
 mod output;
 mod signal;
@@ -39,6 +40,8 @@ enum Command {
     Run(cmd_run::RunArgs),
     /// Count openat(2) calls per process, live.
     Top(cmd_top::TopArgs),
+    /// Run one program of an object on a given context (user engine, or BPF_PROG_TEST_RUN), then print every map.
+    TestRun(cmd_test_run::TestRunArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Map(args) => cmd_map::run(args, format),
         Command::Run(args) => cmd_run::run(args, format),
         Command::Top(args) => cmd_top::run(args, format),
+        Command::TestRun(args) => cmd_test_run::run(args, format),
     };
     match result {
         Ok(code) => code,

@@ -221,7 +221,8 @@ fn run_prints_every_map_and_exits_with_the_commands_status() {
     assert_eq!(v["status"], 0);
     assert_eq!(
         v["maps"]["ringbuf_drops"],
-        json!([{"key": ["0x00", "0x00", "0x00", "0x00"], "value": ["0x00", "0x00", "0x00", "0x00", "0x00", "0x00", "0x00", "0x00"]}])
+        json!([{"key": ["0x00", "0x00", "0x00", "0x00"], "value": ["0x00", "0x00", "0x00", "0x00", "0x00", "0x00", "0x00", "0x00"],
+            "formatted": {"key": 0, "value": 0}}])
     );
     let out = cli.run(&["run", obj, "--", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3));
@@ -363,4 +364,180 @@ fn pinned_maps_of_a_run_outlive_it() {
     let info = cli.json(&["map", "show", "pinned", &format!("{dir}/events")]);
     assert_eq!(info["type"], "ringbuf");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// bpftool's plain (`-j` when `json`) output of `args`, exactly as printed, or `None` when it
+/// failed.
+fn bpftool_text(args: &[&str], json: bool) -> Option<String> {
+    let bpftool = ["/usr/sbin/bpftool", "/usr/bin/bpftool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("bpftool is installed by scripts/setup.sh");
+    let mut cmd = Command::new(bpftool);
+    if json {
+        cmd.arg("-j");
+    }
+    let out = cmd.args(args).output().unwrap();
+    out.status.success().then(|| String::from_utf8(out.stdout).unwrap())
+}
+
+/// Writes two patterned elements into the map pinned at `path` with bpftool: printable ASCII
+/// with NULs (so char arrays read as strings) and a byte ramp (negative numbers, enum values
+/// without names, non-string arrays).
+fn fill_with_bpftool(path: &str, show: &Value) {
+    let key_size = show["bytes_key"].as_u64().unwrap() as usize;
+    let value_size = show["bytes_value"].as_u64().unwrap() as usize;
+    let max_entries = show["max_entries"].as_u64().unwrap() as u32;
+    let is_array = show["type"].as_str().unwrap().contains("array");
+    for element in 0..2usize {
+        let key: Vec<u8> = if is_array {
+            let index = if element == 0 { 0 } else { max_entries - 1 };
+            index.to_le_bytes()[..key_size.min(4)].to_vec()
+        } else {
+            (0..key_size).map(|i| ((i * 7 + 1 + element * 100) & 0xff) as u8).collect()
+        };
+        let value: Vec<u8> = (0..value_size)
+            .map(|i| match element {
+                0 if i % 6 == 5 => 0,
+                0 => b'A' + (i % 26) as u8,
+                _ => ((i * 37 + 11) & 0xff) as u8,
+            })
+            .collect();
+        let mut args = vec!["map".to_owned(), "update".into(), "pinned".into(), path.into(), "key".into()];
+        args.extend(key.iter().map(u8::to_string));
+        args.push("value".into());
+        args.extend(value.iter().map(u8::to_string));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(bpftool_text(&args, false).is_some(), "bpftool {args:?} failed");
+    }
+}
+
+/// Compares `map dump` and `map lookup` of the map pinned at `path`, plain and JSON, between
+/// bpftool and bpfmaps. Returns true when the map has BTF (bpftool printed `formatted`).
+fn compare_map_with_bpftool(cli: &Cli, path: &str) -> bool {
+    let show = bpftool_json(&["map", "show", "pinned", path]);
+    let map_type = show["type"].as_str().unwrap().to_owned();
+    if map_type == "ringbuf" || map_type == "perf_event_array" {
+        return false;
+    }
+    if map_type != "stack_trace" && show["frozen"] != 1 {
+        fill_with_bpftool(path, &show);
+    }
+    // Plain text: bpfmaps prints stack traces symbolized, bpftool as bytes.
+    if map_type != "stack_trace" {
+        let theirs = bpftool_text(&["map", "dump", "pinned", path], false).unwrap();
+        let ours = cli.ok(&["map", "dump", "pinned", path]);
+        assert_eq!(ours, theirs, "plain dump of {path}");
+    }
+    let theirs_text = bpftool_text(&["map", "dump", "pinned", path], true).unwrap();
+    let ours = cli.json(&["map", "dump", "pinned", path]);
+    let has_btf = theirs_text.contains("\"formatted\":");
+    match serde_json::from_str::<Value>(&theirs_text) {
+        Ok(theirs) => assert_eq!(ours, theirs, "JSON dump of {path}"),
+        // bpftool writes `(unsupported-kind` unquoted for floats: not JSON. bpfmaps writes the
+        // same text as a string; everything before it must match.
+        Err(_) => assert!(
+            theirs_text.contains(":(unsupported-kind}"),
+            "bpftool's JSON for {path} does not parse: {theirs_text}"
+        ),
+    }
+    let first_key: Option<Vec<String>> = ours.as_array().unwrap().first().map(|e| {
+        e["key"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().to_owned()).collect()
+    });
+    if let Some(key) = first_key {
+        let mut args = vec!["map", "lookup", "pinned", path, "key"];
+        args.extend(key.iter().map(String::as_str));
+        if map_type != "stack_trace" {
+            assert_eq!(cli.ok(&args), bpftool_text(&args, false).unwrap(), "plain lookup in {path}");
+        }
+        if let Ok(theirs) = serde_json::from_str::<Value>(&bpftool_text(&args, true).unwrap()) {
+            let mut ours_args = vec!["-j"];
+            ours_args.extend_from_slice(&args);
+            let ours: Value = serde_json::from_str(&cli.ok(&ours_args)).unwrap();
+            assert_eq!(ours, theirs, "JSON lookup in {path}");
+        }
+    }
+    has_btf
+}
+
+/// Removes a directory (with its pins) when dropped, also when a test fails.
+struct RemoveDirOnDrop(PathBuf);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn btf_formatted_dumps_equal_bpftools_for_every_map_of_every_object() {
+    use bpfmaps::kernel::object::{KernelObject, LoadConfig};
+    if !kernel() {
+        return;
+    }
+    let cli = Cli::new("btf");
+    let root = PathBuf::from(format!("/sys/fs/bpf/bpfmaps_cli_btf_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let _cleanup = RemoveDirOnDrop(root.clone());
+    let mut objects: Vec<PathBuf> = std::fs::read_dir(repo().join("bpf/obj"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "o"))
+        .collect();
+    objects.sort();
+    assert!(objects.len() >= 12, "{objects:?}");
+    // Every kind bpftool formats (bitfields, enums, strings, int128, floats, nested types).
+    objects.push(repo().join("crates/cli/tests/data/btf_kinds.bpf.o"));
+    let (mut compared, mut with_btf, mut global_data) = (0, 0, 0);
+    for object_path in &objects {
+        let stem = object_path.file_name().unwrap().to_str().unwrap().trim_end_matches(".bpf.o");
+        let dir = root.join(stem);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Loaded as `bpfmaps run OBJ --pin-maps DIR` loads it, with by-name pins kept in DIR too,
+        // and the global-data maps (.rodata, .data, .bss) pinned as well.
+        let config = LoadConfig::default().with_pin_dir(&dir);
+        let object = KernelObject::load_file(object_path, &config).unwrap();
+        object.pin_maps(&dir).unwrap();
+        for map in object.maps().filter(|m| m.kind.is_global_data()) {
+            // bpffs refuses names with a dot (as bpftool's pinmaps, use `_`).
+            let pin = dir.join(map.def.name.replace('.', "_"));
+            object.map(&map.def.name).unwrap().pin(&pin).unwrap();
+            global_data += 1;
+        }
+        let mut pins: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        pins.sort();
+        for pin in &pins {
+            compared += 1;
+            if compare_map_with_bpftool(&cli, pin.to_str().unwrap()) {
+                with_btf += 1;
+            }
+        }
+        drop(object);
+    }
+    // The kernel loader (aya) creates global-data maps without BTF; libbpf gives them their
+    // DATASEC, which bpftool prints as `{".data": [{"var": value}, ...]}`: load the kinds
+    // object with bpftool too (it has no by-name pins, so nothing lands outside `root`).
+    let libbpf_dir = root.join("libbpf");
+    std::fs::create_dir_all(&libbpf_dir).unwrap();
+    let kinds = objects.last().unwrap().to_str().unwrap();
+    let progs = libbpf_dir.join("progs");
+    let maps = libbpf_dir.join("maps");
+    let loaded = bpftool_text(
+        &["prog", "loadall", kinds, progs.to_str().unwrap(), "pinmaps", maps.to_str().unwrap()],
+        false,
+    );
+    assert!(loaded.is_some(), "bpftool prog loadall {kinds} failed");
+    let mut datasecs = 0;
+    for pin in std::fs::read_dir(&maps).unwrap().map(|e| e.unwrap().path()) {
+        let path = pin.to_str().unwrap();
+        assert!(compare_map_with_bpftool(&cli, path), "{path} has no BTF");
+        if bpftool_text(&["map", "dump", "pinned", path], true).unwrap().contains("\"formatted\":{\"value\":{\".") {
+            datasecs += 1;
+        }
+    }
+    assert_eq!(datasecs, 3, ".data, .bss and .rodata print as DATASECs");
+    // Every committed object has a .rodata map; all but legacy_map's declared maps and the
+    // stack, ring and perf maps carry BTF key and value types.
+    assert!(global_data >= objects.len(), "{global_data} global-data maps");
+    assert!(with_btf >= 20, "only {with_btf} of {compared} maps had BTF");
 }

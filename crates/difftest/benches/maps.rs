@@ -10,7 +10,8 @@ use std::hint::black_box;
 
 use bpfmaps_abi::MapType;
 use bpfmaps_difftest::bench::{
-    bench_def, existing_keys, format_rows, populate, run_map_bench_with, BenchConfig, BenchOp,
+    bench_def, existing_keys, format_rows, populate, run_map_bench_with, syscall_floor_ns,
+    BenchConfig, BenchOp,
 };
 use bpfmaps_difftest::engines::{Candidate, Kernel};
 use bpfmaps_difftest::{kernel_usable, sys, CreateError, MapFactory};
@@ -87,6 +88,10 @@ fn main() {
                 config.entries, config.samples, config.ops_per_sample
             );
             print!("{}", format_rows(&rows));
+            println!(
+                "syscall floor (getppid): {:.1} ns/call",
+                syscall_floor_ns(config.ops_per_sample, config.samples)
+            );
         }
         Err(e) => panic!("run_map_bench: {e}"),
     }

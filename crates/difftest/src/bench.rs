@@ -203,6 +203,20 @@ pub fn time_op(
     Ok(elapsed.as_nanos() as f64 / f64::from(calls))
 }
 
+/// The median ns per `getppid()` call over `samples` samples of `calls` calls: the cost of the
+/// bare system call path, which bounds from below what any bpf(2) call can cost.
+pub fn syscall_floor_ns(calls: u32, samples: u32) -> f64 {
+    let mut timings = Vec::new();
+    for _ in 0..samples.max(1) {
+        let start = Instant::now();
+        for _ in 0..calls {
+            std::hint::black_box(crate::sys::getppid());
+        }
+        timings.push(start.elapsed().as_nanos() as f64 / f64::from(calls.max(1)));
+    }
+    median(timings)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)

@@ -27,6 +27,7 @@
 pub mod bench;
 pub mod engine;
 pub mod engines;
+pub mod known;
 pub mod lru_invariants;
 pub mod op;
 pub mod runner;

@@ -49,3 +49,10 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// `getppid()`, the cheapest real system call: the benchmark times it as the floor of any
+/// bpf(2) call on the same machine at the same moment.
+pub fn getppid() -> i32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    unsafe { libc::getppid() }
+}

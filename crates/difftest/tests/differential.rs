@@ -12,11 +12,12 @@ use bpfmaps_abi::map_flags::{
 };
 use bpfmaps_abi::{MapDef, MapType};
 use bpfmaps_difftest::engines::{Candidate, Kernel};
+use bpfmaps_difftest::known::KNOWN_DIVERGENCES;
 use bpfmaps_difftest::lru_invariants::run_lru_invariants;
 use bpfmaps_difftest::op::Op;
 use bpfmaps_difftest::{
-    kernel_usable, op_totals_line, run_differential, sys, Comparison, KnownDivergence, MapFactory,
-    SuiteConfig, SuiteReport,
+    kernel_usable, op_totals_line, run_differential, sys, Comparison, MapFactory, SuiteConfig,
+    SuiteReport,
 };
 
 fn def(
@@ -35,11 +36,6 @@ fn def(
         name: "difftest".into(),
     }
 }
-
-/// Known divergences of the user engine from the kernel, each naming the rule it breaks. The
-/// matching operations are skipped (and counted) so the suite stays green while they are open;
-/// every entry is listed with a failing minimal case in the difftest report.
-const KNOWN_DIVERGENCES: &[KnownDivergence] = &[];
 
 /// Runs each definition through the differential suite and fails with the first divergence.
 fn check(defs: &[(MapDef, Comparison)]) {
@@ -255,9 +251,94 @@ fn known_divergences_name_their_rule() {
     for d in KNOWN_DIVERGENCES {
         assert!(
             d.rule.len() > 10,
-            "exception for {} has no rule text",
+            "exception for {:?} has no rule text",
             d.map_type
         );
-        let _ = (d.matches)(&def(d.map_type, 4, 8, 8, 0), &Op::Freeze);
+        let t = d.map_type.unwrap_or(MapType::Hash);
+        let _ = (d.matches)(&def(t, 4, 8, 8, 0), &Op::Freeze);
     }
+}
+
+/// Bigger maps and longer sequences (a quarter of the cases, at least 10): LRU lists with
+/// target_free batches of 16 and 32, rotation of referenced (replaced) nodes, hash tables with
+/// many buckets for the batch cursors. Pinned to CPU 0 for the LRU victims.
+#[test]
+fn long_sequences_on_larger_maps_match_kernel() {
+    if let Err(e) = sys::pin_current_thread_to_cpu(0) {
+        panic!("pinning the test thread to CPU 0: {e}");
+    }
+    match kernel_usable(&Kernel) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(why) => panic!("{why}"),
+    }
+    let candidate = Candidate::default();
+    let defs = [
+        def(MapType::LruHash, 4, 8, 128, BPF_F_ZERO_SEED),
+        def(
+            MapType::LruHash,
+            4,
+            8,
+            64,
+            BPF_F_ZERO_SEED | BPF_F_NO_COMMON_LRU,
+        ),
+        def(MapType::LruPercpuHash, 4, 8, 64, BPF_F_ZERO_SEED),
+        def(MapType::Hash, 4, 8, 64, BPF_F_ZERO_SEED),
+        def(MapType::PercpuHash, 8, 4, 48, BPF_F_ZERO_SEED),
+    ];
+    let mut failures = Vec::new();
+    for d in defs {
+        let mut config = SuiteConfig::new(d.clone(), Comparison::Exact);
+        config.cases = (config.cases / 4).max(10);
+        config.max_ops = 400;
+        match run_differential(&Kernel, &candidate, &config, KNOWN_DIVERGENCES) {
+            Ok(report) => println!(
+                "{} max {} flags {:#x}: {} cases, {} ops, no divergence",
+                d.map_type, d.max_entries, d.map_flags, report.cases, report.ops
+            ),
+            Err(why) => failures.push(why),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} divergence(s):\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// Access flags given at creation: a `BPF_F_RDONLY` map refuses syscall writes and a
+/// `BPF_F_WRONLY` one syscall reads (EPERM), `BPF_F_RDONLY_PROG` / `BPF_F_WRONLY_PROG` restrict
+/// programs only.
+#[test]
+fn access_flags_match_kernel() {
+    use bpfmaps_abi::map_flags::{
+        BPF_F_RDONLY, BPF_F_RDONLY_PROG, BPF_F_WRONLY, BPF_F_WRONLY_PROG,
+    };
+    check(&[
+        (
+            def(MapType::Hash, 4, 8, 4, BPF_F_ZERO_SEED | BPF_F_RDONLY),
+            Comparison::Exact,
+        ),
+        (
+            def(MapType::Hash, 4, 8, 4, BPF_F_ZERO_SEED | BPF_F_WRONLY),
+            Comparison::Exact,
+        ),
+        (
+            def(MapType::Array, 4, 8, 4, BPF_F_RDONLY),
+            Comparison::Exact,
+        ),
+        (
+            def(MapType::PercpuArray, 4, 8, 4, BPF_F_WRONLY),
+            Comparison::Exact,
+        ),
+        (
+            def(MapType::Hash, 4, 8, 4, BPF_F_ZERO_SEED | BPF_F_RDONLY_PROG),
+            Comparison::Exact,
+        ),
+        (
+            def(MapType::Array, 4, 8, 4, BPF_F_WRONLY_PROG),
+            Comparison::Exact,
+        ),
+    ]);
 }

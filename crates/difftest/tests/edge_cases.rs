@@ -624,3 +624,41 @@ fn no_common_lru_holds_max_entries_over_cpus_from_one_writer() {
         );
     }
 }
+
+/// The semantics doc (2.5): 10 000 single-CPU inserts into a 10 000-entry LRU map leave 9 888
+/// keys (target_free batches evict early). The user engine must keep exactly the same keys.
+#[test]
+fn lru_population_from_one_cpu_keeps_the_kernels_keys() {
+    sys::pin_current_thread_to_cpu(0).expect("pin to CPU 0");
+    match kernel_usable(&Kernel) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(why) => panic!("{why}"),
+    }
+    let d = def(MapType::LruHash, 4, 8, 10_000, 0);
+    let kernel = Kernel.create(&d).expect("kernel map");
+    bpfmaps_difftest::bench::populate(&*kernel, 10_000).expect("kernel populate");
+    let mut kernel_keys = bpfmaps_difftest::bench::existing_keys(&*kernel).expect("kernel keys");
+    kernel_keys.sort_unstable();
+    assert_eq!(
+        kernel_keys.len(),
+        9888,
+        "the kernel's count after 10 000 inserts"
+    );
+    let candidate = match Candidate::default().create(&d) {
+        Ok(m) => m,
+        Err(CreateError::Unsupported(why)) => {
+            println!("NOT COVERED: lru population: {why}");
+            return;
+        }
+        Err(e) => panic!("candidate create: {e}"),
+    };
+    bpfmaps_difftest::bench::populate(&*candidate, 10_000).expect("candidate populate");
+    let mut candidate_keys =
+        bpfmaps_difftest::bench::existing_keys(&*candidate).expect("candidate keys");
+    candidate_keys.sort_unstable();
+    assert_eq!(
+        candidate_keys, kernel_keys,
+        "the engines kept different keys"
+    );
+}

@@ -79,3 +79,45 @@ impl KernelMap {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::SysError;
+    use bpfmaps_abi::Errno;
+
+    /// True when kernel tests should run; panics when they cannot and were not skipped.
+    fn kernel() -> bool {
+        if std::env::var_os("BPFMAPS_SKIP_KERNEL").is_some_and(|v| v == "1") {
+            eprintln!("BPFMAPS_SKIP_KERNEL=1: skipping a kernel test");
+            return false;
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "kernel tests need root and BPF (set BPFMAPS_SKIP_KERNEL=1 to skip)"
+        );
+        true
+    }
+
+    #[test]
+    fn vmlinux_btf_reads_whole_and_a_missing_id_is_enoent() {
+        if !kernel() {
+            return;
+        }
+        // The kernel's own BTF is loaded first, as object 1.
+        let vmlinux = btf_by_id(1).unwrap();
+        assert_eq!(vmlinux.id, 1);
+        assert!(vmlinux.kernel_btf);
+        assert_eq!(&vmlinux.blob[..2], &[0x9f, 0xeb]);
+        let sysfs = std::fs::read("/sys/kernel/btf/vmlinux").unwrap();
+        assert_eq!(vmlinux.blob, sysfs);
+        match btf_by_id(u32::MAX) {
+            Err(Error::Sys(SysError { call, errno })) => {
+                assert_eq!((call, errno), ("BPF_BTF_GET_FD_BY_ID", Errno::ENOENT));
+            }
+            other => panic!("expected ENOENT, got {other:?}"),
+        }
+    }
+}

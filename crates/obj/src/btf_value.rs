@@ -184,7 +184,7 @@ enum Type {
     /// Volatile, const or restrict: a modifier of the type.
     Modifier(u32),
     /// `TYPE_TAG`: skipped when resolving, but not printable by itself in bpftool v7.1.
-    TypeTag(u32),
+    Tagged(u32),
     Var {
         name: String,
         type_id: u32,
@@ -358,7 +358,7 @@ impl BtfTypes {
                 7 => Type::Fwd,
                 8 => Type::Typedef(size_or_type),
                 9..=11 => Type::Modifier(size_or_type),
-                18 => Type::TypeTag(size_or_type),
+                18 => Type::Tagged(size_or_type),
                 14 => Type::Var {
                     name: name()?,
                     type_id: size_or_type,
@@ -404,7 +404,7 @@ impl BtfTypes {
         for _ in 0..MAX_RESOLVE_DEPTH {
             match self.types.get(to_usize(id))? {
                 Type::Void => return None,
-                Type::Typedef(next) | Type::Modifier(next) | Type::TypeTag(next) => id = *next,
+                Type::Typedef(next) | Type::Modifier(next) | Type::Tagged(next) => id = *next,
                 Type::Var { type_id, .. } => id = *type_id,
                 _ => return Some(id),
             }
@@ -430,7 +430,7 @@ impl BtfTypes {
                     id = *elem;
                     continue;
                 }
-                Type::Typedef(next) | Type::Modifier(next) | Type::TypeTag(next) => {
+                Type::Typedef(next) | Type::Modifier(next) | Type::Tagged(next) => {
                     id = *next;
                     continue;
                 }
@@ -623,7 +623,7 @@ impl Cursor<'_> {
                     vars: out,
                 })
             }
-            Type::TypeTag(_) | Type::Float { .. } | Type::Other => {
+            Type::Tagged(_) | Type::Float { .. } | Type::Other => {
                 Ok(BtfValue::Unprintable(UNSUPPORTED_TEXT))
             }
         }
@@ -648,7 +648,7 @@ impl Cursor<'_> {
                 bits,
             )
         };
-        if bit_offset != 0 || int_offset != 0 || bits % 8 != 0 {
+        if bit_offset != 0 || int_offset != 0 || !bits.is_multiple_of(8) {
             return bitfield(self);
         }
         if bits == 128 {
@@ -685,7 +685,7 @@ impl Cursor<'_> {
         let mut elem_type = None;
         for _ in 0..MAX_RESOLVE_DEPTH {
             match self.types.types.get(to_usize(id))? {
-                Type::Modifier(next) | Type::TypeTag(next) => id = *next,
+                Type::Modifier(next) | Type::Tagged(next) => id = *next,
                 other => {
                     elem_type = Some(other);
                     break;
@@ -713,5 +713,248 @@ impl Cursor<'_> {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A little-endian BTF blob under construction: types are added in id order from 1.
+    #[derive(Default)]
+    struct Blob {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+    }
+
+    impl Blob {
+        fn new() -> Blob {
+            Blob {
+                types: Vec::new(),
+                strings: vec![0],
+            }
+        }
+
+        fn name(&mut self, name: &str) -> u32 {
+            if name.is_empty() {
+                return 0;
+            }
+            let at = self.strings.len() as u32;
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            at
+        }
+
+        fn words(&mut self, words: &[u32]) {
+            for w in words {
+                self.types.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+
+        fn head(&mut self, name: &str, kind: u32, vlen: u32, kind_flag: bool, size_or_type: u32) {
+            let name = self.name(name);
+            let info = (u32::from(kind_flag) << 31) | (kind << 24) | vlen;
+            self.words(&[name, info, size_or_type]);
+        }
+
+        fn int(&mut self, name: &str, size: u32, encoding: u32, bits: u32) {
+            self.head(name, 1, 0, false, size);
+            self.words(&[(encoding << 24) | bits]);
+        }
+
+        fn array(&mut self, elem: u32, nelems: u32) {
+            self.head("", 3, 0, false, 0);
+            self.words(&[elem, 1, nelems]);
+        }
+
+        fn composite(
+            &mut self,
+            kind: u32,
+            name: &str,
+            size: u32,
+            flag: bool,
+            members: &[(&str, u32, u32)],
+        ) {
+            self.head(name, kind, members.len() as u32, flag, size);
+            for (member, type_id, offset) in members {
+                let member = self.name(member);
+                self.words(&[member, *type_id, *offset]);
+            }
+        }
+
+        fn enumeration(&mut self, size: u32, values: &[(&str, i32)]) {
+            self.head("e", 6, values.len() as u32, false, size);
+            for (name, value) in values {
+                let name = self.name(name);
+                self.words(&[name, *value as u32]);
+            }
+        }
+
+        fn build(&self) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+            out.extend_from_slice(&[1, 0]);
+            for w in [
+                24u32,
+                0,
+                self.types.len() as u32,
+                self.types.len() as u32,
+                self.strings.len() as u32,
+            ] {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            out
+        }
+    }
+
+    /// Types 1..: u32, int, char, char[4], _Bool, struct s {u32 a; int b:3; int c:5; char n[4]},
+    /// enum e (size 1), u8[2], typedef, const, pointer, float, struct with a float, __int128.
+    fn table() -> BtfTypes {
+        let mut b = Blob::new();
+        b.int("unsigned int", 4, 0, 32); // 1
+        b.int("int", 4, INT_SIGNED, 32); // 2
+        b.int("char", 1, INT_SIGNED, 8); // 3
+        b.array(3, 4); // 4
+        b.int("_Bool", 1, INT_BOOL, 8); // 5
+        b.composite(
+            4,
+            "s",
+            12,
+            true,
+            &[
+                ("a", 1, 0),
+                ("b", 2, (3 << 24) | 32),
+                ("c", 2, (5 << 24) | 35),
+                ("n", 4, 64),
+            ],
+        ); // 6
+        b.enumeration(1, &[("ONE", 1), ("MINUS", -1)]); // 7
+        b.int("unsigned char", 1, 0, 8); // 8
+        b.array(8, 2); // 9
+        b.head("u32_t", 8, 0, false, 1); // 10 typedef
+        b.head("", 10, 0, false, 10); // 11 const
+        b.head("", 2, 0, false, 6); // 12 pointer
+        b.head("float", 16, 0, false, 4); // 13
+        b.composite(
+            4,
+            "f",
+            12,
+            false,
+            &[("x", 1, 0), ("f", 13, 32), ("y", 1, 64)],
+        ); // 14
+        b.int("__int128", 16, INT_SIGNED, 128); // 15
+        b.int("weird", 4, 0, 24); // 16
+        b.int("c", 1, INT_CHAR, 8); // 17
+        BtfTypes::parse(&b.build()).unwrap()
+    }
+
+    fn check(type_id: u32, bytes: &[u8], expected: BtfValue) {
+        assert_eq!(table().format(type_id, bytes).unwrap(), expected);
+    }
+
+    #[test]
+    fn integers_follow_their_encoding_and_width() {
+        check(
+            1,
+            &0xfffffffeu32.to_le_bytes(),
+            BtfValue::Unsigned(0xfffffffe),
+        );
+        check(2, &(-2i32).to_le_bytes(), BtfValue::Signed(-2));
+        check(3, &[0x80], BtfValue::Signed(-128));
+        check(5, &[2], BtfValue::Bool(true));
+        check(5, &[0], BtfValue::Bool(false));
+        check(17, b"x", BtfValue::Char(b'x'));
+        check(
+            15,
+            &[1; 16],
+            BtfValue::Bits(0x0101_0101_0101_0101_0101_0101_0101_0101),
+        );
+        check(16, &[1, 2, 3, 4], BtfValue::Bits(0x030201));
+    }
+
+    #[test]
+    fn char_arrays_are_strings_only_when_printable_up_to_a_nul() {
+        check(4, b"ab\0z", BtfValue::String("ab".into()));
+        check(4, b"\0\0\0\0", BtfValue::String(String::new()));
+        let numbers = |v: &[i64]| BtfValue::Array(v.iter().map(|&n| BtfValue::Signed(n)).collect());
+        check(4, b"abcd", numbers(&[97, 98, 99, 100]));
+        check(4, b"a\tb\0", numbers(&[97, 9, 98, 0]));
+        check(
+            9,
+            &[1, 255],
+            BtfValue::Array(vec![BtfValue::Unsigned(1), BtfValue::Unsigned(255)]),
+        );
+    }
+
+    #[test]
+    fn structs_bitfields_enums_and_modifiers() {
+        // a = 7, b = -1 as 3 bits (0b111), c = 0b10101 at bit 35, n = "hi".
+        let mut bytes = vec![7, 0, 0, 0];
+        let bits: u32 = 0b111 | (0b10101 << 3);
+        bytes.extend_from_slice(&bits.to_le_bytes());
+        bytes.extend_from_slice(b"hi\0\0");
+        check(
+            6,
+            &bytes,
+            BtfValue::Struct(vec![
+                ("a".into(), BtfValue::Unsigned(7)),
+                ("b".into(), BtfValue::Bits(0b111)),
+                ("c".into(), BtfValue::Bits(0b10101)),
+                ("n".into(), BtfValue::String("hi".into())),
+            ]),
+        );
+        check(7, &[1], BtfValue::Enumerator("ONE".into()));
+        check(7, &[0xff], BtfValue::Enumerator("MINUS".into()));
+        check(7, &[5], BtfValue::Signed(5));
+        check(11, &9u32.to_le_bytes(), BtfValue::Unsigned(9));
+        check(12, &0x1234u64.to_le_bytes(), BtfValue::Pointer(0x1234));
+        check(0, &[], BtfValue::Void);
+    }
+
+    #[test]
+    fn formatting_stops_where_bpftool_stops() {
+        let v = table()
+            .format(14, &[1, 0, 0, 0, 0, 0, 0x80, 0x3f, 2, 0, 0, 0])
+            .unwrap();
+        assert_eq!(
+            v,
+            BtfValue::Struct(vec![
+                ("x".into(), BtfValue::Unsigned(1)),
+                ("f".into(), BtfValue::Unprintable(UNSUPPORTED_TEXT)),
+            ])
+        );
+        assert!(!v.is_complete());
+        assert!(table().format(6, &[0; 12]).unwrap().is_complete());
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert_eq!(
+            table().format(6, &[0; 5]),
+            Err(BtfValueError::ShortData {
+                type_id: 4,
+                offset: 8,
+                needed: 4,
+                available: 5
+            })
+        );
+        assert_eq!(
+            table().format(99, &[0; 4]),
+            Err(BtfValueError::NoSuchType(99))
+        );
+        assert!(BtfTypes::parse(&[0; 10]).is_err());
+        let mut blob = Blob::new();
+        blob.int("int", 4, INT_SIGNED, 32);
+        let mut bytes = blob.build();
+        for cut in 0..bytes.len() {
+            let _ = BtfTypes::parse(&bytes[..cut]);
+        }
+        bytes[24 + 7] = 0x7f; // kind 31
+        assert!(matches!(
+            BtfTypes::parse(&bytes),
+            Err(BtfValueError::BadBtf { .. })
+        ));
     }
 }

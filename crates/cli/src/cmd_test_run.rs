@@ -1,0 +1,174 @@
+//! `bpfmaps test-run OBJ --prog NAME --ctx HEX|@FILE [--repeat N] [--engine user|kernel]`: loads
+//! the object, runs one program on the given context, prints r0, the mean duration and every map
+//! afterwards (`-j`: one JSON object `{"retval", "duration_ns", "maps"}`, maps as in `run -j`).
+//!
+//! Ring buffers are drained and shown as their records (`{"events": [hex...], "lost": 0}`); perf
+//! event arrays have no reader during a test run, so outputs to them fail with ENOENT (as in the
+//! kernel) and they are shown as `{"events": 0}`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bpfmaps::events::{Event, EventStream};
+use bpfmaps::program::Object;
+use bpfmaps::{Engine, Map, MapType};
+use clap::{Args, ValueEnum};
+use serde_json::{json, Map as JsonMap, Value};
+
+use crate::cmd_map::{dump_json, dump_plain};
+use crate::output::{hex_json, hex_plain, Format};
+
+/// Arguments of `bpfmaps test-run`.
+#[derive(Args, Debug)]
+pub struct TestRunArgs {
+    /// The BPF object file.
+    object: PathBuf,
+    /// The program to run.
+    #[arg(long = "prog", value_name = "NAME")]
+    program: String,
+    /// The context: hex bytes (`0a0b…`, spaces and a `0x` prefix allowed) or `@FILE` for a
+    /// file's raw bytes. For tracepoints the layout of `/sys/kernel/tracing/events/…/format`;
+    /// for raw tracepoints the u64 arguments.
+    #[arg(long, value_name = "HEX|@FILE")]
+    ctx: String,
+    /// Run the program this many times; the mean duration is reported.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// The engine to run on.
+    #[arg(long, value_enum, default_value_t = TestRunEngine::User)]
+    engine: TestRunEngine,
+    /// Set a global before load: NAME=VALUE (a u32, decimal or 0x hex).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    globals: Vec<String>,
+}
+
+/// The engines `test-run` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TestRunEngine {
+    Kernel,
+    User,
+}
+
+/// Parses `--ctx`: hex digits (whitespace, `:` and a leading `0x` ignored) or `@FILE`.
+fn parse_ctx(text: &str) -> Result<Vec<u8>> {
+    if let Some(path) = text.strip_prefix('@') {
+        return std::fs::read(path).with_context(|| format!("cannot read the context file {path}"));
+    }
+    let trimmed = text.trim();
+    let trimmed = trimmed.strip_prefix("0x").unwrap_or(trimmed);
+    let digits: Vec<u8> = trimmed
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b':')
+        .collect();
+    if digits.len() % 2 != 0 {
+        bail!("--ctx: an odd number of hex digits ({})", digits.len());
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let s = std::str::from_utf8(pair).unwrap_or("??");
+            u8::from_str_radix(s, 16).with_context(|| format!("--ctx: `{s}` is not a hex byte"))
+        })
+        .collect()
+}
+
+/// Drains a ring buffer's available records.
+fn drain_ring(map: &Map) -> Result<(Vec<Vec<u8>>, u64)> {
+    let mut stream = EventStream::open(map)?;
+    let mut records = Vec::new();
+    let mut lost = 0;
+    while let Some(event) = stream.next_event(Some(Duration::ZERO))? {
+        match event {
+            Event::Record { data, .. } => records.push(data),
+            Event::Lost { count, .. } => lost += count,
+        }
+    }
+    Ok((records, lost))
+}
+
+/// Runs `bpfmaps test-run`.
+pub fn run(args: TestRunArgs, format: Format) -> Result<ExitCode> {
+    let ctx = parse_ctx(&args.ctx)?;
+    let mut object = Object::open(&args.object).with_context(|| format!("cannot open {}", args.object.display()))?;
+    for g in &args.globals {
+        let (name, value) = g.split_once('=').with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
+        let v = crate::words::parse_number(value)?;
+        let v = u32::try_from(v).with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
+        object.set_global(name, &v.to_ne_bytes())?;
+    }
+    let engine = match args.engine {
+        TestRunEngine::User => Engine::User,
+        TestRunEngine::Kernel => Engine::Kernel,
+    };
+    let loaded = object
+        .load(engine)
+        .with_context(|| format!("cannot load {} on the {engine} engine", args.object.display()))?;
+    let program = loaded.program(&args.program)?;
+    let result = program.test_run(&ctx, args.repeat)?;
+
+    let mut json_maps = JsonMap::new();
+    if !format.is_json() {
+        println!("retval: {}", result.retval);
+        println!("duration: {} ns (mean of {} run(s))\n", result.duration_ns, args.repeat.max(1));
+    }
+    for (name, map) in loaded.maps()? {
+        match map.info().map_type {
+            MapType::Ringbuf => {
+                let (records, lost) = drain_ring(&map).with_context(|| format!("reading ring buffer {name}"))?;
+                if format.is_json() {
+                    let events: Vec<Value> = records.iter().map(|r| hex_json(r)).collect();
+                    json_maps.insert(name, json!({"events": events, "lost": lost}));
+                } else {
+                    println!("{name}: {} events, {lost} lost", records.len());
+                    for r in &records {
+                        println!("  {}", hex_plain(r));
+                    }
+                    println!();
+                }
+            }
+            MapType::PerfEventArray => {
+                if format.is_json() {
+                    json_maps.insert(name, json!({"events": 0}));
+                } else {
+                    println!("{name}: 0 events (no reader during a test run)\n");
+                }
+            }
+            _ if format.is_json() => {
+                json_maps.insert(name, dump_json(&map)?);
+            }
+            MapType::StackTrace => {
+                println!("{name}:");
+                crate::cmd_map::dump_stacks_plain(&map)?;
+                println!();
+            }
+            _ => {
+                println!("{name}:");
+                dump_plain(&map)?;
+                println!();
+            }
+        }
+    }
+    if format.is_json() {
+        format.print_json(&json!({
+            "retval": result.retval,
+            "duration_ns": result.duration_ns,
+            "maps": Value::Object(json_maps),
+        }));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ctx;
+
+    #[test]
+    fn contexts_parse_from_hex() {
+        assert_eq!(parse_ctx("0x0a0B ff").unwrap(), vec![0x0a, 0x0b, 0xff]);
+        assert_eq!(parse_ctx("").unwrap(), Vec::<u8>::new());
+        assert!(parse_ctx("abc").is_err());
+        assert!(parse_ctx("zz").is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! The runtime's error values: [`RuntimeError`] (an object that could not be loaded on the user
+//! engine, naming the map, program or instruction) and [`PinField`] (which field of a pinned map
+//! differs from the object's definition).
+//!
+//! Traps of a running program are not errors of this module: they are
+//! [`bpfmaps_vm::Trap`] values returned by an invocation.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use bpfmaps_abi::Errno;
+
+/// The field of a pinned map that differs from the object's definition, checked in this order
+/// (the order the kernel engine checks them too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinField {
+    /// The map type (values are kernel type numbers).
+    MapType,
+    /// The key size.
+    KeySize,
+    /// The value size.
+    ValueSize,
+    /// `max_entries`.
+    MaxEntries,
+    /// `map_flags`.
+    MapFlags,
+}
+
+impl fmt::Display for PinField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PinField::MapType => "map type",
+            PinField::KeySize => "key size",
+            PinField::ValueSize => "value size",
+            PinField::MaxEntries => "max_entries",
+            PinField::MapFlags => "map flags",
+        })
+    }
+}
+
+/// Why an object could not be loaded on the user engine.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The object file could not be parsed.
+    #[error("parsing the object: {0}")]
+    Object(#[from] bpfmaps_obj::ObjError),
+    /// A global could not be set.
+    #[error("setting a global: {0}")]
+    Global(#[from] bpfmaps_obj::GlobalError),
+    /// A map could not be created, opened, initialised or pinned.
+    #[error("map {map:?}: {source}")]
+    Map {
+        /// The map's name in the object.
+        map: String,
+        /// The maps crate's error.
+        source: bpfmaps_maps::UserMapError,
+    },
+    /// Writing a data section's initial value or freezing `.rodata` failed.
+    #[error("map {map:?}: {what}: {errno}")]
+    MapSetup {
+        /// The map's name in the object.
+        map: String,
+        /// What was being done.
+        what: &'static str,
+        /// The errno.
+        errno: Errno,
+    },
+    /// A `LIBBPF_PIN_BY_NAME` pin exists but its map differs from the object's definition.
+    #[error(
+        "pinned map {map:?} at {} does not match the object's definition: {field} is {found} \
+         in the pin, {expected} in the object",
+        path.display()
+    )]
+    PinnedMapMismatch {
+        /// The map's name in the object.
+        map: String,
+        /// The pin.
+        path: PathBuf,
+        /// The first field that differs.
+        field: PinField,
+        /// The object's value.
+        expected: u32,
+        /// The pinned map's value.
+        found: u32,
+    },
+    /// The user engine's map store (pin root) could not be opened.
+    #[error("the user engine's pin root: {0}")]
+    Store(#[from] bpfmaps_maps::StoreError),
+    /// A program failed the load-time checks (the error names the instruction).
+    #[error("program {program:?}: {source}")]
+    Program {
+        /// The program's name.
+        program: String,
+        /// The check that failed.
+        source: bpfmaps_vm::LoadError,
+    },
+    /// The object has no program of this name.
+    #[error("the object has no program named {0:?}")]
+    NoSuchProgram(String),
+    /// The object has no map of this name.
+    #[error("the object has no map named {0:?}")]
+    NoSuchMap(String),
+}

@@ -1,0 +1,348 @@
+//! The user engine's loader: an [`ObjectSpec`] becomes a [`UserObject`] — every map created in
+//! shared memory (or reused from a compatible `LIBBPF_PIN_BY_NAME` pin), data sections written
+//! and `.rodata` frozen, every program checked by the VM into an [`Executable`] with its `lddw`
+//! map references resolved.
+//!
+//! How `lddw` pseudo values are resolved (the values the helpers and the VM later recognise):
+//!
+//! | pseudo source | value |
+//! | --- | --- |
+//! | `BPF_PSEUDO_MAP_IDX` (5), map `i` | the map handle [`MAP_HANDLE_BASE`]` + i`: an address in no region, so a program cannot dereference it; helpers decode it |
+//! | `BPF_PSEUDO_MAP_IDX_VALUE` (6), map `i`, offset `o` | a VM fixed region (`fixed_region_address(slot) + o`) that [`crate::Program`] lends each run: element 0 of the array map `i`, read-only for `BPF_F_RDONLY_PROG` maps such as `.rodata` |
+//!
+//! Architecture invariant: this module decides what exists (maps, programs); it never runs a
+//! program. Several programs of one object share its `Arc`ed maps; several objects share a map
+//! only through a pin.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bpfmaps_abi::insn::pseudo;
+use bpfmaps_abi::{map_flags, MapInfo, MapOps, MapType};
+use bpfmaps_maps::{Access as MapAccess, Store, UserMap, ValueRef};
+use bpfmaps_obj::{MapKind, MapSpec, ObjectSpec, Pinning, ProgramKind};
+use bpfmaps_vm::memory::fixed_region_address;
+use bpfmaps_vm::{Access, Config, Executable, HelperSet, PseudoResolver};
+
+use crate::error::{PinField, RuntimeError};
+use crate::helpers::supported_helpers;
+use crate::program::{Program, ProgramInner};
+
+/// Map handles: the value an `lddw` of map `i` loads is `MAP_HANDLE_BASE + i`. The upper half
+/// selects a VM region index no run ever maps, so dereferencing a handle traps.
+pub const MAP_HANDLE_BASE: u64 = 0xffff_fffe_0000_0000;
+
+/// How to load an object on the user engine.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Directory of `LIBBPF_PIN_BY_NAME` pins (`DIR/MAP_NAME`); `None` means the user engine's
+    /// pin root ([`bpfmaps_maps::pin_root`]). It must be on the pin root's file system.
+    pub pin_dir: Option<PathBuf>,
+    /// The VM configuration every program of the object runs with; `None` means
+    /// [`Config::default`] (the context access is decided per program type).
+    pub vm_config: Option<Config>,
+}
+
+/// One map of a loaded object.
+#[derive(Debug)]
+pub struct LoadedMap {
+    /// The map's name in the object (full name, as pins use it).
+    pub name: String,
+    /// The object's definition of it.
+    pub spec: MapSpec,
+    /// The shared-memory map.
+    pub map: Arc<UserMap>,
+    /// Where it is pinned by name, if it is.
+    pub pin_path: Option<PathBuf>,
+    /// True when it was reused from an existing pin rather than created.
+    pub reused_pin: bool,
+    /// For array maps: where element 0's value is (what map-value references point at).
+    pub(crate) first_value: Option<ValueRef>,
+    /// How programs may touch its values.
+    pub(crate) program_access: Access,
+}
+
+/// Everything the programs of one object share: its maps, by index in the object's map list.
+#[derive(Debug)]
+pub(crate) struct SharedMaps {
+    pub maps: Vec<LoadedMap>,
+    pub possible_cpus: u32,
+    pub store_root: PathBuf,
+}
+
+/// An object loaded on the user engine: its maps live, its programs checked and ready to run.
+#[derive(Debug)]
+pub struct UserObject {
+    name: String,
+    shared: Arc<SharedMaps>,
+    programs: Vec<Program>,
+}
+
+fn pin_check(map: &str, path: &Path, spec_def: &MapInfo, found: &MapInfo) -> Result<(), RuntimeError> {
+    let fields = [
+        (PinField::MapType, spec_def.map_type.as_u32(), found.map_type.as_u32()),
+        (PinField::KeySize, spec_def.key_size, found.key_size),
+        (PinField::ValueSize, spec_def.value_size, found.value_size),
+        (PinField::MaxEntries, spec_def.max_entries, found.max_entries),
+        (PinField::MapFlags, spec_def.map_flags, found.map_flags),
+    ];
+    for (field, expected, got) in fields {
+        if expected != got {
+            return Err(RuntimeError::PinnedMapMismatch {
+                map: map.to_owned(),
+                path: path.to_owned(),
+                field,
+                expected,
+                found: got,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn map_error(name: &str) -> impl FnOnce(bpfmaps_maps::UserMapError) -> RuntimeError + '_ {
+    move |source| RuntimeError::Map {
+        map: name.to_owned(),
+        source,
+    }
+}
+
+fn setup_error<'a>(name: &'a str, what: &'static str) -> impl FnOnce(bpfmaps_abi::MapError) -> RuntimeError + 'a {
+    move |e| RuntimeError::MapSetup {
+        map: name.to_owned(),
+        what,
+        errno: e.errno().unwrap_or(bpfmaps_abi::Errno::EINVAL),
+    }
+}
+
+/// Creates (or reuses from its pin) one map of the object.
+fn load_map(
+    store: &Store,
+    pin_dir: &Path,
+    spec: &MapSpec,
+    cpus: u32,
+) -> Result<LoadedMap, RuntimeError> {
+    let def = spec.creation_def(cpus);
+    let name = spec.name.as_str();
+    let pin_path = spec.pin_path(pin_dir);
+    let mut reused = None;
+    if let Some(path) = &pin_path {
+        if path.exists() {
+            let map = UserMap::open_pinned_in(store, path, MapAccess::ReadWrite)
+                .map_err(map_error(name))?;
+            let found = map.info();
+            // Compare against what creation would report: create a throwaway info from the def.
+            let wanted = MapInfo {
+                map_type: def.map_type,
+                id: 0,
+                key_size: def.key_size,
+                value_size: def.value_size,
+                max_entries: def.max_entries,
+                map_flags: def.map_flags,
+                name: def.name.clone(),
+                possible_cpus: cpus,
+                btf_id: 0,
+                frozen: false,
+            };
+            pin_check(name, path, &wanted, &found)?;
+            reused = Some(map);
+        }
+    }
+    let reused_pin = reused.is_some();
+    let map = match reused {
+        Some(map) => map,
+        None => {
+            let map = UserMap::create_in(store, &def).map_err(map_error(name))?;
+            if let Some(initial) = &spec.initial_value {
+                map.update(&0u32.to_le_bytes(), initial, 0)
+                    .map_err(setup_error(name, "writing the initial value"))?;
+            }
+            if spec.frozen {
+                map.freeze().map_err(setup_error(name, "freezing"))?;
+            }
+            if let Some(path) = &pin_path {
+                map.pin(path).map_err(map_error(name))?;
+            }
+            map
+        }
+    };
+    let first_value = if matches!(def.map_type, MapType::Array) {
+        map.helper_lookup(&0u32.to_le_bytes(), 0)
+    } else {
+        None
+    };
+    let read_only = spec.kind == MapKind::Rodata || def.map_flags & map_flags::BPF_F_RDONLY_PROG != 0;
+    Ok(LoadedMap {
+        name: name.to_owned(),
+        spec: spec.clone(),
+        map: Arc::new(map),
+        pin_path,
+        reused_pin,
+        first_value,
+        program_access: if read_only { Access::ReadOnly } else { Access::ReadWrite },
+    })
+}
+
+/// Resolves one program's `lddw` pseudo values and records which maps its fixed regions lend.
+struct Resolver<'a> {
+    maps: &'a [LoadedMap],
+    /// Map index of each fixed slot, in slot order.
+    fixed: Vec<usize>,
+}
+
+impl PseudoResolver for Resolver<'_> {
+    fn resolve(&mut self, _index: usize, kind: u8, imm_lo: i32, imm_hi: i32) -> Option<u64> {
+        let map_index = usize::try_from(imm_lo).ok()?;
+        let map = self.maps.get(map_index)?;
+        match kind {
+            pseudo::MAP_IDX => Some(MAP_HANDLE_BASE + map_index as u64),
+            pseudo::MAP_IDX_VALUE => {
+                let value = map.first_value?;
+                let offset = u64::try_from(imm_hi).ok()?;
+                if offset >= value.len as u64 {
+                    return None;
+                }
+                let slot = match self.fixed.iter().position(|&m| m == map_index) {
+                    Some(slot) => slot,
+                    None => {
+                        self.fixed.push(map_index);
+                        self.fixed.len() - 1
+                    }
+                };
+                Some(fixed_region_address(u32::try_from(slot).ok()?)? + offset)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The context access a program type has: tracing contexts are read-only in the kernel.
+fn context_access(kind: ProgramKind) -> Access {
+    match kind {
+        ProgramKind::Tracepoint
+        | ProgramKind::RawTracepoint
+        | ProgramKind::Kprobe
+        | ProgramKind::Uprobe
+        | ProgramKind::PerfEvent
+        | ProgramKind::Tracing => Access::ReadOnly,
+        _ => Access::ReadWrite,
+    }
+}
+
+impl UserObject {
+    /// Opens the object file at `path` and loads it.
+    pub fn load_file(path: &Path, options: &LoadOptions) -> Result<UserObject, RuntimeError> {
+        let spec = ObjectSpec::from_file(path)?;
+        UserObject::load(spec, options)
+    }
+
+    /// Loads `spec` (globals already set with [`ObjectSpec::set_global`]): creates its maps in
+    /// the default user-engine store, then checks its programs.
+    pub fn load(spec: ObjectSpec, options: &LoadOptions) -> Result<UserObject, RuntimeError> {
+        let store = Store::default_root()?;
+        let pin_dir = options
+            .pin_dir
+            .clone()
+            .unwrap_or_else(|| store.root().to_owned());
+        let cpus = bpfmaps_maps::possible_cpus();
+        let mut maps = Vec::with_capacity(spec.maps.len());
+        for map in &spec.maps {
+            maps.push(load_map(&store, &pin_dir, map, cpus)?);
+        }
+        let helpers = HelperSet::new(supported_helpers().iter().copied());
+        let mut programs = Vec::with_capacity(spec.programs.len());
+        let mut prepared = Vec::with_capacity(spec.programs.len());
+        for prog in &spec.programs {
+            let mut resolver = Resolver {
+                maps: &maps,
+                fixed: Vec::new(),
+            };
+            let exe = Executable::new(&prog.instructions, helpers.clone(), &mut resolver).map_err(
+                |source| RuntimeError::Program {
+                    program: prog.name.clone(),
+                    source,
+                },
+            )?;
+            let fixed = resolver.fixed;
+            prepared.push((prog, exe, fixed));
+        }
+        let shared = Arc::new(SharedMaps {
+            maps,
+            possible_cpus: cpus,
+            store_root: store.root().to_owned(),
+        });
+        for (prog, exe, fixed) in prepared {
+            let mut config = options.vm_config.clone().unwrap_or_default();
+            config.context_access = context_access(prog.kind);
+            programs.push(Program::new(ProgramInner {
+                name: prog.name.clone(),
+                section: prog.section.clone(),
+                kind: prog.kind,
+                exe,
+                fixed,
+                shared: shared.clone(),
+                config,
+            }));
+        }
+        Ok(UserObject {
+            name: spec.name,
+            shared,
+            programs,
+        })
+    }
+
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Every program, in the object's order.
+    pub fn programs(&self) -> &[Program] {
+        &self.programs
+    }
+
+    /// The program named `name`.
+    pub fn program(&self, name: &str) -> Result<&Program, RuntimeError> {
+        self.programs
+            .iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| RuntimeError::NoSuchProgram(name.to_owned()))
+    }
+
+    /// Every map, in the object's order (declared maps, then data sections).
+    pub fn maps(&self) -> &[LoadedMap] {
+        &self.shared.maps
+    }
+
+    /// The map named `name` (full or 15-byte kernel name).
+    pub fn map(&self, name: &str) -> Result<&LoadedMap, RuntimeError> {
+        self.shared
+            .maps
+            .iter()
+            .find(|m| m.name == name)
+            .or_else(|| self.shared.maps.iter().find(|m| m.spec.def.name == name))
+            .ok_or_else(|| RuntimeError::NoSuchMap(name.to_owned()))
+    }
+
+    /// Pins every declared map (not data sections) at `dir/NAME` and returns the paths; maps
+    /// already pinned there by name are left as they are.
+    pub fn pin_maps(&self, dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
+        let mut paths = Vec::new();
+        for map in self.shared.maps.iter().filter(|m| !m.spec.kind.is_data_section()) {
+            let path = dir.join(&map.spec.def.name);
+            if map.pin_path.as_deref() != Some(path.as_path()) {
+                map.map.pin(&path).map_err(map_error(&map.name))?;
+            }
+            paths.push(path);
+        }
+        Ok(paths)
+    }
+
+    /// Whether the object's maps were pinned by name (any map has [`Pinning::ByName`]).
+    pub fn has_pinned_maps(&self) -> bool {
+        self.shared
+            .maps
+            .iter()
+            .any(|m| m.spec.pinning == Pinning::ByName)
+    }
+}
