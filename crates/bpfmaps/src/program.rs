@@ -312,13 +312,15 @@ impl Program<'_> {
     /// kernel engine a test run's 32-bit retval).
     pub fn invoke(&self, context: &mut [u8]) -> Result<u64, ProgramError> {
         match &self.object.loaded {
-            Loaded::User(object) => object
-                .program(&self.name)?
-                .run(context)
-                .map_err(|trap| ProgramError::Trap {
-                    program: self.name.clone(),
-                    trap,
-                }),
+            Loaded::User(object) => {
+                object
+                    .program(&self.name)?
+                    .run(context)
+                    .map_err(|trap| ProgramError::Trap {
+                        program: self.name.clone(),
+                        trap,
+                    })
+            }
             Loaded::Kernel(_) => Ok(u64::from(self.test_run(context, 1)?.retval)),
         }
     }
@@ -414,3 +416,11 @@ impl Program<'_> {
         }
     }
 }
+
+/// Loaded objects and user-engine program handles are shared between threads: invocations may
+/// come from any thread.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<LoadedObject>();
+    shareable::<UserProgram>();
+};

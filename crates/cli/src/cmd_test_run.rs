@@ -62,7 +62,7 @@ fn parse_ctx(text: &str) -> Result<Vec<u8>> {
         .bytes()
         .filter(|b| !b.is_ascii_whitespace() && *b != b':')
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         bail!("--ctx: an odd number of hex digits ({})", digits.len());
     }
     digits
@@ -91,32 +91,44 @@ fn drain_ring(map: &Map) -> Result<(Vec<Vec<u8>>, u64)> {
 /// Runs `bpfmaps test-run`.
 pub fn run(args: TestRunArgs, format: Format) -> Result<ExitCode> {
     let ctx = parse_ctx(&args.ctx)?;
-    let mut object = Object::open(&args.object).with_context(|| format!("cannot open {}", args.object.display()))?;
+    let mut object = Object::open(&args.object)
+        .with_context(|| format!("cannot open {}", args.object.display()))?;
     for g in &args.globals {
-        let (name, value) = g.split_once('=').with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
+        let (name, value) = g
+            .split_once('=')
+            .with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
         let v = crate::words::parse_number(value)?;
-        let v = u32::try_from(v).with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
+        let v = u32::try_from(v)
+            .with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
         object.set_global(name, &v.to_ne_bytes())?;
     }
     let engine = match args.engine {
         TestRunEngine::User => Engine::User,
         TestRunEngine::Kernel => Engine::Kernel,
     };
-    let loaded = object
-        .load(engine)
-        .with_context(|| format!("cannot load {} on the {engine} engine", args.object.display()))?;
+    let loaded = object.load(engine).with_context(|| {
+        format!(
+            "cannot load {} on the {engine} engine",
+            args.object.display()
+        )
+    })?;
     let program = loaded.program(&args.program)?;
     let result = program.test_run(&ctx, args.repeat)?;
 
     let mut json_maps = JsonMap::new();
     if !format.is_json() {
         println!("retval: {}", result.retval);
-        println!("duration: {} ns (mean of {} run(s))\n", result.duration_ns, args.repeat.max(1));
+        println!(
+            "duration: {} ns (mean of {} run(s))\n",
+            result.duration_ns,
+            args.repeat.max(1)
+        );
     }
     for (name, map) in loaded.maps()? {
         match map.info().map_type {
             MapType::Ringbuf => {
-                let (records, lost) = drain_ring(&map).with_context(|| format!("reading ring buffer {name}"))?;
+                let (records, lost) =
+                    drain_ring(&map).with_context(|| format!("reading ring buffer {name}"))?;
                 if format.is_json() {
                     let events: Vec<Value> = records.iter().map(|r| hex_json(r)).collect();
                     json_maps.insert(name, json!({"events": events, "lost": lost}));

@@ -7,6 +7,16 @@
 //! is engine-neutral: it sees maps only as `&dyn MapOps` and obtains them from a
 //! [`engine::MapFactory`]. Only [`engines`] names the concrete kernel and user engines.
 //!
+//! Code map: [`known`] holds the open divergences every suite skips (each naming its kernel
+//! rule); [`bench`] the benchmark; [`worker`] what the multi-process tests share with their
+//! child binary `difftest-worker`; [`sys`] the few OS calls the harness makes itself. The suites
+//! are in `tests/`: `differential` (generated sequences per map type), `helpers` (program-side
+//! calls through `BPF_PROG_TEST_RUN` interleaved with syscalls), `creation` (the errno matrix),
+//! `edge_cases` (hand-written section 10 cases), `pinning`, `multiprocess`, `harness` (the
+//! harness catches deliberately broken engines) and `bench_smoke`.
+//!
+//! A larger run: `BPFMAPS_DIFF_CASES=10000 cargo test -p bpfmaps-difftest --release`.
+//!
 //! ```no_run
 //! use bpfmaps_abi::{map_flags, MapDef, MapType};
 //! use bpfmaps_difftest::{engines, run_differential, Comparison, SuiteConfig};

@@ -45,12 +45,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bpfmaps_abi::{
-    check_sizes, map_flags, update_flags, BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps,
-    MapResult, MapType,
+    map_flags, update_flags, BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult,
+    MapType,
 };
 
 pub use layout::{LruLayout, LruShape, NodeType, LRU_MAGIC};
-pub use table::{target_free, LruCensus, LOCAL_FREE_TARGET, NR_SCANS, PERCPU_FREE_TARGET};
+pub use table::{
+    target_free, LruCensus, LOCAL_FREE_TARGET, NR_SCANS, PERCPU_FREE_TARGET, PERCPU_NR_SCANS,
+};
 
 use crate::backend::{check_batch_elem_flags, generic_delete_batch, generic_update_batch};
 use crate::backend::{Backend, MapFile, Plan, ValueRef};
@@ -546,6 +548,27 @@ impl LruHashMap {
         result.map_err(MapError::from)
     }
 
+    /// The syscall layer's buffer-length checks ([`bpfmaps_abi::check_sizes`]), without
+    /// building a [`MapInfo`] on the hot path.
+    fn check_lengths(&self, key: Option<&[u8]>, value: Option<usize>) -> MapResult<()> {
+        let key_size = self.file.header.key_size as usize;
+        if let Some(key) = key {
+            if key.len() != key_size {
+                return Err(MapError::KeySize {
+                    expected: key_size,
+                    got: key.len(),
+                });
+            }
+        }
+        if let Some(len) = value {
+            let expected = self.user_value_size();
+            if len != expected {
+                return Err(MapError::ValueSize { expected, got: len });
+            }
+        }
+        Ok(())
+    }
+
     fn check_write(&self) -> MapResult<()> {
         if self.file.header.map_flags & map_flags::BPF_F_RDONLY != 0
             || MapHeader::frozen(self.region_ref())
@@ -751,7 +774,7 @@ impl MapOps for LruHashMap {
     }
 
     fn lookup(&self, key: &[u8], value: &mut [u8], flags: u64) -> MapResult<()> {
-        check_sizes(&self.info(), Some(key), Some(value.len()))?;
+        self.check_lengths(Some(key), Some(value.len()))?;
         if flags & !update_flags::BPF_F_LOCK != 0 {
             return Err(Errno::EINVAL.into());
         }
@@ -763,7 +786,7 @@ impl MapOps for LruHashMap {
     }
 
     fn update(&self, key: &[u8], value: &[u8], flags: u64) -> MapResult<()> {
-        check_sizes(&self.info(), Some(key), Some(value.len()))?;
+        self.check_lengths(Some(key), Some(value.len()))?;
         self.check_write()?;
         if flags & update_flags::BPF_F_LOCK != 0 {
             return Err(Errno::EINVAL.into());
@@ -772,21 +795,20 @@ impl MapOps for LruHashMap {
     }
 
     fn delete(&self, key: &[u8]) -> MapResult<()> {
-        check_sizes(&self.info(), Some(key), None)?;
+        self.check_lengths(Some(key), None)?;
         self.check_write()?;
         Backend::delete(self, key)
     }
 
     fn get_next_key(&self, key: Option<&[u8]>, next_key: &mut [u8]) -> MapResult<()> {
-        let info = self.info();
-        check_sizes(&info, key, None)?;
-        check_sizes(&info, Some(next_key), None)?;
+        self.check_lengths(key, None)?;
+        self.check_lengths(Some(next_key), None)?;
         self.check_read()?;
         Backend::get_next_key(self, key, next_key)
     }
 
     fn lookup_and_delete(&self, key: &[u8], value: &mut [u8], flags: u64) -> MapResult<()> {
-        check_sizes(&self.info(), Some(key), Some(value.len()))?;
+        self.check_lengths(Some(key), Some(value.len()))?;
         if flags & !update_flags::BPF_F_LOCK != 0 {
             return Err(Errno::EINVAL.into());
         }

@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use bpfmaps_abi::map_type::stackid_flags;
 use bpfmaps_abi::{
-    check_sizes, map_flags, update_flags, BatchBuffers, Errno, MapDef, MapInfo, MapOps, MapResult,
+    map_flags, update_flags, BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult,
     MapType,
 };
 
@@ -94,11 +94,14 @@ pub fn check_definition(def: &MapDef, max_stack: u32) -> Result<(), Errno> {
         return Err(Errno::EINVAL);
     }
     let value_size = def.value_size;
-    if def.max_entries == 0 || def.key_size != 4 || value_size < 8 || value_size % 8 != 0 {
+    if def.max_entries == 0 || def.key_size != 4 || value_size < 8 || !value_size.is_multiple_of(8)
+    {
         return Err(Errno::EINVAL);
     }
     if flags & map_flags::BPF_F_STACK_BUILD_ID != 0 {
-        if value_size % BUILD_ID_ENTRY_SIZE != 0 || value_size / BUILD_ID_ENTRY_SIZE > max_stack {
+        if !value_size.is_multiple_of(BUILD_ID_ENTRY_SIZE)
+            || value_size / BUILD_ID_ENTRY_SIZE > max_stack
+        {
             return Err(Errno::EINVAL);
         }
     } else if value_size / 8 > max_stack {
@@ -387,6 +390,11 @@ impl StackTraceMap {
         StackTraceMap::open(Arc::new(file)).map_err(|e| e.errno().unwrap_or(Errno::EINVAL))
     }
 
+    /// The region holding the map.
+    pub fn region(&self) -> &Region {
+        &self.file.region
+    }
+
     /// The area's layout.
     pub fn layout(&self) -> &StackLayout {
         &self.layout
@@ -528,6 +536,27 @@ impl StackTraceMap {
         Ok(())
     }
 
+    /// The syscall layer's buffer-length checks ([`bpfmaps_abi::check_sizes`]), without
+    /// building a [`MapInfo`] on the hot path.
+    fn check_lengths(&self, key: Option<&[u8]>, value: Option<usize>) -> MapResult<()> {
+        let key_size = self.file.header.key_size as usize;
+        if let Some(key) = key {
+            if key.len() != key_size {
+                return Err(MapError::KeySize {
+                    expected: key_size,
+                    got: key.len(),
+                });
+            }
+        }
+        if let Some(len) = value {
+            let expected = self.layout.value_size as usize;
+            if len != expected {
+                return Err(MapError::ValueSize { expected, got: len });
+            }
+        }
+        Ok(())
+    }
+
     fn check_write(&self) -> MapResult<()> {
         if self.file.header.map_flags & map_flags::BPF_F_RDONLY != 0
             || MapHeader::frozen(&self.file.region)
@@ -604,7 +633,7 @@ impl MapOps for StackTraceMap {
     }
 
     fn lookup(&self, key: &[u8], value: &mut [u8], flags: u64) -> MapResult<()> {
-        check_sizes(&self.info(), Some(key), Some(value.len()))?;
+        self.check_lengths(Some(key), Some(value.len()))?;
         if flags & !update_flags::BPF_F_LOCK != 0 {
             return Err(Errno::EINVAL.into());
         }
@@ -616,7 +645,7 @@ impl MapOps for StackTraceMap {
     }
 
     fn update(&self, key: &[u8], value: &[u8], flags: u64) -> MapResult<()> {
-        check_sizes(&self.info(), Some(key), Some(value.len()))?;
+        self.check_lengths(Some(key), Some(value.len()))?;
         self.check_write()?;
         if flags & update_flags::BPF_F_LOCK != 0 {
             return Err(Errno::EINVAL.into());
@@ -625,21 +654,20 @@ impl MapOps for StackTraceMap {
     }
 
     fn delete(&self, key: &[u8]) -> MapResult<()> {
-        check_sizes(&self.info(), Some(key), None)?;
+        self.check_lengths(Some(key), None)?;
         self.check_write()?;
         Backend::delete(self, key)
     }
 
     fn get_next_key(&self, key: Option<&[u8]>, next_key: &mut [u8]) -> MapResult<()> {
-        let info = self.info();
-        check_sizes(&info, key, None)?;
-        check_sizes(&info, Some(next_key), None)?;
+        self.check_lengths(key, None)?;
+        self.check_lengths(Some(next_key), None)?;
         self.check_read()?;
         Backend::get_next_key(self, key, next_key)
     }
 
     fn lookup_and_delete(&self, key: &[u8], value: &mut [u8], flags: u64) -> MapResult<()> {
-        check_sizes(&self.info(), Some(key), Some(value.len()))?;
+        self.check_lengths(Some(key), Some(value.len()))?;
         if flags & !update_flags::BPF_F_LOCK != 0 {
             return Err(Errno::EINVAL.into());
         }
@@ -659,6 +687,7 @@ impl MapOps for StackTraceMap {
         _elem_flags: u64,
         _flags: u64,
     ) -> MapResult<()> {
+        self.check_read()?;
         Err(Errno::ENOTSUPP.into())
     }
 
@@ -670,6 +699,8 @@ impl MapOps for StackTraceMap {
         _elem_flags: u64,
         _flags: u64,
     ) -> MapResult<()> {
+        self.check_read()?;
+        self.check_write()?;
         Err(Errno::ENOTSUPP.into())
     }
 
@@ -679,6 +710,7 @@ impl MapOps for StackTraceMap {
         _elem_flags: u64,
         _flags: u64,
     ) -> MapResult<()> {
+        self.check_write()?;
         Err(Errno::ENOTSUPP.into())
     }
 
@@ -688,6 +720,7 @@ impl MapOps for StackTraceMap {
         _elem_flags: u64,
         _flags: u64,
     ) -> MapResult<()> {
+        self.check_write()?;
         Err(Errno::ENOTSUPP.into())
     }
 

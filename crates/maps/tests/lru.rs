@@ -23,9 +23,12 @@ mod kernel {
     fn bpf(cmd: u32, attr: &mut [u8; 128]) -> Result<i64, Errno> {
         // SAFETY: `attr` is a valid 128-byte buffer that outlives the call; the pointers stored
         // in it by callers point at live buffers of the sizes the command reads or writes.
-        let rc = unsafe { libc::syscall(SYS_BPF, cmd as libc::c_long, attr.as_mut_ptr(), 128usize) };
+        let rc =
+            unsafe { libc::syscall(SYS_BPF, cmd as libc::c_long, attr.as_mut_ptr(), 128usize) };
         if rc < 0 {
-            Err(Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)))
+            Err(Errno(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ))
         } else {
             Ok(rc)
         }
@@ -69,7 +72,9 @@ mod kernel {
             Ok(_) => true,
             Err(e) => {
                 if std::env::var("BPFMAPS_SKIP_KERNEL").as_deref() == Ok("1") {
-                    eprintln!("{test}: skipped, the kernel refuses bpf(2): {e} (BPFMAPS_SKIP_KERNEL=1)");
+                    eprintln!(
+                        "{test}: skipped, the kernel refuses bpf(2): {e} (BPFMAPS_SKIP_KERNEL=1)"
+                    );
                     false
                 } else {
                     panic!("{test}: bpf(2) unavailable ({e}); run as root or set BPFMAPS_SKIP_KERNEL=1");
@@ -105,7 +110,12 @@ mod kernel {
 
         /// BPF_MAP_GET_NEXT_KEY.
         pub fn next_key(&self, key: Option<&[u8]>, next: &mut [u8]) -> Result<(), Errno> {
-            self.elem(4, key.map_or(std::ptr::null(), |k| k.as_ptr()), next.as_mut_ptr(), 0)
+            self.elem(
+                4,
+                key.map_or(std::ptr::null(), |k| k.as_ptr()),
+                next.as_mut_ptr(),
+                0,
+            )
         }
 
         /// BPF_MAP_LOOKUP_BATCH: (result, count).
@@ -137,7 +147,10 @@ fn pin_to_cpu0() {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(0, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
     }
 }
 
@@ -145,8 +158,21 @@ fn cpus() -> u32 {
     bpfmaps_maps::possible_cpus()
 }
 
-fn def(map_type: MapType, key_size: u32, value_size: u32, max_entries: u32, map_flags: u32) -> MapDef {
-    MapDef { map_type, key_size, value_size, max_entries, map_flags, name: "lru_test".into() }
+fn def(
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> MapDef {
+    MapDef {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
+        name: "lru_test".into(),
+    }
 }
 
 fn user(d: &MapDef) -> LruHashMap {
@@ -154,7 +180,14 @@ fn user(d: &MapDef) -> LruHashMap {
 }
 
 fn kmap(d: &MapDef) -> kernel::KMap {
-    kernel::create(d.map_type.as_u32(), d.key_size, d.value_size, d.max_entries, d.map_flags).expect("kernel map")
+    kernel::create(
+        d.map_type.as_u32(),
+        d.key_size,
+        d.value_size,
+        d.max_entries,
+        d.map_flags,
+    )
+    .expect("kernel map")
 }
 
 fn errno<T>(r: Result<T, MapError>) -> Result<T, Errno> {
@@ -166,7 +199,10 @@ fn key(k: u32) -> [u8; 4] {
 }
 
 fn user_keys(m: &LruHashMap) -> BTreeSet<u32> {
-    m.keys().iter().map(|k| u32::from_ne_bytes(k[..4].try_into().unwrap())).collect()
+    m.keys()
+        .iter()
+        .map(|k| u32::from_ne_bytes(k[..4].try_into().unwrap()))
+        .collect()
 }
 
 /// Every key by get_next_key, in order.
@@ -193,29 +229,88 @@ fn kernel_walk(m: &kernel::KMap) -> Vec<u32> {
     out
 }
 
+/// One creation case: type, key size, value size, max_entries, flags, the expected errno.
+type CreateCase = (MapType, u32, u32, u32, u32, Option<Errno>);
+
 #[test]
 fn creation_errnos_follow_the_kernel_rules() {
     let c = cpus();
-    let cases: &[(MapType, u32, u32, u32, u32, Option<Errno>)] = &[
+    let cases: &[CreateCase] = &[
         (MapType::LruHash, 4, 8, 16, 0, None),
         (MapType::LruHash, 0, 8, 16, 0, Some(Errno::EINVAL)),
         (MapType::LruHash, 4, 0, 16, 0, Some(Errno::EINVAL)),
         (MapType::LruHash, 4, 8, 0, 0, Some(Errno::EINVAL)),
-        (MapType::LruHash, 4, 8, 16, BPF_F_NO_PREALLOC, Some(Errno::ENOTSUPP)),
-        (MapType::LruHash, 4, 8, 16, BPF_F_MMAPABLE, Some(Errno::EINVAL)),
+        (
+            MapType::LruHash,
+            4,
+            8,
+            16,
+            BPF_F_NO_PREALLOC,
+            Some(Errno::ENOTSUPP),
+        ),
+        (
+            MapType::LruHash,
+            4,
+            8,
+            16,
+            BPF_F_MMAPABLE,
+            Some(Errno::EINVAL),
+        ),
         (MapType::LruHash, 4, 8, 16, 1 << 20, Some(Errno::EINVAL)),
-        (MapType::LruHash, 4, 8, 16, BPF_F_RDONLY | BPF_F_WRONLY, Some(Errno::EINVAL)),
-        (MapType::LruHash, 4, 8, 16, BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG, Some(Errno::EINVAL)),
-        (MapType::LruHash, 4, 8, 16, BPF_F_NUMA_NODE | BPF_F_NO_COMMON_LRU, Some(Errno::EINVAL)),
+        (
+            MapType::LruHash,
+            4,
+            8,
+            16,
+            BPF_F_RDONLY | BPF_F_WRONLY,
+            Some(Errno::EINVAL),
+        ),
+        (
+            MapType::LruHash,
+            4,
+            8,
+            16,
+            BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
+            Some(Errno::EINVAL),
+        ),
+        (
+            MapType::LruHash,
+            4,
+            8,
+            16,
+            BPF_F_NUMA_NODE | BPF_F_NO_COMMON_LRU,
+            Some(Errno::EINVAL),
+        ),
         (MapType::LruHash, 4, 8, 16, BPF_F_NUMA_NODE, None),
         (MapType::LruHash, 4, 8, 16, BPF_F_ZERO_SEED, None),
-        (MapType::LruHash, 4, (4 << 20) - 48, 16, 0, Some(Errno::E2BIG)),
+        (
+            MapType::LruHash,
+            4,
+            (4 << 20) - 48,
+            16,
+            0,
+            Some(Errno::E2BIG),
+        ),
         (MapType::LruHash, 4, 8, (1 << 27) + 1, 0, Some(Errno::E2BIG)),
         (MapType::LruHash, 4, 8, 1 << 31, 0, Some(Errno::E2BIG)),
         (MapType::LruPercpuHash, 4, 32768, 4, 0, None),
         (MapType::LruPercpuHash, 4, 32769, 4, 0, Some(Errno::E2BIG)),
-        (MapType::LruPercpuHash, 4, 8, 16, BPF_F_NUMA_NODE, Some(Errno::EINVAL)),
-        (MapType::LruPercpuHash, 4, 8, 16, BPF_F_NO_PREALLOC, Some(Errno::ENOTSUPP)),
+        (
+            MapType::LruPercpuHash,
+            4,
+            8,
+            16,
+            BPF_F_NUMA_NODE,
+            Some(Errno::EINVAL),
+        ),
+        (
+            MapType::LruPercpuHash,
+            4,
+            8,
+            16,
+            BPF_F_NO_PREALLOC,
+            Some(Errno::ENOTSUPP),
+        ),
         (MapType::LruPercpuHash, 4, 8, 3, BPF_F_NO_COMMON_LRU, None),
     ];
     let with_kernel = kernel::available("creation_errnos_follow_the_kernel_rules");
@@ -224,7 +319,9 @@ fn creation_errnos_follow_the_kernel_rules() {
         let got = LruHashMap::create_anonymous(&d, c).map(|_| ()).err();
         assert_eq!(got, want, "user engine, {d:?}");
         if with_kernel {
-            let kgot = kernel::create(t.as_u32(), k, v, max, flags).map(|_| ()).err();
+            let kgot = kernel::create(t.as_u32(), k, v, max, flags)
+                .map(|_| ())
+                .err();
             assert_eq!(kgot, want, "kernel, {d:?}");
         }
     }
@@ -236,7 +333,13 @@ fn creation_errnos_follow_the_kernel_rules() {
 }
 
 /// Inserts `keys` with `flags` into both engines from CPU 0, asserting equal results.
-fn insert_both(u: &LruHashMap, k: &kernel::KMap, keys: impl IntoIterator<Item = u32>, value_len: usize, flags: u64) {
+fn insert_both(
+    u: &LruHashMap,
+    k: &kernel::KMap,
+    keys: impl IntoIterator<Item = u32>,
+    value_len: usize,
+    flags: u64,
+) {
     for i in keys {
         let value = vec![i as u8; value_len];
         let ur = errno(MapOps::update(u, &key(i), &value, flags));
@@ -265,14 +368,25 @@ fn common_lru_fill_evicts_like_the_kernel() {
         insert_both(&u, &k, 0..n, 8, BPF_ANY);
         assert_same_contents(&u, &k, &format!("N={n} after N inserts"));
         if cpus() == 2 {
-            assert_eq!(user_walk(&u).len(), expected_after_n, "N={n}: the documented count");
+            assert_eq!(
+                user_walk(&u).len(),
+                expected_after_n,
+                "N={n}: the documented count"
+            );
         }
         insert_both(&u, &k, n..2 * n, 8, BPF_ANY);
         assert_same_contents(&u, &k, &format!("N={n} after 2N inserts"));
         let survivors: BTreeSet<u32> = user_keys(&u);
-        assert!(survivors.iter().all(|&s| s >= n), "N={n}: an old key outlived newer ones");
+        assert!(
+            survivors.iter().all(|&s| s >= n),
+            "N={n}: an old key outlived newer ones"
+        );
         if n % (2 * u.target_free()) == 0 {
-            assert_eq!(survivors, (n..2 * n).collect(), "N={n}: keys N..2N-1 remain");
+            assert_eq!(
+                survivors,
+                (n..2 * n).collect(),
+                "N={n}: keys N..2N-1 remain"
+            );
         }
     }
 }
@@ -289,9 +403,15 @@ fn failing_noexist_update_still_evicts_like_the_kernel() {
     let before = user_walk(&u).len();
     // NOEXIST on an existing key: EEXIST on both, and a target_free batch gets evicted.
     insert_both(&u, &k, [10], 8, BPF_NOEXIST);
-    assert_eq!(errno(MapOps::update(&u, &key(10), &[0; 8], BPF_NOEXIST)), Err(Errno::EEXIST));
+    assert_eq!(
+        errno(MapOps::update(&u, &key(10), &[0; 8], BPF_NOEXIST)),
+        Err(Errno::EEXIST)
+    );
     assert_same_contents(&u, &k, "after failing NOEXIST updates");
-    assert!(user_walk(&u).len() < before, "a failing update evicted nothing");
+    assert!(
+        user_walk(&u).len() < before,
+        "a failing update evicted nothing"
+    );
     // Re-updating an existing key in a full map also allocates and can evict.
     insert_both(&u, &k, [20, 21, 22, 23], 8, BPF_ANY);
     insert_both(&u, &k, 64..80, 8, BPF_EXIST);
@@ -314,7 +434,14 @@ impl XorShift {
     }
 }
 
-fn random_ops_match(map_type: MapType, flags: u32, max_entries: u32, key_space: u64, ops: usize, seed: u64) {
+fn random_ops_match(
+    map_type: MapType,
+    flags: u32,
+    max_entries: u32,
+    key_space: u64,
+    ops: usize,
+    seed: u64,
+) {
     pin_to_cpu0();
     let d = def(map_type, 4, 8, max_entries, flags | BPF_F_ZERO_SEED);
     let (u, k) = (user(&d), kmap(&d));
@@ -327,7 +454,10 @@ fn random_ops_match(map_type: MapType, flags: u32, max_entries: u32, key_space: 
         let (ur, kr) = match what {
             0..=5 => {
                 let f = [BPF_ANY, BPF_ANY, BPF_NOEXIST, BPF_EXIST][rng.below(4) as usize];
-                (errno(MapOps::update(&u, &kk, &value, f)), k.update(&kk, &value, f))
+                (
+                    errno(MapOps::update(&u, &kk, &value, f)),
+                    k.update(&kk, &value, f),
+                )
             }
             6 | 7 => (errno(MapOps::delete(&u, &kk)), k.delete(&kk)),
             _ => {
@@ -341,7 +471,11 @@ fn random_ops_match(map_type: MapType, flags: u32, max_entries: u32, key_space: 
         };
         assert_eq!(ur, kr, "step {step}: op {what} on key {:?}", kk);
     }
-    assert_same_contents(&u, &k, &format!("{map_type} flags {flags:#x} after {ops} random ops"));
+    assert_same_contents(
+        &u,
+        &k,
+        &format!("{map_type} flags {flags:#x} after {ops} random ops"),
+    );
 }
 
 #[test]
@@ -349,12 +483,29 @@ fn random_single_cpu_sequences_match_the_kernel() {
     if !kernel::available("random_single_cpu_sequences_match_the_kernel") {
         return;
     }
-    let ops: usize = std::env::var("BPFMAPS_LRU_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let ops: usize = std::env::var("BPFMAPS_LRU_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
     random_ops_match(MapType::LruHash, 0, 100, 300, ops, 0x1234_5678);
     random_ops_match(MapType::LruHash, 0, 1000, 1500, ops, 0x9abc_def0);
-    random_ops_match(MapType::LruHash, BPF_F_NO_COMMON_LRU, 100, 300, ops, 0x0bad_cafe);
+    random_ops_match(
+        MapType::LruHash,
+        BPF_F_NO_COMMON_LRU,
+        100,
+        300,
+        ops,
+        0x0bad_cafe,
+    );
     random_ops_match(MapType::LruPercpuHash, 0, 100, 300, ops, 0x5eed_1234);
-    random_ops_match(MapType::LruPercpuHash, BPF_F_NO_COMMON_LRU, 64, 150, ops, 0x7777_1111);
+    random_ops_match(
+        MapType::LruPercpuHash,
+        BPF_F_NO_COMMON_LRU,
+        64,
+        150,
+        ops,
+        0x7777_1111,
+    );
 }
 
 #[test]
@@ -363,7 +514,13 @@ fn no_common_lru_single_cpu_holds_its_share() {
         return;
     }
     pin_to_cpu0();
-    let d = def(MapType::LruHash, 4, 8, 64, BPF_F_NO_COMMON_LRU | BPF_F_ZERO_SEED);
+    let d = def(
+        MapType::LruHash,
+        4,
+        8,
+        64,
+        BPF_F_NO_COMMON_LRU | BPF_F_ZERO_SEED,
+    );
     let (u, k) = (user(&d), kmap(&d));
     insert_both(&u, &k, 0..200, 8, BPF_ANY);
     assert_same_contents(&u, &k, "NO_COMMON_LRU after 200 inserts");
@@ -385,11 +542,26 @@ fn lookup_batches_match_the_kernel() {
             let (mut uk, mut uv) = (vec![0u8; 4 * chunk as usize], vec![0u8; 8 * chunk as usize]);
             let (mut kk, mut kv) = (uk.clone(), uv.clone());
             let (mut uo, mut ko) = ([0u8; 4], [0u8; 4]);
-            let mut bufs = BatchBuffers { keys: &mut uk, values: &mut uv, count: chunk };
-            let ur = errno(MapOps::lookup_batch(&u, in_batch.as_ref().map(|b| &b[..]), &mut uo, &mut bufs, 0, 0));
+            let mut bufs = BatchBuffers {
+                keys: &mut uk,
+                values: &mut uv,
+                count: chunk,
+            };
+            let ur = errno(MapOps::lookup_batch(
+                &u,
+                in_batch.as_ref().map(|b| &b[..]),
+                &mut uo,
+                &mut bufs,
+                0,
+                0,
+            ));
             let ucount = bufs.count;
             let (kr, kcount) = k.lookup_batch(in_batch.as_ref(), &mut ko, &mut kk, &mut kv, chunk);
-            assert_eq!((ur, ucount), (kr, kcount), "chunk {chunk} from {in_batch:?}");
+            assert_eq!(
+                (ur, ucount),
+                (kr, kcount),
+                "chunk {chunk} from {in_batch:?}"
+            );
             assert_eq!(uk, kk, "chunk {chunk}: keys");
             assert_eq!(uv, kv, "chunk {chunk}: values");
             if ur.is_err() {
@@ -406,31 +578,74 @@ fn operation_errnos() {
     let d = def(MapType::LruHash, 4, 8, 16, 0);
     let u = user(&d);
     let v = [1u8; 8];
-    assert_eq!(errno(MapOps::update(&u, &key(1), &v, 3)), Err(Errno::EINVAL));
-    assert_eq!(errno(MapOps::update(&u, &key(1), &v, BPF_F_LOCK)), Err(Errno::EINVAL));
-    assert_eq!(errno(MapOps::update(&u, &key(1), &v, 8)), Err(Errno::EINVAL));
-    assert_eq!(errno(MapOps::update(&u, &key(1), &v, BPF_EXIST)), Err(Errno::ENOENT));
+    assert_eq!(
+        errno(MapOps::update(&u, &key(1), &v, 3)),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        errno(MapOps::update(&u, &key(1), &v, BPF_F_LOCK)),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        errno(MapOps::update(&u, &key(1), &v, 8)),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        errno(MapOps::update(&u, &key(1), &v, BPF_EXIST)),
+        Err(Errno::ENOENT)
+    );
     assert_eq!(errno(MapOps::update(&u, &key(1), &v, BPF_NOEXIST)), Ok(()));
-    assert_eq!(errno(MapOps::update(&u, &key(1), &v, BPF_NOEXIST)), Err(Errno::EEXIST));
+    assert_eq!(
+        errno(MapOps::update(&u, &key(1), &v, BPF_NOEXIST)),
+        Err(Errno::EEXIST)
+    );
     let mut out = [0u8; 8];
-    assert_eq!(errno(MapOps::lookup(&u, &key(1), &mut out, 1)), Err(Errno::EINVAL));
-    assert_eq!(errno(MapOps::lookup(&u, &key(1), &mut out, BPF_F_LOCK)), Err(Errno::EINVAL));
-    assert_eq!(errno(MapOps::lookup(&u, &key(2), &mut out, 0)), Err(Errno::ENOENT));
+    assert_eq!(
+        errno(MapOps::lookup(&u, &key(1), &mut out, 1)),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        errno(MapOps::lookup(&u, &key(1), &mut out, BPF_F_LOCK)),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        errno(MapOps::lookup(&u, &key(2), &mut out, 0)),
+        Err(Errno::ENOENT)
+    );
     assert_eq!(errno(MapOps::delete(&u, &key(2))), Err(Errno::ENOENT));
-    assert_eq!(errno(MapOps::lookup_and_delete(&u, &key(2), &mut out, 0)), Err(Errno::ENOENT));
-    assert_eq!(errno(MapOps::lookup_and_delete(&u, &key(1), &mut out, 0)), Ok(()));
+    assert_eq!(
+        errno(MapOps::lookup_and_delete(&u, &key(2), &mut out, 0)),
+        Err(Errno::ENOENT)
+    );
+    assert_eq!(
+        errno(MapOps::lookup_and_delete(&u, &key(1), &mut out, 0)),
+        Ok(())
+    );
     assert_eq!(out, v);
-    assert_eq!(errno(MapOps::lookup(&u, &key(1), &mut out, 0)), Err(Errno::ENOENT));
+    assert_eq!(
+        errno(MapOps::lookup(&u, &key(1), &mut out, 0)),
+        Err(Errno::ENOENT)
+    );
     // Missing key in get_next_key restarts from the first key.
     MapOps::update(&u, &key(5), &v, 0).unwrap();
     let mut next = [0u8; 4];
     MapOps::get_next_key(&u, Some(&key(99)), &mut next).unwrap();
     assert_eq!(next, key(5));
-    assert_eq!(errno(MapOps::get_next_key(&u, Some(&key(5)), &mut next)), Err(Errno::ENOENT));
+    assert_eq!(
+        errno(MapOps::get_next_key(&u, Some(&key(5)), &mut next)),
+        Err(Errno::ENOENT)
+    );
     // Batch element flags other than 0 are EINVAL and leave count untouched.
     let (mut ks, mut vs) = (vec![0u8; 4], vec![0u8; 8]);
-    let mut bufs = BatchBuffers { keys: &mut ks, values: &mut vs, count: 1 };
-    assert_eq!(errno(MapOps::update_batch(&u, &mut bufs, BPF_NOEXIST, 0)), Err(Errno::EINVAL));
+    let mut bufs = BatchBuffers {
+        keys: &mut ks,
+        values: &mut vs,
+        count: 1,
+    };
+    assert_eq!(
+        errno(MapOps::update_batch(&u, &mut bufs, BPF_NOEXIST, 0)),
+        Err(Errno::EINVAL)
+    );
     assert_eq!(bufs.count, 1);
     // Freeze: writes EPERM, a second freeze EPERM.
     MapOps::freeze(&u).unwrap();
@@ -440,10 +655,16 @@ fn operation_errnos() {
     assert!(MapOps::info(&u).frozen);
     // A read-only map refuses writes, a write-only map reads.
     let ro = user(&def(MapType::LruHash, 4, 8, 16, BPF_F_RDONLY));
-    assert_eq!(errno(MapOps::update(&ro, &key(1), &v, 0)), Err(Errno::EPERM));
+    assert_eq!(
+        errno(MapOps::update(&ro, &key(1), &v, 0)),
+        Err(Errno::EPERM)
+    );
     let wo = user(&def(MapType::LruHash, 4, 8, 16, BPF_F_WRONLY));
     MapOps::update(&wo, &key(1), &v, 0).unwrap();
-    assert_eq!(errno(MapOps::lookup(&wo, &key(1), &mut out, 0)), Err(Errno::EPERM));
+    assert_eq!(
+        errno(MapOps::lookup(&wo, &key(1), &mut out, 0)),
+        Err(Errno::EPERM)
+    );
 }
 
 #[test]
@@ -470,7 +691,10 @@ fn program_lookups_protect_keys_and_syscall_lookups_do_not() {
         }
         let present = user_keys(&u);
         let protected = (0..4).all(|i| present.contains(&i));
-        assert_eq!(protected, from_program, "program lookups: {from_program}, present: {present:?}");
+        assert_eq!(
+            protected, from_program,
+            "program lookups: {from_program}, present: {present:?}"
+        );
         u.census().unwrap();
     }
 }
@@ -492,14 +716,19 @@ fn percpu_values_use_the_kernel_layout() {
     assert_eq!(out, all, "padding round-trips");
     // A program insert of a new key on the last CPU zero-fills the other slots.
     let last = (c - 1) as u32;
-    u.helper_update(&key(2), &0x77u32.to_ne_bytes(), 0, last).unwrap();
+    u.helper_update(&key(2), &0x77u32.to_ne_bytes(), 0, last)
+        .unwrap();
     MapOps::lookup(&u, &key(2), &mut out, 0).unwrap();
     for cpu in 0..c {
         let want = if cpu as u32 == last { 0x77 } else { 0 };
-        assert_eq!(u32::from_ne_bytes(out[cpu * stride..cpu * stride + 4].try_into().unwrap()), want);
+        assert_eq!(
+            u32::from_ne_bytes(out[cpu * stride..cpu * stride + 4].try_into().unwrap()),
+            want
+        );
     }
     // A program update of an existing key changes only its CPU's slot.
-    u.helper_update(&key(1), &0x55u32.to_ne_bytes(), BPF_EXIST, 0).unwrap();
+    u.helper_update(&key(1), &0x55u32.to_ne_bytes(), BPF_EXIST, 0)
+        .unwrap();
     MapOps::lookup(&u, &key(1), &mut out, 0).unwrap();
     assert_eq!(u32::from_ne_bytes(out[0..4].try_into().unwrap()), 0x55);
     if c > 1 {
@@ -510,7 +739,10 @@ fn percpu_values_use_the_kernel_layout() {
     let mut slot = [0u8; 4];
     u.region().read(at.offset, &mut slot);
     assert_eq!(u32::from_ne_bytes(slot), 0x55);
-    assert_eq!(u.helper_update(&key(9), &[0; 4], BPF_EXIST, 0), Err(Errno::ENOENT));
+    assert_eq!(
+        u.helper_update(&key(9), &[0; 4], BPF_EXIST, 0),
+        Err(Errno::ENOENT)
+    );
     assert_eq!(u.helper_delete(&key(9)), Err(Errno::ENOENT));
     assert_eq!(u.helper_delete(&key(1)), Ok(()));
     assert_eq!(u.helper_lookup(&key(1), 0), None);
@@ -537,7 +769,12 @@ fn invariants_hold_under_concurrent_random_operations() {
                         let cpu = rng.below(u64::from(c)) as u32;
                         match rng.below(8) {
                             0 | 1 => {
-                                let _ = MapOps::update(u, &kk, &vec![step as u8; value_len], rng.below(3));
+                                let _ = MapOps::update(
+                                    u,
+                                    &kk,
+                                    &vec![step as u8; value_len],
+                                    rng.below(3),
+                                );
                             }
                             2 => {
                                 let _ = u.helper_update(&kk, &[1; 8], rng.below(3), cpu);
@@ -561,10 +798,17 @@ fn invariants_hold_under_concurrent_random_operations() {
                 });
             }
         });
-        let census = u.census().unwrap_or_else(|e| panic!("{map_type} {flags:#x}: {e}"));
+        let census = u
+            .census()
+            .unwrap_or_else(|e| panic!("{map_type} {flags:#x}: {e}"));
         assert!(census.elements <= MapOps::info(&u).max_entries);
-        let nodes = census.active + census.inactive + census.free + census.local_free + census.pending;
-        assert_eq!(nodes, MapOps::info(&u).max_entries, "every node on exactly one list");
+        let nodes =
+            census.active + census.inactive + census.free + census.local_free + census.pending;
+        assert_eq!(
+            nodes,
+            MapOps::info(&u).max_entries,
+            "every node on exactly one list"
+        );
     }
 }
 
@@ -576,11 +820,47 @@ fn a_second_opening_shares_the_map() {
     let file = u.region().file().try_clone().unwrap();
     let region = bpfmaps_maps::region::Region::map(file).unwrap();
     let header = bpfmaps_maps::header::MapHeader::read(&region).unwrap();
-    let other = LruHashMap::open(std::sync::Arc::new(bpfmaps_maps::MapFile { region, header })).unwrap();
+    let other = LruHashMap::open(std::sync::Arc::new(bpfmaps_maps::MapFile {
+        region,
+        header,
+    }))
+    .unwrap();
     let mut out = [0u8; 8];
     Backend::lookup(&other, &key(3), &mut out).unwrap();
     assert_eq!(out, [3; 8]);
     Backend::update(&other, &key(4), &[4; 8], 0).unwrap();
     MapOps::lookup(&u, &key(4), &mut out, 0).unwrap();
     assert_eq!(out, [4; 8]);
+}
+
+#[test]
+fn a_thread_dying_with_the_lock_held_leaves_a_consistent_map() {
+    for flags in [0, BPF_F_NO_COMMON_LRU] {
+        let d = def(MapType::LruHash, 4, 8, 64, flags);
+        let u = user(&d);
+        for i in 0..40 {
+            MapOps::update(&u, &key(i), &[i as u8; 8], 0).unwrap();
+        }
+        let before = user_keys(&u);
+        // A thread exits holding the area's lock (first 64 bytes of the area): the next locker
+        // must notice the dead owner and rebuild the lists from the hash chains.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let guard = bpfmaps_maps::lock::lock(u.region(), bpfmaps_maps::header::AREA_OFFSET);
+                std::mem::forget(guard.unwrap());
+            });
+        });
+        let census = u.census().expect("consistent after repair");
+        assert_eq!(census.elements as usize, before.len());
+        assert_eq!(user_keys(&u), before, "no acknowledged update lost");
+        for &i in &before {
+            let mut out = [0u8; 8];
+            MapOps::lookup(&u, &key(i), &mut out, 0).unwrap();
+            assert_eq!(out, [i as u8; 8]);
+        }
+        for i in 40..200 {
+            MapOps::update(&u, &key(i), &[0; 8], 0).unwrap();
+        }
+        u.census().expect("consistent after more updates");
+    }
 }

@@ -20,6 +20,8 @@
 //! | `get_prandom_u32` | a per-thread xorshift generator |
 //! | `trace_printk` | formats the kernel's subset and appends a line to [`crate::trace::trace_pipe_path`] |
 //! | `probe_read_user/kernel(_str)`, `probe_read(_str)` | read only from regions the program was given; anything else zero-fills and returns `-EFAULT` |
+//! | `loop` | calls the callback up to `nr_loops` times (`-EINVAL` for flags, `-E2BIG` above 2^23 loops), returns the number of calls |
+//! | `for_each_map_elem` | calls the callback with the map, a read-only copy of the key and the lent value, in the map's iteration order; returns the number of calls |
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -30,7 +32,7 @@ use bpfmaps_abi::Errno;
 use bpfmaps_maps::perf_event_array::PerfEventArray;
 use bpfmaps_maps::ringbuf::RingBuf;
 use bpfmaps_maps::stack_trace::StackTraceMap;
-use bpfmaps_vm::{HelperError, HelperHost, Memory, Region};
+use bpfmaps_vm::{Access, Callbacks, HelperError, HelperHost, Memory, Region};
 
 use crate::lent::{MapValue, RingRecord};
 use crate::loader::{LoadedMap, MAP_HANDLE_BASE};
@@ -64,6 +66,8 @@ pub fn supported_helpers() -> &'static [u32] {
         ids::ringbuf_discard,
         ids::ringbuf_query,
         ids::map_lookup_percpu_elem,
+        ids::loop_,
+        ids::for_each_map_elem,
     ]
 }
 
@@ -237,7 +241,13 @@ impl<'p> Host<'p> {
             .ok_or(bad_arg(arg, "not a ring buffer map"))
     }
 
-    fn commit(&mut self, addr: u64, flags: u64, discard: bool, mem: &mut Memory<'_>) -> Result<u64, HelperError> {
+    fn commit(
+        &mut self,
+        addr: u64,
+        flags: u64,
+        discard: bool,
+        mem: &mut Memory<'_>,
+    ) -> Result<u64, HelperError> {
         let position = self
             .reserved
             .iter()
@@ -274,7 +284,8 @@ impl<'p> Host<'p> {
                 Ok(0)
             }
             Err(_) => {
-                let zeros = vec![0u8; usize::try_from(len).map_err(|_| bad_arg(2, "size too large"))?];
+                let zeros =
+                    vec![0u8; usize::try_from(len).map_err(|_| bad_arg(2, "size too large"))?];
                 mem.write(dst, &zeros)?;
                 Ok(Errno::EFAULT.as_helper_return())
             }
@@ -310,7 +321,95 @@ impl<'p> Host<'p> {
     }
 }
 
+/// `BPF_MAX_LOOPS`: the most iterations `bpf_loop` accepts.
+const MAX_LOOPS: u64 = 1 << 23;
+
+impl Host<'_> {
+    /// `bpf_loop(nr_loops, callback, ctx, flags)`.
+    fn bpf_loop(
+        &mut self,
+        args: [u64; 5],
+        mem: &mut Memory<'_>,
+        callbacks: &mut dyn Callbacks,
+    ) -> Result<u64, HelperError> {
+        let [nr_loops, callback, ctx, flags, _] = args;
+        let nr_loops = nr_loops & 0xffff_ffff;
+        if flags != 0 {
+            return Ok(Errno::EINVAL.as_helper_return());
+        }
+        if nr_loops > MAX_LOOPS {
+            return Ok(Errno::E2BIG.as_helper_return());
+        }
+        for index in 0..nr_loops {
+            let stop = callbacks.invoke(self, mem, callback, 2, [index, ctx, 0, 0, 0])?;
+            if stop != 0 {
+                return Ok(index + 1);
+            }
+        }
+        Ok(nr_loops)
+    }
+
+    /// `bpf_for_each_map_elem(map, callback, ctx, flags)`.
+    fn for_each_map_elem(
+        &mut self,
+        args: [u64; 5],
+        mem: &mut Memory<'_>,
+        callbacks: &mut dyn Callbacks,
+    ) -> Result<u64, HelperError> {
+        let [handle, callback, ctx, flags, _] = args;
+        let (index, map) = self.map(handle, 1)?;
+        if flags != 0 {
+            return Ok(Errno::EINVAL.as_helper_return());
+        }
+        let cpu = self.cpu;
+        let mut failure = None;
+        let result = map.map.for_each(cpu, &mut |key, value| {
+            let step = (|| -> Result<bool, HelperError> {
+                let key_addr = mem.map(Region::owned(key.to_vec(), Access::ReadOnly))?;
+                let value_addr = self.lend(index, map, value, mem)?;
+                let stop = callbacks.invoke(
+                    self,
+                    mem,
+                    callback,
+                    2,
+                    [handle, key_addr, value_addr, ctx, 0],
+                );
+                mem.unmap(key_addr);
+                Ok(stop? == 0)
+            })();
+            match step {
+                Ok(more) => more,
+                Err(error) => {
+                    failure = Some(error);
+                    false
+                }
+            }
+        });
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        Ok(match result {
+            Ok(calls) => u64::from(calls),
+            Err(e) => e.as_helper_return(),
+        })
+    }
+}
+
 impl HelperHost for Host<'_> {
+    fn call_with_callbacks(
+        &mut self,
+        id: u32,
+        args: [u64; 5],
+        mem: &mut Memory<'_>,
+        callbacks: &mut dyn Callbacks,
+    ) -> Result<u64, HelperError> {
+        match id {
+            ids::loop_ => self.bpf_loop(args, mem, callbacks),
+            ids::for_each_map_elem => self.for_each_map_elem(args, mem, callbacks),
+            _ => self.call(id, args, mem),
+        }
+    }
+
     fn prepare(&mut self, mem: &mut Memory<'_>) -> Result<(), HelperError> {
         for (slot, &index) in self.program.fixed.iter().enumerate() {
             let map = self
@@ -349,7 +448,9 @@ impl HelperHost for Host<'_> {
                 let (index, map) = self.map(args[0], 1)?;
                 let key = self.key(map, args[1], mem)?;
                 let target = args[2] & 0xffff_ffff;
-                if !map.spec.def.map_type.is_percpu() || target >= u64::from(self.program.shared.possible_cpus) {
+                if !map.spec.def.map_type.is_percpu()
+                    || target >= u64::from(self.program.shared.possible_cpus)
+                {
                     return Ok(0);
                 }
                 match map.map.helper_lookup(&key, target as u32) {
@@ -361,7 +462,9 @@ impl HelperHost for Host<'_> {
                 let (_, map) = self.map(args[0], 1)?;
                 let key = self.key(map, args[1], mem)?;
                 let value = mem.read_vec(args[2], u64::from(map.spec.def.value_size))?;
-                Ok(errno_return(map.map.helper_update(&key, &value, args[3], cpu)))
+                Ok(errno_return(
+                    map.map.helper_update(&key, &value, args[3], cpu),
+                ))
             }
             ids::map_delete_elem => {
                 let (_, map) = self.map(args[0], 1)?;
@@ -386,7 +489,7 @@ impl HelperHost for Host<'_> {
                         payload_offset: handle.payload_offset(),
                         size: handle.size(),
                     }),
-                    bpfmaps_vm::Access::ReadWrite,
+                    Access::ReadWrite,
                 );
                 let payload_offset = handle.payload_offset();
                 match mem.map(region) {
@@ -437,7 +540,9 @@ impl HelperHost for Host<'_> {
                         _ => Errno::EFAULT.as_helper_return(),
                     });
                 }
-                let ips = capture_user_stack(bpfmaps_maps::stack_trace::perf_event_max_stack() as usize + 256);
+                let ips = capture_user_stack(
+                    bpfmaps_maps::stack_trace::perf_event_max_stack() as usize + 256,
+                );
                 Ok(match stacks.get_stackid(&ips, flags) {
                     Ok(id) => u64::from(id),
                     Err(e) => e.as_helper_return(),
@@ -456,7 +561,11 @@ impl HelperHost for Host<'_> {
                 let len = usize::try_from(size).map_err(|_| bad_arg(2, "size too large"))?;
                 let comm = current_comm();
                 let mut out = vec![0u8; len];
-                let copy = comm.iter().position(|&b| b == 0).unwrap_or(15).min(len.saturating_sub(1));
+                let copy = comm
+                    .iter()
+                    .position(|&b| b == 0)
+                    .unwrap_or(15)
+                    .min(len.saturating_sub(1));
                 out[..copy].copy_from_slice(&comm[..copy]);
                 mem.write(args[0], &out)?;
                 Ok(0)
@@ -464,7 +573,9 @@ impl HelperHost for Host<'_> {
             ids::get_smp_processor_id => Ok(u64::from(cpu)),
             ids::get_prandom_u32 => Ok(u64::from(prandom_u32())),
             ids::trace_printk => crate::trace::trace_printk(self.program, cpu, args, mem),
-            ids::probe_read | ids::probe_read_user | ids::probe_read_kernel => self.probe_read(args, mem),
+            ids::probe_read | ids::probe_read_user | ids::probe_read_kernel => {
+                self.probe_read(args, mem)
+            }
             ids::probe_read_str | ids::probe_read_user_str | ids::probe_read_kernel_str => {
                 self.probe_read_str(args, mem)
             }

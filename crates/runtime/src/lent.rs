@@ -42,11 +42,11 @@ impl HostRegion for MapValue {
         let at = self.offset + offset as usize;
         let region = self.map.region();
         match size {
-            8 if at % 8 == 0 => region
+            8 if at.is_multiple_of(8) => region
                 .atomic_u64(at)
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| Some(update(old)))
                 .unwrap_or_else(|old| old),
-            4 if at % 4 == 0 => region
+            4 if at.is_multiple_of(4) => region
                 .atomic_u32(at)
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| {
                     // The VM masks 32-bit operands; the new value is truncated to the word.

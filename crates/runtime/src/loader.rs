@@ -78,12 +78,25 @@ pub struct UserObject {
     programs: Vec<Program>,
 }
 
-fn pin_check(map: &str, path: &Path, spec_def: &MapInfo, found: &MapInfo) -> Result<(), RuntimeError> {
+fn pin_check(
+    map: &str,
+    path: &Path,
+    spec_def: &MapInfo,
+    found: &MapInfo,
+) -> Result<(), RuntimeError> {
     let fields = [
-        (PinField::MapType, spec_def.map_type.as_u32(), found.map_type.as_u32()),
+        (
+            PinField::MapType,
+            spec_def.map_type.as_u32(),
+            found.map_type.as_u32(),
+        ),
         (PinField::KeySize, spec_def.key_size, found.key_size),
         (PinField::ValueSize, spec_def.value_size, found.value_size),
-        (PinField::MaxEntries, spec_def.max_entries, found.max_entries),
+        (
+            PinField::MaxEntries,
+            spec_def.max_entries,
+            found.max_entries,
+        ),
         (PinField::MapFlags, spec_def.map_flags, found.map_flags),
     ];
     for (field, expected, got) in fields {
@@ -107,7 +120,10 @@ fn map_error(name: &str) -> impl FnOnce(bpfmaps_maps::UserMapError) -> RuntimeEr
     }
 }
 
-fn setup_error<'a>(name: &'a str, what: &'static str) -> impl FnOnce(bpfmaps_abi::MapError) -> RuntimeError + 'a {
+fn setup_error<'a>(
+    name: &'a str,
+    what: &'static str,
+) -> impl FnOnce(bpfmaps_abi::MapError) -> RuntimeError + 'a {
     move |e| RuntimeError::MapSetup {
         map: name.to_owned(),
         what,
@@ -171,7 +187,8 @@ fn load_map(
     } else {
         None
     };
-    let read_only = spec.kind == MapKind::Rodata || def.map_flags & map_flags::BPF_F_RDONLY_PROG != 0;
+    let read_only =
+        spec.kind == MapKind::Rodata || def.map_flags & map_flags::BPF_F_RDONLY_PROG != 0;
     Ok(LoadedMap {
         name: name.to_owned(),
         spec: spec.clone(),
@@ -179,7 +196,11 @@ fn load_map(
         pin_path,
         reused_pin,
         first_value,
-        program_access: if read_only { Access::ReadOnly } else { Access::ReadWrite },
+        program_access: if read_only {
+            Access::ReadOnly
+        } else {
+            Access::ReadWrite
+        },
     })
 }
 
@@ -328,7 +349,12 @@ impl UserObject {
     /// already pinned there by name are left as they are.
     pub fn pin_maps(&self, dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
         let mut paths = Vec::new();
-        for map in self.shared.maps.iter().filter(|m| !m.spec.kind.is_data_section()) {
+        for map in self
+            .shared
+            .maps
+            .iter()
+            .filter(|m| !m.spec.kind.is_data_section())
+        {
             let path = dir.join(&map.spec.def.name);
             if map.pin_path.as_deref() != Some(path.as_path()) {
                 map.map.pin(&path).map_err(map_error(&map.name))?;

@@ -68,7 +68,10 @@ pub fn format(
         }
         let mut width = 0usize;
         while let Some(&digit) = fmt.get(i).filter(|d| d.is_ascii_digit()) {
-            width = width.saturating_mul(10).saturating_add(usize::from(digit - b'0')).min(64);
+            width = width
+                .saturating_mul(10)
+                .saturating_add(usize::from(digit - b'0'))
+                .min(64);
             i += 1;
         }
         let mut bits = 32u32;
@@ -87,7 +90,11 @@ pub fn format(
         let mask = |v: u64| if bits == 64 { v } else { v & 0xffff_ffff };
         let text: Vec<u8> = match conv {
             b'd' | b'i' => {
-                let v = if bits == 64 { arg as i64 } else { i64::from(arg as u32 as i32) };
+                let v = if bits == 64 {
+                    arg as i64
+                } else {
+                    i64::from(arg as u32 as i32)
+                };
                 v.to_string().into_bytes()
             }
             b'u' => mask(arg).to_string().into_bytes(),
@@ -103,7 +110,11 @@ pub fn format(
             out.extend_from_slice(&text);
             out.extend(std::iter::repeat_n(b' ', pad));
         } else {
-            let fill = if zero && conv != b's' && conv != b'c' { b'0' } else { b' ' };
+            let fill = if zero && conv != b's' && conv != b'c' {
+                b'0'
+            } else {
+                b' '
+            };
             if fill == b'0' && text.first() == Some(&b'-') {
                 out.push(b'-');
                 out.extend(std::iter::repeat_n(b'0', pad));
@@ -147,7 +158,10 @@ pub(crate) fn trace_printk(
     let comm = crate::helpers::current_comm();
     let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     let tid = crate::helpers::current_pid_tgid() & 0xffff_ffff;
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     let mut line = format!(
@@ -163,7 +177,11 @@ pub(crate) fn trace_printk(
     }
     let path = trace_pipe_path(&program.shared.store_root);
     // A trace pipe that cannot be written loses the line, as a full kernel trace buffer would.
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
         let _ = file.write_all(&line);
     }
     Ok(message.len() as u64)
@@ -174,16 +192,30 @@ mod tests {
     use super::*;
 
     fn check(fmt: &str, args: [u64; 3], expect: Option<&str>) {
-        let got = format(fmt.as_bytes(), args, &mut |addr| (addr == 7).then(|| b"str".to_vec()));
-        assert_eq!(got.ok().map(|v| String::from_utf8(v).unwrap()).as_deref(), expect, "{fmt}");
+        let got = format(fmt.as_bytes(), args, &mut |addr| {
+            (addr == 7).then(|| b"str".to_vec())
+        });
+        assert_eq!(
+            got.ok().map(|v| String::from_utf8(v).unwrap()).as_deref(),
+            expect,
+            "{fmt}"
+        );
     }
 
     #[test]
     fn formats_the_kernel_subset() {
         check("a %d b", [(-5i64) as u64, 0, 0], Some("a -5 b"));
-        check("%u %x %llx", [u64::MAX, 255, 0x1_0000_0000], Some("4294967295 ff 100000000"));
+        check(
+            "%u %x %llx",
+            [u64::MAX, 255, 0x1_0000_0000],
+            Some("4294967295 ff 100000000"),
+        );
         check("%05d|%-3d|", [(-42i64) as u64, 5, 0], Some("-0042|5  |"));
-        check("%lld|%5d|%-4u", [(-1i64) as u64, 42, 7], Some("-1|   42|7   "));
+        check(
+            "%lld|%5d|%-4u",
+            [(-1i64) as u64, 42, 7],
+            Some("-1|   42|7   "),
+        );
         check("%s and %s", [7, 8, 0], Some("str and (efault)"));
         check("100%% %c", [b'z' as u64, 0, 0], Some("100% z"));
         check("%p", [0x10, 0, 0], Some("0x10"));

@@ -114,6 +114,10 @@ pub enum HelperError {
     /// The helper is known but the host cannot run it now.
     #[error("helper not available in this host")]
     Unavailable,
+    /// A callback the helper ran (`bpf_loop`, `bpf_for_each_map_elem`) trapped: the run ends
+    /// with that trap, which names the callback's instruction.
+    #[error("{0}")]
+    CallbackTrapped(Box<Trap>),
 }
 
 /// Why a run stopped without reaching the final `exit`. `pc` is the slot index of the

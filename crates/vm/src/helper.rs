@@ -1,6 +1,7 @@
 //! What the host plugs into the VM: the set of helper ids it provides ([`HelperSet`], checked at
 //! load time), the helpers themselves ([`HelperHost`], called at run time with the guest memory),
-//! and [`PseudoResolver`], the load-time hook that turns `lddw` map pseudo immediates into values.
+//! [`Callbacks`], through which a helper runs a callback function of the program, and
+//! [`PseudoResolver`], the load-time hook that turns `lddw` map pseudo immediates into values.
 //!
 //! It knows no helper's meaning: the user engine implements map and ring buffer helpers on top.
 
@@ -42,12 +43,46 @@ pub trait HelperHost {
     /// returned as their guest address.
     fn call(&mut self, id: u32, args: [u64; 5], mem: &mut Memory<'_>) -> Result<u64, HelperError>;
 
+    /// Like [`HelperHost::call`], for helpers that call back into the program (`bpf_loop`,
+    /// `bpf_for_each_map_elem`): `callbacks` runs a callback function of the program. The
+    /// interpreter always calls this method; the default forwards to [`HelperHost::call`].
+    fn call_with_callbacks(
+        &mut self,
+        id: u32,
+        args: [u64; 5],
+        mem: &mut Memory<'_>,
+        callbacks: &mut dyn Callbacks,
+    ) -> Result<u64, HelperError> {
+        let _ = callbacks;
+        self.call(id, args, mem)
+    }
+
     /// Called once before each run: map the fixed regions load-time addresses point at
     /// ([`Memory::map_fixed`]), such as global data. The default maps nothing.
     fn prepare(&mut self, mem: &mut Memory<'_>) -> Result<(), HelperError> {
         let _ = mem;
         Ok(())
     }
+}
+
+/// The interpreter's side of callbacks, handed to [`HelperHost::call_with_callbacks`].
+pub trait Callbacks {
+    /// Runs the program's callback function `callback` (the value an `lddw` function reference
+    /// loaded, [`crate::memory::CALLBACK_BASE`]` + slot`) with r1-r5 = `args` in a new stack frame
+    /// (the caller's stack stays reachable through pointers), sharing the run's memory, helpers
+    /// and instruction budget, and returns its r0.
+    ///
+    /// Errors: [`HelperError::InvalidArgument`] (argument `arg`) when `callback` is not a
+    /// function reference of this program; [`HelperError::CallbackTrapped`] when the callback
+    /// trapped (the helper should return that error unchanged: the run ends with the trap).
+    fn invoke(
+        &mut self,
+        host: &mut dyn HelperHost,
+        mem: &mut Memory<'_>,
+        callback: u64,
+        arg: u8,
+        args: [u64; 5],
+    ) -> Result<u64, HelperError>;
 }
 
 /// A host without helpers.

@@ -8,8 +8,8 @@
 //! indexed by a 4-bit mask (no bounds check), and every memory access goes through
 //! [`Memory`]'s checks. Nothing allocates per instruction.
 
-use crate::error::Trap;
-use crate::helper::HelperHost;
+use crate::error::{HelperError, Trap};
+use crate::helper::{Callbacks, HelperHost};
 use crate::memory::{Access, Memory, Region, CONTEXT_BASE, STACK_BASE};
 use crate::program::{Executable, Op};
 
@@ -129,55 +129,64 @@ impl Vm {
         regs[1] = CONTEXT_BASE;
         regs[2] = context_len;
         regs[10] = STACK_BASE + stack_size;
+        let budget = self.config.instruction_budget;
         let mut run = Run {
             ops: &exe.ops,
             exe,
             config: &self.config,
             frames: &mut self.frames,
-            mem,
-            regs,
-            executed: 0,
+            remaining: budget,
         };
-        let result = run.execute(host);
-        self.executed = run.executed;
+        let result = run.execute(&mut mem, &mut regs, host, 0, 0);
+        self.executed = budget - run.remaining;
         result
     }
 }
 
-/// One run's state, borrowed from the [`Vm`].
-struct Run<'r, 'm> {
+/// One run's state, borrowed from the [`Vm`]. The memory and registers are passed to
+/// [`Run::execute`] separately, so that a helper holding the memory can run a callback through
+/// the same `Run` ([`Callbacks`]).
+struct Run<'r> {
     ops: &'r [Op],
     exe: &'r Executable,
     config: &'r Config,
     frames: &'r mut Vec<Frame>,
-    mem: Memory<'m>,
-    regs: [u64; REGS],
-    executed: u64,
+    /// Instructions left in the budget, shared by the program and its callbacks.
+    remaining: u64,
 }
 
-impl Run<'_, '_> {
+impl Run<'_> {
     fn call_helper<H: HelperHost + ?Sized>(
         &mut self,
         pc: usize,
         id: u32,
+        mem: &mut Memory<'_>,
+        regs: &mut [u64; REGS],
         host: &mut H,
     ) -> Result<(), Trap> {
-        let r = &self.regs;
-        let args = [r[1], r[2], r[3], r[4], r[5]];
+        let args = [regs[1], regs[2], regs[3], regs[4], regs[5]];
         let value = host
-            .call(id, args, &mut self.mem)
-            .map_err(|error| Trap::Helper { pc, id, error })?;
-        self.regs[0] = value;
+            .call_with_callbacks(id, args, mem, self)
+            .map_err(|error| match error {
+                HelperError::CallbackTrapped(trap) => *trap,
+                error => Trap::Helper { pc, id, error },
+            })?;
+        regs[0] = value;
         Ok(())
     }
 
     #[inline(never)]
-    fn call_local(&mut self, pc: usize, return_pc: usize) -> Result<(), Trap> {
+    fn call_local(
+        &mut self,
+        pc: usize,
+        return_pc: usize,
+        mem: &mut Memory<'_>,
+        r: &mut [u64; REGS],
+    ) -> Result<(), Trap> {
         let max = self.config.max_call_depth;
         if self.frames.len() + 1 >= max {
             return Err(Trap::CallDepthExceeded { pc, max });
         }
-        let r = &mut self.regs;
         self.frames.push(Frame {
             return_pc,
             saved: [r[6], r[7], r[8], r[9]],
@@ -186,23 +195,32 @@ impl Run<'_, '_> {
         let stack_size = self.config.stack_size as u64;
         let depth = self.frames.len() as u64;
         r[10] = r[10].wrapping_add(stack_size);
-        self.mem.set_stack_len((depth + 1) * stack_size);
-        self.mem.zero_stack(depth * stack_size, stack_size);
+        mem.set_stack_len((depth + 1) * stack_size);
+        mem.zero_stack(depth * stack_size, stack_size);
         Ok(())
     }
 
-    fn execute<H: HelperHost + ?Sized>(&mut self, host: &mut H) -> Result<u64, Trap> {
+    /// Runs from slot `start` until an `exit` with `base_depth` call frames (0: the program's
+    /// own exit; a callback's depth: its return), and returns r0.
+    fn execute<H: HelperHost + ?Sized>(
+        &mut self,
+        mem: &mut Memory<'_>,
+        regs: &mut [u64; REGS],
+        host: &mut H,
+        start: usize,
+        base_depth: usize,
+    ) -> Result<u64, Trap> {
         let ops = self.ops;
         let budget = self.config.instruction_budget;
-        let mut remaining = budget;
-        let mut pc: usize = 0;
+        let mut remaining = self.remaining;
+        let mut pc: usize = start;
         // Ends the run with a trap, recording how many instructions ran.
         macro_rules! tri {
             ($result:expr) => {
                 match $result {
                     Ok(value) => value,
                     Err(trap) => {
-                        self.executed = budget - remaining;
+                        self.remaining = remaining;
                         return Err(trap);
                     }
                 }
@@ -215,7 +233,7 @@ impl Run<'_, '_> {
         }
         loop {
             if remaining == 0 {
-                self.executed = budget;
+                self.remaining = 0;
                 return Err(Trap::BudgetExhausted { pc, budget });
             }
             remaining -= 1;
@@ -224,7 +242,7 @@ impl Run<'_, '_> {
             let op = &ops[pc];
             let cur = pc;
             pc += 1;
-            let r = &mut self.regs;
+            let r = &mut *regs;
             let d = reg(op.dst);
             let s = reg(op.src);
             let imm = op.imm;
@@ -330,36 +348,36 @@ impl Run<'_, '_> {
                 }
 
                 // Loads.
-                0x61 => r[d] = mem!(self.mem.load::<4>(addr!(s)), cur),
-                0x69 => r[d] = mem!(self.mem.load::<2>(addr!(s)), cur),
-                0x71 => r[d] = mem!(self.mem.load::<1>(addr!(s)), cur),
-                0x79 => r[d] = mem!(self.mem.load::<8>(addr!(s)), cur),
+                0x61 => r[d] = mem!(mem.load::<4>(addr!(s)), cur),
+                0x69 => r[d] = mem!(mem.load::<2>(addr!(s)), cur),
+                0x71 => r[d] = mem!(mem.load::<1>(addr!(s)), cur),
+                0x79 => r[d] = mem!(mem.load::<8>(addr!(s)), cur),
                 0x81 => {
-                    let value = mem!(self.mem.load::<4>(addr!(s)), cur);
+                    let value = mem!(mem.load::<4>(addr!(s)), cur);
                     r[d] = value as u32 as i32 as i64 as u64;
                 }
                 0x89 => {
-                    let value = mem!(self.mem.load::<2>(addr!(s)), cur);
+                    let value = mem!(mem.load::<2>(addr!(s)), cur);
                     r[d] = value as u16 as i16 as i64 as u64;
                 }
                 0x91 => {
-                    let value = mem!(self.mem.load::<1>(addr!(s)), cur);
+                    let value = mem!(mem.load::<1>(addr!(s)), cur);
                     r[d] = value as u8 as i8 as i64 as u64;
                 }
 
                 // Stores of an immediate and of a register.
-                0x62 => mem!(self.mem.store::<4>(addr!(d), imm), cur),
-                0x6a => mem!(self.mem.store::<2>(addr!(d), imm), cur),
-                0x72 => mem!(self.mem.store::<1>(addr!(d), imm), cur),
-                0x7a => mem!(self.mem.store::<8>(addr!(d), imm), cur),
-                0x63 => mem!(self.mem.store::<4>(addr!(d), r[s]), cur),
-                0x6b => mem!(self.mem.store::<2>(addr!(d), r[s]), cur),
-                0x73 => mem!(self.mem.store::<1>(addr!(d), r[s]), cur),
-                0x7b => mem!(self.mem.store::<8>(addr!(d), r[s]), cur),
+                0x62 => mem!(mem.store::<4>(addr!(d), imm), cur),
+                0x6a => mem!(mem.store::<2>(addr!(d), imm), cur),
+                0x72 => mem!(mem.store::<1>(addr!(d), imm), cur),
+                0x7a => mem!(mem.store::<8>(addr!(d), imm), cur),
+                0x63 => mem!(mem.store::<4>(addr!(d), r[s]), cur),
+                0x6b => mem!(mem.store::<2>(addr!(d), r[s]), cur),
+                0x73 => mem!(mem.store::<1>(addr!(d), r[s]), cur),
+                0x7b => mem!(mem.store::<8>(addr!(d), r[s]), cur),
 
                 // Atomics.
-                0xc3 => tri!(self.atomic(cur, *op, 4)),
-                0xdb => tri!(self.atomic(cur, *op, 8)),
+                0xc3 => tri!(Self::atomic(mem, regs, cur, *op, 4)),
+                0xdb => tri!(Self::atomic(mem, regs, cur, *op, 8)),
 
                 // lddw: the value was joined (and pseudo values resolved) at load time.
                 0x18 => {
@@ -420,9 +438,11 @@ impl Run<'_, '_> {
                 // Calls and exit.
                 0x85 => {
                     if op.src == 0 {
-                        tri!(self.call_helper(cur, imm as u32, host));
+                        self.remaining = remaining;
+                        tri!(self.call_helper(cur, imm as u32, mem, regs, host));
+                        remaining = self.remaining;
                     } else {
-                        tri!(self.call_local(cur, pc));
+                        tri!(self.call_local(cur, pc, mem, regs));
                         pc = op.target as usize;
                     }
                 }
@@ -430,14 +450,19 @@ impl Run<'_, '_> {
                     let id = r[d];
                     match u32::try_from(id) {
                         Ok(id) if self.exe.helpers().contains(id) => {
-                            tri!(self.call_helper(cur, id, host))
+                            self.remaining = remaining;
+                            tri!(self.call_helper(cur, id, mem, regs, host));
+                            remaining = self.remaining;
                         }
                         _ => tri!(Err(Trap::UnknownHelper { pc: cur, id })),
                     }
                 }
-                0x95 => match self.frames.pop() {
+                0x95 => match (self.frames.len() > base_depth)
+                    .then(|| self.frames.pop())
+                    .flatten()
+                {
                     None => {
-                        self.executed = budget - remaining;
+                        self.remaining = remaining;
                         return Ok(r[0]);
                     }
                     Some(frame) => {
@@ -446,7 +471,7 @@ impl Run<'_, '_> {
                         pc = frame.return_pc;
                         let stack_size = self.config.stack_size as u64;
                         let depth = self.frames.len() as u64;
-                        self.mem.set_stack_len((depth + 1) * stack_size);
+                        mem.set_stack_len((depth + 1) * stack_size);
                     }
                 },
 
@@ -458,12 +483,18 @@ impl Run<'_, '_> {
     }
 
     #[inline(never)]
-    fn atomic(&mut self, pc: usize, op: Op, size: u8) -> Result<(), Trap> {
+    fn atomic(
+        mem: &mut Memory<'_>,
+        regs: &mut [u64; REGS],
+        pc: usize,
+        op: Op,
+        size: u8,
+    ) -> Result<(), Trap> {
         use bpfmaps_abi::insn::atomic_op;
         let d = reg(op.dst);
         let s = reg(op.src);
-        let addr = self.regs[d].wrapping_add(op.off as i64 as u64);
-        let src = self.regs[s];
+        let addr = regs[d].wrapping_add(op.off as i64 as u64);
+        let src = regs[s];
         let mask = if size == 4 {
             u64::from(u32::MAX)
         } else {
@@ -471,16 +502,14 @@ impl Run<'_, '_> {
         };
         let code = op.imm as i32;
         let old = match code & !atomic_op::FETCH {
-            atomic_op::ADD => self
-                .mem
-                .atomic_update(addr, size, &mut |old| old.wrapping_add(src)),
-            atomic_op::OR => self.mem.atomic_update(addr, size, &mut |old| old | src),
-            atomic_op::AND => self.mem.atomic_update(addr, size, &mut |old| old & src),
-            atomic_op::XOR => self.mem.atomic_update(addr, size, &mut |old| old ^ src),
-            _ if code == atomic_op::XCHG => self.mem.atomic_update(addr, size, &mut |_| src),
+            atomic_op::ADD => mem.atomic_update(addr, size, &mut |old| old.wrapping_add(src)),
+            atomic_op::OR => mem.atomic_update(addr, size, &mut |old| old | src),
+            atomic_op::AND => mem.atomic_update(addr, size, &mut |old| old & src),
+            atomic_op::XOR => mem.atomic_update(addr, size, &mut |old| old ^ src),
+            _ if code == atomic_op::XCHG => mem.atomic_update(addr, size, &mut |_| src),
             _ => {
-                let expected = self.regs[0] & mask;
-                let old = self.mem.atomic_update(addr, size, &mut |old| {
+                let expected = regs[0] & mask;
+                let old = mem.atomic_update(addr, size, &mut |old| {
                     if old & mask == expected {
                         src
                     } else {
@@ -488,13 +517,13 @@ impl Run<'_, '_> {
                     }
                 });
                 let old = old.map_err(|fault| Trap::Memory { pc, fault })?;
-                self.regs[0] = old & mask;
+                regs[0] = old & mask;
                 return Ok(());
             }
         }
         .map_err(|fault| Trap::Memory { pc, fault })?;
         if code & atomic_op::FETCH != 0 {
-            self.regs[s] = old & mask;
+            regs[s] = old & mask;
         }
         Ok(())
     }
@@ -541,5 +570,47 @@ fn mod32(dividend: u32, divisor: u32, signed: i16) -> u32 {
         dividend % divisor
     } else {
         (dividend as i32).wrapping_rem(divisor as i32) as u32
+    }
+}
+
+impl Callbacks for Run<'_> {
+    fn invoke(
+        &mut self,
+        host: &mut dyn HelperHost,
+        mem: &mut Memory<'_>,
+        callback: u64,
+        arg: u8,
+        args: [u64; 5],
+    ) -> Result<u64, HelperError> {
+        let target = self
+            .exe
+            .callback_target(callback)
+            .ok_or(HelperError::InvalidArgument {
+                arg,
+                reason: "not a callback function of this program",
+            })?;
+        let max = self.config.max_call_depth;
+        if self.frames.len() + 1 >= max {
+            return Err(HelperError::CallbackTrapped(Box::new(
+                Trap::CallDepthExceeded { pc: target, max },
+            )));
+        }
+        // A marker frame: the callback's `exit` at this depth returns here instead of popping.
+        self.frames.push(Frame {
+            return_pc: target,
+            saved: [0; 4],
+            frame_pointer: 0,
+        });
+        let stack_size = self.config.stack_size as u64;
+        let depth = self.frames.len();
+        mem.set_stack_len((depth as u64 + 1) * stack_size);
+        mem.zero_stack(depth as u64 * stack_size, stack_size);
+        let mut regs = [0u64; REGS];
+        regs[1..6].copy_from_slice(&args);
+        regs[10] = STACK_BASE + (depth as u64 + 1) * stack_size;
+        let result = self.execute(mem, &mut regs, host, target, depth);
+        self.frames.pop();
+        mem.set_stack_len(depth as u64 * stack_size);
+        result.map_err(|trap| HelperError::CallbackTrapped(Box::new(trap)))
     }
 }

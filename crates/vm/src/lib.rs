@@ -29,7 +29,7 @@ pub mod memory;
 mod program;
 
 pub use error::{HelperError, LoadError, Trap};
-pub use helper::{HelperHost, HelperSet, NoHelpers, NoPseudo, PseudoResolver};
+pub use helper::{Callbacks, HelperHost, HelperSet, NoHelpers, NoPseudo, PseudoResolver};
 pub use interp::{Config, Vm};
 pub use memory::{Access, HostRegion, MemFault, Memory, Region};
 pub use program::{Executable, MAX_SLOTS};

@@ -14,6 +14,7 @@
 //! | `0x0000_0002_xxxx_xxxx`       | region 2: the context buffer |
 //! | `0x0000_0003..0x0000_00ff`    | fixed regions the host maps at run start ([`fixed_region_address`]), for addresses resolved at load time such as global data |
 //! | `0x0000_0100_xxxx_xxxx` and up | regions mapped during the run (map values, ring buffer records, helper buffers) |
+//! | `0xffff_ffff_xxxx_xxxx`       | never mapped: the values `lddw` function references load ([`CALLBACK_BASE`]` + slot`), which helpers taking callbacks pass back |
 //!
 //! The upper 32 bits of an address select the region, the lower 32 bits are the offset, so a
 //! region holds at most 4 GiB and translation is one table index plus one bounds check.
@@ -39,6 +40,10 @@ pub const STACK_BASE: u64 = (STACK_REGION as u64) << REGION_SHIFT;
 pub const CONTEXT_BASE: u64 = (CONTEXT_REGION as u64) << REGION_SHIFT;
 /// Largest region length.
 pub const MAX_REGION_LEN: u64 = 1 << REGION_SHIFT;
+/// The value an `lddw` function reference (`BPF_PSEUDO_FUNC`) loads is `CALLBACK_BASE` plus the
+/// function's slot index: an address in a region that is never mapped, so a program cannot
+/// dereference it, and that [`crate::Callbacks::invoke`] recognises.
+pub const CALLBACK_BASE: u64 = 0xffff_ffff_0000_0000;
 
 /// The guest address of byte 0 of fixed region `slot` (`0..FIRST_DYNAMIC_REGION -
 /// FIRST_FIXED_REGION`), or `None` when the slot is out of range. A loader resolving

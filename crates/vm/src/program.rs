@@ -3,7 +3,8 @@
 //! The checks reject, naming the instruction: undecodable slots (unknown opcodes, registers above
 //! r10, reserved fields set), writes to r10, jumps outside the program or into the middle of an
 //! `lddw`, calls to helpers the host does not provide, local calls outside the program, unresolved
-//! `lddw` pseudo immediates, and programs whose last instruction is neither `exit` nor a backward
+//! `lddw` pseudo immediates (function references, `BPF_PSEUDO_FUNC`, are resolved here to
+//! [`CALLBACK_BASE`]` + slot` after the same target checks as calls), and programs whose last instruction is neither `exit` nor a backward
 //! unconditional jump. These are the structural checks that make the interpreter's dispatch
 //! total; memory safety does not depend on them (every access is checked at run time by
 //! [`Memory`](crate::memory::Memory)).
@@ -11,10 +12,13 @@
 //! Architecture invariant: an `Executable` is immutable and holds no per-run state, so one can be
 //! shared by many [`Vm`](crate::Vm)s on many threads.
 
+use std::collections::BTreeSet;
+
 use bpfmaps_abi::insn::{self, CallTarget, Insn, RawInsn};
 
 use crate::error::LoadError;
 use crate::helper::{HelperSet, PseudoResolver};
+use crate::memory::CALLBACK_BASE;
 
 /// The most slots a program may have (the kernel's limit for privileged programs).
 pub const MAX_SLOTS: usize = 1_000_000;
@@ -43,6 +47,8 @@ pub struct Executable {
     slots: Vec<RawInsn>,
     pub(crate) ops: Vec<Op>,
     helpers: HelperSet,
+    /// Slots that `lddw` function references (`BPF_PSEUDO_FUNC`) name: the only valid callbacks.
+    callbacks: BTreeSet<u32>,
 }
 
 fn relative_target(index: usize, offset: i64) -> i64 {
@@ -87,6 +93,7 @@ impl Executable {
         };
 
         let mut ops = vec![Op::default(); slots.len()];
+        let mut callbacks = BTreeSet::new();
         for &(index, insn) in &decoded {
             if insn.written_register() == Some(insn::FRAME_POINTER) {
                 return Err(LoadError::WriteToFramePointer { index });
@@ -132,6 +139,13 @@ impl Executable {
                 } => {
                     op.imm = if pseudo == insn::pseudo::IMM64 {
                         Insn::imm64(imm_lo, imm_hi)
+                    } else if pseudo == insn::pseudo::FUNC {
+                        // A callback: a function of this program at a relative offset.
+                        let target = relative_target(index, imm_lo.into());
+                        let target = check_target(index, target)
+                            .map_err(|_| LoadError::CallOutOfRange { index, target })?;
+                        callbacks.insert(target);
+                        CALLBACK_BASE + u64::from(target)
                     } else {
                         resolver.resolve(index, pseudo, imm_lo, imm_hi).ok_or(
                             LoadError::UnresolvedPseudo {
@@ -161,6 +175,7 @@ impl Executable {
             slots: slots.to_vec(),
             ops,
             helpers,
+            callbacks,
         })
     }
 
@@ -195,6 +210,13 @@ impl Executable {
     /// The helper ids the program may call.
     pub fn helpers(&self) -> &HelperSet {
         &self.helpers
+    }
+
+    /// The slot of the callback function a `lddw` function reference loaded as `value`
+    /// ([`CALLBACK_BASE`]` + slot`), or `None` when `value` is not such a reference.
+    pub fn callback_target(&self, value: u64) -> Option<usize> {
+        let slot = u32::try_from(value.checked_sub(CALLBACK_BASE)?).ok()?;
+        self.callbacks.contains(&slot).then_some(slot as usize)
     }
 
     /// The program's listing, one `index: instruction` line per instruction.

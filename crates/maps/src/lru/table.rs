@@ -21,8 +21,10 @@ use std::sync::atomic::Ordering;
 use super::layout::{LruLayout, NodeType, NIL};
 use crate::region::Region;
 
-/// `LOCAL_NR_SCANS`: how many nodes one rotation or shrink looks at.
+/// `LOCAL_NR_SCANS`: how many nodes one rotation or shrink of the common LRU looks at.
 pub const NR_SCANS: u32 = 128;
+/// `PERCPU_NR_SCANS`: how many nodes one rotation or shrink of a `NO_COMMON_LRU` list looks at.
+pub const PERCPU_NR_SCANS: u32 = 4;
 /// `LOCAL_FREE_TARGET`: the upper bound of a common LRU's `target_free`.
 pub const LOCAL_FREE_TARGET: u32 = 128;
 /// `PERCPU_FREE_TARGET`: how many nodes a `NO_COMMON_LRU` shrink frees at once.
@@ -38,16 +40,23 @@ pub struct Table<'a> {
     region: &'a Region,
     layout: &'a LruLayout,
     target_free: u32,
+    nr_scans: u32,
 }
 
 impl<'a> Table<'a> {
     /// A view of the area `layout` describes in `region`.
     pub fn new(region: &'a Region, layout: &'a LruLayout) -> Table<'a> {
         let target_free = target_free(layout.shape.nodes, layout.shape.cpus);
+        let nr_scans = if layout.shape.percpu_lru {
+            PERCPU_NR_SCANS
+        } else {
+            NR_SCANS
+        };
         Table {
             region,
             layout,
             target_free,
+            nr_scans,
         }
     }
 
@@ -236,7 +245,7 @@ impl<'a> Table<'a> {
             };
             self.move_node(list, node, target);
             scanned += 1;
-            if scanned == NR_SCANS || node == first {
+            if scanned == self.nr_scans || node == first {
                 break;
             }
             node = earlier;
@@ -255,7 +264,7 @@ impl<'a> Table<'a> {
         let mut cur = self.rotation(list);
         let mut earlier = cur;
         let mut scanned = 0;
-        while scanned < NR_SCANS {
+        while scanned < self.nr_scans {
             if cur == inactive {
                 cur = self.prev(cur);
                 continue;
@@ -297,7 +306,7 @@ impl<'a> Table<'a> {
                 }
             }
             scanned += 1;
-            if scanned == NR_SCANS {
+            if scanned == self.nr_scans {
                 break;
             }
             node = earlier;

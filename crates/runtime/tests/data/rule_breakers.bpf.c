@@ -99,4 +99,19 @@ int use_after_submit(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+/* A bpf_loop callback that writes far past the caller's stack buffer it was given. */
+static long bad_step(__u64 index, void *data)
+{
+	((volatile char *)data)[index * 4096] = 1;
+	return 0;
+}
+
+SEC("tracepoint/rules/callback_trap")
+int callback_trap(struct trace_event_raw_sys_enter *ctx)
+{
+	char buf[8] = {};
+
+	return bpf_loop(ctx->args[0], bad_step, buf, 0);
+}
+
 char LICENSE[] SEC("license") = "GPL";
