@@ -4,6 +4,7 @@
 //! keyword grammar), the work is done by the `bpfmaps` library, and [`output`] prints the result.
 //! The only crate that uses `anyhow` and prints.
 
+mod cmd_bench;
 mod cmd_map;
 mod cmd_run;
 mod cmd_test_run;
@@ -40,6 +41,8 @@ enum Command {
     Run(cmd_run::RunArgs),
     /// Count openat(2) calls per process, live.
     Top(cmd_top::TopArgs),
+    /// Time map lookups and updates on both engines, side by side, with the ratio.
+    Bench(cmd_bench::BenchArgs),
     /// Run one program of an object on a given context (user engine, or BPF_PROG_TEST_RUN), then print every map.
     TestRun(cmd_test_run::TestRunArgs),
 }
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Map(args) => cmd_map::run(args, format),
         Command::Run(args) => cmd_run::run(args, format),
         Command::Top(args) => cmd_top::run(args, format),
+        Command::Bench(args) => cmd_bench::run(args, format),
         Command::TestRun(args) => cmd_test_run::run(args, format),
     };
     match result {

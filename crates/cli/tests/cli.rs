@@ -541,3 +541,22 @@ fn btf_formatted_dumps_equal_bpftools_for_every_map_of_every_object() {
     assert!(global_data >= objects.len(), "{global_data} global-data maps");
     assert!(with_btf >= 20, "only {with_btf} of {compared} maps had BTF");
 }
+
+#[test]
+fn bench_prints_both_engines_side_by_side() {
+    if !kernel() {
+        return;
+    }
+    let cli = Cli::new("bench");
+    let v = cli.json(&["bench", "--type", "hash,array", "--entries", "100", "--ops", "2000", "--samples", "1"]);
+    let rows = v.as_array().unwrap();
+    let got: Vec<(&str, &str)> = rows.iter().map(|r| (r["map_type"].as_str().unwrap(), r["op"].as_str().unwrap())).collect();
+    assert_eq!(got, vec![("hash", "lookup"), ("hash", "update"), ("array", "lookup"), ("array", "update")]);
+    for r in rows {
+        let (k, u, ratio) = (r["kernel_ns"].as_f64().unwrap(), r["user_ns"].as_f64().unwrap(), r["ratio"].as_f64().unwrap());
+        assert!(k > 0.0 && u > 0.0, "{r}");
+        assert!((ratio - k / u).abs() < 1e-6 * ratio.max(1.0), "{r}");
+    }
+    let err = cli.fails(&["bench", "--type", "nosuch"]);
+    assert!(err.contains("unknown map type `nosuch`"), "{err}");
+}

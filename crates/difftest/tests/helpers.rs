@@ -359,9 +359,20 @@ fn helper_calls_interleaved_with_syscalls_match_kernel_on_cpu0() {
 #[test]
 fn known_helper_divergences_name_their_rule() {
     for e in KNOWN_HELPER_DIVERGENCES {
-        assert!(e.rule.len() > 10, "exception for {} has no rule text", e.map_type);
+        assert!(
+            e.rule.len() > 10,
+            "exception for {} has no rule text",
+            e.map_type
+        );
         let d = def(e.map_type, 8, 4, 0);
-        assert!((e.matches)(&d, &HelperOp::Update { key: 4, value: 0, flags: 4 }));
+        assert!((e.matches)(
+            &d,
+            &HelperOp::Update {
+                key: 4,
+                value: 0,
+                flags: 4
+            }
+        ));
         assert!(!(e.matches)(&d, &HelperOp::Lookup { key: 4 }));
     }
 }

@@ -303,3 +303,44 @@ fn perf_event_output_with_current_cpu_reaches_the_invocations_cpu_ring() {
     object.map("output_errors").unwrap().map.lookup(&0u32.to_ne_bytes(), &mut errors, 0).unwrap();
     assert_eq!(u64::from_ne_bytes(errors), 0);
 }
+
+#[test]
+fn a_mismatched_pin_is_refused_naming_the_field() {
+    use bpfmaps_abi::{MapDef, MapType};
+    use bpfmaps_runtime::{PinField, RuntimeError};
+
+    let dir = bpfmaps_maps::pin_root().join(format!("userrun_mismatch_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("pin dir");
+    // pinned_counts is HASH 256, u32 -> u64: pin a HASH 128 under its name.
+    let def = MapDef {
+        map_type: MapType::Hash,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 128,
+        map_flags: 0,
+        name: "pinned_counts".into(),
+    };
+    let existing = bpfmaps_maps::UserMap::create(&def).expect("create");
+    existing.pin(&dir.join("pinned_counts")).expect("pin");
+    let spec = ObjectSpec::from_file(&seed("pinned_writer")).expect("parse");
+    let options = LoadOptions {
+        pin_dir: Some(dir.clone()),
+        vm_config: None,
+    };
+    let result = UserObject::load(spec, &options);
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Err(RuntimeError::PinnedMapMismatch {
+            map,
+            field,
+            expected,
+            found,
+            ..
+        }) => {
+            assert_eq!(map, "pinned_counts");
+            assert_eq!((field, expected, found), (PinField::MaxEntries, 256, 128));
+        }
+        other => panic!("expected a pin mismatch, got {:?}", other.map(|o| o.name().to_owned())),
+    }
+}
