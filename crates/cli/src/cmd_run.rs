@@ -208,13 +208,12 @@ fn run_user(args: RunArgs, format: Format) -> Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         loaded.pin_maps(dir).with_context(|| format!("cannot pin maps in {}", dir.display()))?;
     }
-    if !format.is_json() {
-        eprintln!(
-            "loaded {} program(s) of {} on the user engine; attaching programs to events on the user engine comes in a later issue, so they run only when invoked (bpfmaps test-run, the library); the maps stay alive until the run ends",
-            loaded.program_names().len(),
-            args.object.display()
-        );
-    }
+    // On stderr also with -j: stdout stays one JSON object.
+    eprintln!(
+        "loaded {} program(s) of {} on the user engine; attaching programs to events on the user engine comes in a later issue, so they run only when invoked (bpfmaps test-run, the library); the maps stay alive until the run ends",
+        loaded.program_names().len(),
+        args.object.display()
+    );
     let status = wait_for_end(&args, &interrupted)?;
     let mut json_maps = JsonMap::new();
     for (name, map) in loaded.maps()? {

@@ -4,7 +4,9 @@
 //!
 //! Ring buffers are drained and shown as their records (`{"events": [hex...], "lost": 0}`); perf
 //! event arrays have no reader during a test run, so outputs to them fail with ENOENT (as in the
-//! kernel) and they are shown as `{"events": 0}`.
+//! kernel) and they are shown as `{"events": 0}`. On the user engine, `bpf_trace_printk` lines are
+//! appended to `<pin root>/trace_pipe` (`/run/bpfmaps/trace_pipe` for root; see
+//! `bpfmaps_runtime::trace`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
