@@ -79,10 +79,12 @@ fn print_table(rows: &[ProcessRow], args: &TopArgs, format: Format, live: bool, 
     }
     let total: u64 = rows.iter().map(|r| r.delta).sum();
     out.push_str(&format!(
-        "bpfmaps top: openat(2) per process, every {:.1}s, {} processes, {} opens in the last interval (Ctrl-C quits)\n",
+        "bpfmaps top: openat(2) per process, every {:.1}s, {} process{}, {} open{} in the last interval (Ctrl-C quits)\n",
         interval.as_secs_f64(),
         rows.len(),
-        total
+        if rows.len() == 1 { "" } else { "es" },
+        total,
+        if total == 1 { "" } else { "s" },
     ));
     out.push_str(&format!("{:>8}  {:<16} {:>10} {:>10}\n", "PID", "COMM", "OPENS", "RATE/s"));
     for r in &rows[..shown] {
