@@ -245,18 +245,14 @@ fn syscall_side_errnos_of_stack_ringbuf_and_perf_maps_match_kernel() {
     ]);
 }
 
-/// The exception list must name the rule of every entry, so a skipped op is never anonymous.
+/// Every divergence the suites found (reported `map_flags` keeping RDONLY/WRONLY; the PERCPU_ARRAY
+/// helper update's check order) is fixed, so the exception list is empty. A divergence found
+/// later goes into the list with the rule it breaks, and this test then names every open one.
 #[test]
-fn known_divergences_name_their_rule() {
-    for d in KNOWN_DIVERGENCES {
-        assert!(
-            d.rule.len() > 10,
-            "exception for {:?} has no rule text",
-            d.map_type
-        );
-        let t = d.map_type.unwrap_or(MapType::Hash);
-        let _ = (d.matches)(&def(t, 4, 8, 8, 0), &Op::Freeze);
-    }
+fn no_divergence_is_open() {
+    let open: Vec<(Option<MapType>, &str)> =
+        KNOWN_DIVERGENCES.iter().map(|d| (d.map_type, d.rule)).collect();
+    assert_eq!(open, vec![], "open divergences of the user engine from the kernel");
 }
 
 /// Bigger maps and longer sequences (a quarter of the cases, at least 10): LRU lists with

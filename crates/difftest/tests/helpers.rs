@@ -220,16 +220,7 @@ struct KnownHelperDivergence {
     matches: fn(&MapDef, &HelperOp) -> bool,
 }
 
-const KNOWN_HELPER_DIVERGENCES: &[KnownHelperDivergence] = &[KnownHelperDivergence {
-    map_type: MapType::PercpuArray,
-    rule: "array_map_update_elem checks the index (E2BIG) before BPF_F_LOCK without a spin lock \
-           (EINVAL); the user engine's PERCPU_ARRAY helper update gives EINVAL for an \
-           out-of-range key with BPF_F_LOCK",
-    matches: |def, op| {
-        matches!(*op, HelperOp::Update { key, flags, .. }
-            if key >= def.max_entries && flags & 4 != 0 && flags & !4 <= 2)
-    },
-}];
+const KNOWN_HELPER_DIVERGENCES: &[KnownHelperDivergence] = &[];
 
 fn steps(space: &OpSpace) -> BoxedStrategy<Vec<Step>> {
     let keys = 0..space.key_count().max(1);

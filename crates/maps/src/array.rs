@@ -160,8 +160,11 @@ impl ArrayMap {
         }
     }
 
-    fn check_update(&self, index: u32, flags: u64) -> Result<(), Errno> {
-        let bad = if self.percpu {
+    /// The update rules of `array_map_update_elem` (`syscall: false`, also used by PERCPU_ARRAY
+    /// helpers) and of `bpf_percpu_array_update` (`syscall: true` on a per-CPU array, which
+    /// refuses `BPF_F_LOCK` with the other bad flags, before the index check).
+    fn check_update(&self, index: u32, flags: u64, syscall: bool) -> Result<(), Errno> {
+        let bad = if self.percpu && syscall {
             flags > BPF_EXIST
         } else {
             (flags & !BPF_F_LOCK) > BPF_EXIST
@@ -205,7 +208,7 @@ impl Backend for ArrayMap {
 
     fn update(&self, key: &[u8], value: &[u8], flags: u64) -> MapResult<()> {
         let index = Self::index(key);
-        self.check_update(index, flags)?;
+        self.check_update(index, flags, true)?;
         self.file
             .region
             .write(self.elem_off(index), &value[..self.user_value_len()]);
@@ -272,7 +275,7 @@ impl Backend for ArrayMap {
             return Err(Errno::EINVAL);
         }
         let index = Self::index(key);
-        self.check_update(index, flags)?;
+        self.check_update(index, flags, false)?;
         self.file
             .region
             .write(self.slot_off(index, cpu), &value[..self.value_size]);

@@ -37,6 +37,7 @@
 
 use std::sync::atomic::Ordering;
 
+use bpfmaps_abi::map_flags::{BPF_F_RDONLY, BPF_F_WRONLY};
 use bpfmaps_abi::{MapDef, MapInfo, MapType};
 
 use crate::region::Region;
@@ -270,7 +271,10 @@ impl MapHeader {
             key_size: self.key_size,
             value_size: self.value_size,
             max_entries: self.max_entries,
-            map_flags: self.map_flags,
+            // RDONLY and WRONLY are access flags of the creating handle, not properties of the
+            // map: the kernel drops them from the flags it reports
+            // (bpf_map_flags_retain_permanent), and so does the user engine.
+            map_flags: self.map_flags & !(BPF_F_RDONLY | BPF_F_WRONLY),
             name: self.name.clone(),
             possible_cpus: self.possible_cpus,
             btf_id: 0,
