@@ -9,6 +9,7 @@ mod cmd_map;
 mod cmd_run;
 mod cmd_test_run;
 mod cmd_top;
+mod cmd_trace;
 mod output;
 mod signal;
 mod words;
@@ -45,6 +46,8 @@ enum Command {
     Bench(cmd_bench::BenchArgs),
     /// Run one program of an object on a given context (user engine, or BPF_PROG_TEST_RUN), then print every map.
     TestRun(cmd_test_run::TestRunArgs),
+    /// Print the user engine's (or with --kernel the kernel's) trace pipe as it is written.
+    Trace(cmd_trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Top(args) => cmd_top::run(args, format),
         Command::Bench(args) => cmd_bench::run(args, format),
         Command::TestRun(args) => cmd_test_run::run(args, format),
+        Command::Trace(args) => cmd_trace::run(args, format),
     };
     match result {
         Ok(code) => code,

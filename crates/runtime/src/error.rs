@@ -94,6 +94,14 @@ pub enum RuntimeError {
         /// The check that failed.
         source: bpfmaps_vm::LoadError,
     },
+    /// The pin root's CPU slot files (`<pin root>/.cpus/<n>`) could not be created or opened.
+    #[error("the CPU slots under {}: {source}", root.display())]
+    CpuSlots {
+        /// The pin root.
+        root: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The object has no program of this name.
     #[error("the object has no program named {0:?}")]
     NoSuchProgram(String),

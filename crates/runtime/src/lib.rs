@@ -8,7 +8,8 @@
 //! - [`Program`] ([`program`]): invoke a program on a context buffer from any thread and get r0
 //!   back; [`Program::test_run`] is the user engine's `BPF_PROG_TEST_RUN`.
 //! - [`helpers`]: the BPF helpers with the kernel's return values and errnos.
-//! - [`cpu`]: the CPU slots invocations own, which per-CPU maps and `get_smp_processor_id` see.
+//! - [`cpu`]: the CPU slots invocations own (exclusive across processes sharing a pin root), which
+//!   per-CPU maps and `get_smp_processor_id` see.
 //! - [`trace`]: `bpf_trace_printk`'s format and trace pipe.
 //!
 //! ```no_run

@@ -24,6 +24,7 @@ use bpfmaps_obj::{MapKind, MapSpec, ObjectSpec, Pinning, ProgramKind};
 use bpfmaps_vm::memory::fixed_region_address;
 use bpfmaps_vm::{Access, Config, Executable, HelperSet, PseudoResolver};
 
+use crate::cpu::CpuSlots;
 use crate::error::{PinField, RuntimeError};
 use crate::helpers::supported_helpers;
 use crate::program::{Program, ProgramInner};
@@ -270,6 +271,10 @@ impl UserObject {
         for map in &spec.maps {
             maps.push(load_map(&store, &pin_dir, map, cpus)?);
         }
+        let slots = CpuSlots::for_root(store.root()).map_err(|source| RuntimeError::CpuSlots {
+            root: store.root().to_owned(),
+            source,
+        })?;
         let helpers = HelperSet::new(supported_helpers().iter().copied());
         let mut programs = Vec::with_capacity(spec.programs.len());
         let mut prepared = Vec::with_capacity(spec.programs.len());
@@ -303,6 +308,7 @@ impl UserObject {
                 fixed,
                 shared: shared.clone(),
                 config,
+                slots,
             }));
         }
         Ok(UserObject {

@@ -1,5 +1,6 @@
 //! [`Program`]: a loaded user-engine program, invocable from any thread. Each invocation takes
-//! one CPU slot ([`crate::cpu::CpuSlots`]) for its whole run, runs the checked [`Executable`] on
+//! one CPU slot of its pin root ([`crate::cpu::CpuSlots::for_root`], exclusive across processes)
+//! for its whole run, runs the checked [`Executable`] on
 //! the interpreter with a fresh helper host, and releases the slot; traps are returned as values.
 //!
 //! A `Program` is a cheap `Arc` handle (`Clone + Send + Sync`); its maps live as long as any
@@ -27,6 +28,8 @@ pub(crate) struct ProgramInner {
     pub fixed: Vec<usize>,
     pub shared: Arc<SharedMaps>,
     pub config: Config,
+    /// The CPU slots of the pin root the maps live under.
+    pub slots: &'static CpuSlots,
 }
 
 /// A loaded program of a [`crate::UserObject`].
@@ -83,18 +86,19 @@ impl Program {
         &self.inner.config
     }
 
-    /// Runs the program once on `context` on any free CPU slot and returns r0. A tracing
+    /// Runs the program once on `context` on any free CPU slot (free in every process using the
+    /// same pin root) and returns r0. A tracing
     /// program's context is read-only (as in the kernel), so `context` is never changed for
     /// those.
     pub fn run(&self, context: &mut [u8]) -> Result<u64, Trap> {
-        let slot = CpuSlots::global().acquire();
+        let slot = self.inner.slots.acquire();
         self.run_as(slot.cpu(), context)
     }
 
     /// Runs the program once on CPU slot `cpu` (waiting for it to be free); `None` when there is
     /// no such CPU.
     pub fn run_on_cpu(&self, cpu: u32, context: &mut [u8]) -> Option<Result<u64, Trap>> {
-        let slot = CpuSlots::global().acquire_cpu(cpu)?;
+        let slot = self.inner.slots.acquire_cpu(cpu)?;
         Some(self.run_as(slot.cpu(), context))
     }
 
@@ -125,7 +129,7 @@ impl Program {
     /// and reports the last run's r0 and the mean duration, like `BPF_PROG_TEST_RUN`. The first
     /// trap ends the loop.
     pub fn test_run(&self, context: &[u8], repeat: u32) -> Result<TestRunResult, Trap> {
-        let slot = CpuSlots::global().acquire();
+        let slot = self.inner.slots.acquire();
         let mut vm = Vm::new(self.inner.config.clone());
         let mut buffer = context.to_vec();
         let runs = repeat.max(1);

@@ -1,6 +1,10 @@
 //! `bpf_trace_printk` on the user engine: the kernel's limited printf ([`format`]) and the trace
 //! pipe it writes to ([`trace_pipe_path`]): a plain file under the user engine's pin root, one
-//! line per call, appended, that `tail -f` (or a later `bpfmaps trace`) reads.
+//! line per call, appended, that [`TracePipeReader`] (`bpfmaps trace`) consumes like the
+//! kernel's `trace_pipe`: what is read is gone. Writers append a whole line and the reader reads
+//! everything then truncates the file, both under an exclusive `flock` on the file, so no line
+//! is lost or split. Lines written while the file holds [`TRACE_PIPE_MAX_BYTES`] unread bytes
+//! are dropped, as a full kernel trace buffer drops events.
 //!
 //! Line format (close to the kernel's `trace_pipe`):
 //! `<comm>-<tid> [<cpu>] <seconds>.<micros>: bpf_trace_printk: <message>`.
@@ -11,7 +15,10 @@
 //! regions (`(efault)` when it cannot). Anything else makes the helper return `-EINVAL`, as the
 //! kernel does.
 
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use bpfmaps_abi::Errno;
@@ -21,12 +28,96 @@ use crate::program::ProgramInner;
 
 /// Name of the trace pipe file under the pin root.
 pub const TRACE_PIPE_NAME: &str = "trace_pipe";
+/// Unread bytes the trace pipe holds at most; later lines are dropped until a reader drains it.
+pub const TRACE_PIPE_MAX_BYTES: u64 = 4 << 20;
 /// The longest string `%s` prints.
 const MAX_STRING: usize = 256;
 
 /// The trace pipe file of the user engine whose pin root is `root`.
 pub fn trace_pipe_path(root: &Path) -> PathBuf {
     root.join(TRACE_PIPE_NAME)
+}
+
+/// `flock(operation)` on `file`, retrying on EINTR.
+fn flock(file: &File, operation: i32) -> io::Result<()> {
+    loop {
+        // SAFETY: `file` is an open descriptor for the duration of the call; flock only changes
+        // the lock state of its open file description.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Appends one whole line to the trace pipe at `path` (creating it), unless it is full.
+fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    flock(&file, libc::LOCK_EX)?;
+    let result = if file.metadata()?.len() >= TRACE_PIPE_MAX_BYTES {
+        Ok(())
+    } else {
+        (&file).write_all(line)
+    };
+    // Closing the file releases the lock too; unlocking first only shortens the hold.
+    let _ = flock(&file, libc::LOCK_UN);
+    result
+}
+
+/// A consumer of a user engine's trace pipe: each [`TracePipeReader::take`] returns the lines
+/// written since the previous one (by any process) and removes them from the pipe.
+#[derive(Debug)]
+pub struct TracePipeReader {
+    file: File,
+    path: PathBuf,
+}
+
+impl TracePipeReader {
+    /// Opens (creating when missing) the trace pipe of the pin root `root`.
+    pub fn open(root: &Path) -> io::Result<TracePipeReader> {
+        let path = trace_pipe_path(root);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(TracePipeReader { file, path })
+    }
+
+    /// The trace pipe file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every unread whole line, oldest first (empty when there is none), consumed.
+    pub fn take(&mut self) -> io::Result<Vec<u8>> {
+        // Cheap check without the lock: most polls find nothing.
+        if self.file.metadata()?.len() == 0 {
+            return Ok(Vec::new());
+        }
+        flock(&self.file, libc::LOCK_EX)?;
+        let result = self.take_locked();
+        let _ = flock(&self.file, libc::LOCK_UN);
+        result
+    }
+
+    fn take_locked(&mut self) -> io::Result<Vec<u8>> {
+        let mut text = Vec::new();
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.read_to_end(&mut text)?;
+        self.file.set_len(0)?;
+        Ok(text)
+    }
 }
 
 /// Why a format string was refused.
@@ -177,19 +268,30 @@ pub(crate) fn trace_printk(
     }
     let path = trace_pipe_path(&program.shared.store_root);
     // A trace pipe that cannot be written loses the line, as a full kernel trace buffer would.
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
-        let _ = file.write_all(&line);
-    }
+    let _ = append_line(&path, &line);
     Ok(message.len() as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reader_consumes_whole_lines_in_order() {
+        let root = std::env::temp_dir().join(format!("bpfmaps-trace-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("root");
+        let mut reader = TracePipeReader::open(&root).expect("open");
+        let path = trace_pipe_path(&root);
+        assert_eq!(reader.path(), path);
+        assert_eq!(reader.take().expect("take"), b"");
+        append_line(&path, b"one\n").expect("append");
+        append_line(&path, b"two\n").expect("append");
+        assert_eq!(reader.take().expect("take"), b"one\ntwo\n");
+        assert_eq!(reader.take().expect("take"), b"");
+        append_line(&path, b"three\n").expect("append");
+        assert_eq!(reader.take().expect("take"), b"three\n");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     fn check(fmt: &str, args: [u64; 3], expect: Option<&str>) {
         let got = format(fmt.as_bytes(), args, &mut |addr| {

@@ -74,15 +74,16 @@ impl ChildTask {
         }
     }
 
-    /// The next line the child prints that starts with `tag`, without the tag.
+    /// What follows `tag` on the next line the child prints with it.
     fn expect_line(&mut self, tag: &str) -> String {
         let mut line = String::new();
         loop {
             line.clear();
             let n = self.stdout.read_line(&mut line).expect("reading the child");
             assert_ne!(n, 0, "the child exited before printing {tag:?}");
-            if let Some(rest) = line.trim_end().strip_prefix(tag) {
-                return rest.trim().to_owned();
+            // The test harness may print `test NAME ... ` before the child's first line.
+            if let Some(at) = line.find(tag) {
+                return line[at + tag.len()..].trim().to_owned();
             }
         }
     }
@@ -170,18 +171,18 @@ fn pinned_sum(root: &Path) -> u64 {
     let mut values = vec![0u8; cpus * 8];
     map.lookup(&0u32.to_ne_bytes(), &mut values, 0)
         .expect("lookup");
-    sum_percpu_u64(&values)
+    sum_percpu_u64(&values, 8)
 }
 
 /// Two processes bump the counter concurrently with `task`; returns their ns per run.
 fn two_processes_bump(tag: &str, task: &str) -> (PinRoot, Vec<String>) {
     let root = PinRoot::new(tag);
-    // Load once here so both children reuse the same pinned map.
-    let mut children: Vec<ChildTask> = (0..2)
-        .map(|_| ChildTask::spawn(&root.0, task))
-        .collect();
-    for child in &mut children {
+    // One after the other: the first creates and pins the counter, the second reuses the pin.
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let mut child = ChildTask::spawn(&root.0, task);
         child.expect_line("READY");
+        children.push(child);
     }
     for child in &mut children {
         child.go();
@@ -221,11 +222,38 @@ fn single_process_invocation_overhead() {
     }
     let root = PinRoot::new("overhead");
     let mut child = ChildTask::spawn(&root.0, "nothing");
-    let ns: u64 = child
-        .expect_line("NS_PER_RUN")
-        .parse()
-        .expect("a number");
+    let ns: u64 = child.expect_line("NS_PER_RUN").parse().expect("a number");
     child.wait_success();
     eprintln!("ns per run of an empty program, one process: {ns}");
     assert!(ns < 1_000_000, "one empty run took {ns} ns");
+}
+
+#[test]
+fn a_slot_held_by_another_process_is_skipped_and_freed_when_it_dies() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let root = PinRoot::new("kill");
+    let mut holder = ChildTask::spawn(&root.0, "hold:0");
+    holder.expect_line("HELD");
+    let slots = CpuSlots::for_root(&root.0).expect("slots");
+    if slots.count() > 1 {
+        // Any free slot: never the one the other process holds.
+        for _ in 0..100 {
+            assert_ne!(slots.acquire().cpu(), 0);
+        }
+    }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let slot = slots.acquire_cpu(0).expect("slot 0");
+        sender.send(slot.cpu()).expect("send");
+    });
+    assert!(
+        receiver.recv_timeout(Duration::from_millis(300)).is_err(),
+        "slot 0 was taken while another process held it"
+    );
+    holder.child.kill().expect("kill");
+    holder.child.wait().expect("reap");
+    assert_eq!(receiver.recv_timeout(Duration::from_secs(10)), Ok(0));
+    assert_eq!(slots.lock_failures(), 0);
 }
