@@ -21,13 +21,15 @@
 //! default methods, which return `ENOTSUPP` (524) like a missing `map_ops` entry.
 
 use std::any::Any;
+use std::fs::File;
+use std::io;
 use std::sync::Arc;
 
 use bpfmaps_abi::update_flags::BPF_F_LOCK;
 use bpfmaps_abi::{BatchBuffers, Errno, MapDef, MapError, MapResult};
 
-use crate::header::MapHeader;
-use crate::region::Region;
+use crate::header::{MapHeader, AREA_OFFSET};
+use crate::region::{create_memfd, Region, RegionError};
 
 /// An opened map file: the mapping and its validated header.
 #[derive(Debug)]
@@ -36,6 +38,82 @@ pub struct MapFile {
     pub region: Region,
     /// The validated fixed header fields.
     pub header: MapHeader,
+}
+
+/// Why a standalone map file (one made outside the registry) could not be laid out.
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    /// Creating or resizing the file failed.
+    #[error("{call} failed: {source}")]
+    Io {
+        /// The call that failed (`memfd_create`, `ftruncate`).
+        call: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Mapping the file failed.
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    /// `AREA_OFFSET + area_size` overflows.
+    #[error("a map area of {area_size} bytes does not fit a file")]
+    TooLarge {
+        /// The type's area size.
+        area_size: u64,
+    },
+}
+
+impl MapFile {
+    /// Lays out a standalone map of `def` (id 0, no registry entry) in `file`, a new file nobody
+    /// else has yet: resizes it to `file_size` zero bytes, maps it and writes the header. The
+    /// type's area is left zeroed for the type's own `init`.
+    pub fn create_standalone(
+        file: File,
+        def: &MapDef,
+        max_entries: u32,
+        possible_cpus: u32,
+        hash_seed: u32,
+        file_size: u64,
+    ) -> Result<MapFile, StandaloneError> {
+        let resize = |len| {
+            file.set_len(len).map_err(|source| StandaloneError::Io {
+                call: "ftruncate",
+                source,
+            })
+        };
+        resize(0)?;
+        resize(file_size)?;
+        let region = Region::map(file)?;
+        let header = MapHeader::new(def, max_entries, possible_cpus, hash_seed, file_size);
+        header.write(&region);
+        Ok(MapFile { region, header })
+    }
+
+    /// [`MapFile::create_standalone`] in an anonymous memory file (memfd) sized by `plan`.
+    pub fn create_anonymous(
+        def: &MapDef,
+        plan: &Plan,
+        possible_cpus: u32,
+    ) -> Result<MapFile, StandaloneError> {
+        let file_size =
+            (AREA_OFFSET as u64)
+                .checked_add(plan.area_size)
+                .ok_or(StandaloneError::TooLarge {
+                    area_size: plan.area_size,
+                })?;
+        let memfd = create_memfd(file_size).map_err(|source| StandaloneError::Io {
+            call: "memfd_create",
+            source,
+        })?;
+        Self::create_standalone(
+            memfd,
+            def,
+            plan.max_entries,
+            possible_cpus,
+            plan.hash_seed,
+            file_size,
+        )
+    }
 }
 
 /// What map creation needs to know about a type, decided by its `plan` step.
@@ -333,3 +411,63 @@ pub type InitFn = fn(&MapFile) -> Result<(), crate::UserMapError>;
 
 /// The signature of a type's open step.
 pub type OpenFn = fn(Arc<MapFile>) -> Result<Box<dyn Backend>, crate::UserMapError>;
+
+/// Writes [`bpfmaps_abi::MapOps`]'s four batch operations for a map type the kernel gives no
+/// batch support (`ENOTSUPP`, 524), after the access checks the syscall layer makes first:
+/// `read` (a method returning `MapResult<()>`, optional) before the lookups, `write` before the
+/// operations that change the map. Used inside an `impl MapOps for ...` block.
+macro_rules! unsupported_batch_ops {
+    (write: $write:ident) => {
+        $crate::backend::unsupported_batch_ops!(@ops [] [$write]);
+    };
+    (read: $read:ident, write: $write:ident) => {
+        $crate::backend::unsupported_batch_ops!(@ops [$read] [$write]);
+    };
+    (@ops [$($read:ident)?] [$write:ident]) => {
+        fn lookup_batch(
+            &self,
+            _in_batch: Option<&[u8]>,
+            _out_batch: &mut [u8],
+            _buffers: &mut ::bpfmaps_abi::BatchBuffers<'_>,
+            _elem_flags: u64,
+            _flags: u64,
+        ) -> ::bpfmaps_abi::MapResult<()> {
+            $(self.$read()?;)?
+            Err(::bpfmaps_abi::MapError::Errno(::bpfmaps_abi::Errno::ENOTSUPP))
+        }
+
+        fn lookup_and_delete_batch(
+            &self,
+            _in_batch: Option<&[u8]>,
+            _out_batch: &mut [u8],
+            _buffers: &mut ::bpfmaps_abi::BatchBuffers<'_>,
+            _elem_flags: u64,
+            _flags: u64,
+        ) -> ::bpfmaps_abi::MapResult<()> {
+            $(self.$read()?;)?
+            self.$write()?;
+            Err(::bpfmaps_abi::MapError::Errno(::bpfmaps_abi::Errno::ENOTSUPP))
+        }
+
+        fn update_batch(
+            &self,
+            _buffers: &mut ::bpfmaps_abi::BatchBuffers<'_>,
+            _elem_flags: u64,
+            _flags: u64,
+        ) -> ::bpfmaps_abi::MapResult<()> {
+            self.$write()?;
+            Err(::bpfmaps_abi::MapError::Errno(::bpfmaps_abi::Errno::ENOTSUPP))
+        }
+
+        fn delete_batch(
+            &self,
+            _buffers: &mut ::bpfmaps_abi::BatchBuffers<'_>,
+            _elem_flags: u64,
+            _flags: u64,
+        ) -> ::bpfmaps_abi::MapResult<()> {
+            self.$write()?;
+            Err(::bpfmaps_abi::MapError::Errno(::bpfmaps_abi::Errno::ENOTSUPP))
+        }
+    };
+}
+pub(crate) use unsupported_batch_ops;

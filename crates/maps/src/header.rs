@@ -162,6 +162,18 @@ impl MapHeader {
         }
     }
 
+    /// The definition this header records (max_entries as the map reports it).
+    pub fn def(&self) -> MapDef {
+        MapDef {
+            map_type: self.map_type,
+            key_size: self.key_size,
+            value_size: self.value_size,
+            max_entries: self.max_entries,
+            map_flags: self.map_flags,
+            name: self.name.clone(),
+        }
+    }
+
     /// Writes the header into a fresh (zeroed) region. Id and frozen stay 0.
     pub fn write(&self, region: &Region) {
         region.write(0, &MAGIC);

@@ -33,8 +33,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Architecture invariant: `unsafe` lives only in [`region`] and [`lock`]; everything else reaches
-//! shared memory through their safe, bounds-checked API and treats its contents as untrusted.
+//! Architecture invariant: `unsafe` lives only in [`region`], [`lock`] and `ringbuf/shm.rs` (the
+//! ring buffer's data pages mapped twice, and the futex its consumers sleep on, which `region`'s
+//! one-mapping, copy-only API cannot express); everything else reaches shared memory through
+//! their safe, bounds-checked API and treats its contents as untrusted: a corrupt map file makes
+//! operations fail with an error, never panic.
 
 pub mod array;
 pub mod backend;
@@ -50,7 +53,7 @@ pub mod stack_trace;
 pub mod store;
 mod usermap;
 
-pub use backend::{Backend, MapFile, Plan, ValueRef};
+pub use backend::{Backend, MapFile, Plan, StandaloneError, ValueRef};
 pub use store::{pin_root, Store, StoreError, PIN_ROOT_ENV};
 pub use usermap::{
     create, find_by_name_in, list, list_in, possible_cpus, Access, ListedMap, UserMap,

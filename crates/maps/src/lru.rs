@@ -41,7 +41,7 @@ mod table;
 use std::any::Any;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bpfmaps_abi::{
@@ -51,14 +51,15 @@ use bpfmaps_abi::{
 
 pub use layout::{LruLayout, LruShape, NodeType, LRU_MAGIC};
 pub use table::{
-    target_free, LruCensus, LOCAL_FREE_TARGET, NR_SCANS, PERCPU_FREE_TARGET, PERCPU_NR_SCANS,
+    target_free, Corrupt, LruCensus, LOCAL_FREE_TARGET, NR_SCANS, PERCPU_FREE_TARGET,
+    PERCPU_NR_SCANS,
 };
 
 use crate::backend::{check_batch_elem_flags, generic_delete_batch, generic_update_batch};
 use crate::backend::{Backend, MapFile, Plan, ValueRef};
 use crate::header::{MapHeader, AREA_OFFSET};
 use crate::lock::{self, LockGuard};
-use crate::region::{self, Region};
+use crate::region::Region;
 use crate::UserMapError;
 use table::Table;
 
@@ -137,10 +138,29 @@ pub fn check_definition(def: &MapDef, possible_cpus: u32) -> Result<LruShape, Er
 /// The CPU the calling thread runs on, reduced modulo `cpus` (0 when unknown): the CPU whose
 /// lists a syscall-side update uses.
 pub fn current_cpu(cpus: u32) -> u32 {
-    // SAFETY: sched_getcpu has no preconditions and touches no memory of ours; it returns -1 on
-    // failure, which maps to CPU 0.
-    let cpu = unsafe { libc::sched_getcpu() };
-    u32::try_from(cpu).map_or(0, |c| c % cpus.max(1))
+    crate::region::current_cpu().map_or(0, |c| c % cpus.max(1))
+}
+
+/// How many lock-free attempts a syscall lookup makes before it takes the lock.
+const OPTIMISTIC_TRIES: u32 = 64;
+
+/// The largest value a syscall lookup copies lock-free (through a stack scratch buffer); larger
+/// values are read under the lock.
+const OPTIMISTIC_VALUE_MAX: usize = 256;
+
+/// The map lock held by a writer, with the sequence counter odd; dropping it makes the counter
+/// even again (before the lock is released: `Drop` runs before the fields drop).
+struct WriteGuard<'r> {
+    lock: LockGuard<'r>,
+    seq: &'r AtomicU32,
+    /// The odd value this holder stored.
+    odd: u32,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.seq.store(self.odd.wrapping_add(1), Ordering::Release);
+    }
 }
 
 /// A random 32-bit hash seed (the kernel's `get_random_u32`), from std's randomly keyed hasher.
@@ -206,7 +226,9 @@ fn layout_of(file: &MapFile) -> Result<LruLayout, UserMapError> {
 pub fn init(file: &MapFile) -> Result<(), UserMapError> {
     let layout = layout_of(file)?;
     lock::init_lock(&file.region, layout.base)?;
-    Table::new(&file.region, &layout).populate();
+    Table::new(&file.region, &layout)
+        .populate()
+        .map_err(|e| corrupt(file, e.to_string()))?;
     file.region
         .atomic_u32(layout.magic_at())
         .store(LRU_MAGIC, Ordering::Release);
@@ -254,20 +276,8 @@ impl LruHashMap {
     /// layer's rules itself (sizes, flags, `BPF_F_RDONLY`/`WRONLY` from `def.map_flags`, frozen).
     pub fn create_anonymous(def: &MapDef, possible_cpus: u32) -> Result<LruHashMap, Errno> {
         let plan = plan(def, possible_cpus)?;
-        let file_size = (AREA_OFFSET as u64)
-            .checked_add(plan.area_size)
-            .ok_or(Errno::ENOMEM)?;
-        let memfd = region::create_memfd(file_size).map_err(|_| Errno::ENOMEM)?;
-        let region = Region::map(memfd).map_err(|_| Errno::ENOMEM)?;
-        let header = MapHeader::new(
-            def,
-            plan.max_entries,
-            possible_cpus,
-            plan.hash_seed,
-            file_size,
-        );
-        header.write(&region);
-        let file = MapFile { region, header };
+        let file =
+            MapFile::create_anonymous(def, &plan, possible_cpus).map_err(|_| Errno::ENOMEM)?;
         init(&file).map_err(|e| e.errno().unwrap_or(Errno::ENOMEM))?;
         LruHashMap::open(Arc::new(file)).map_err(|e| e.errno().unwrap_or(Errno::EINVAL))
     }
@@ -295,13 +305,55 @@ impl LruHashMap {
         crate::jhash::htab_hash(key, self.file.header.hash_seed)
     }
 
-    fn lock(&self) -> Result<(LockGuard<'_>, Table<'_>), Errno> {
-        let guard = lock::lock(self.region_ref(), self.layout.base).map_err(|_| Errno::EBUSY)?;
+    fn seq(&self) -> &AtomicU32 {
+        self.region_ref().atomic_u32(self.layout.seq_at())
+    }
+
+    /// Takes the map lock and makes the sequence counter odd until the guard drops, so
+    /// lock-free readers ([`LruHashMap::read_optimistic`]) retry around every change. Repairs
+    /// the lists first when the previous holder died.
+    fn lock(&self) -> Result<(WriteGuard<'_>, Table<'_>), Errno> {
+        let lock = lock::lock(self.region_ref(), self.layout.base).map_err(|_| Errno::EBUSY)?;
+        let seq = self.seq();
+        // Only the lock holder writes the counter, so plain stores suffice. An odd value means
+        // the previous holder died inside its section: skip past it to the next odd value.
+        let current = seq.load(Ordering::Relaxed);
+        let odd = if current & 1 == 1 {
+            current.wrapping_add(2)
+        } else {
+            current.wrapping_add(1)
+        };
+        seq.store(odd, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let guard = WriteGuard { lock, seq, odd };
         let table = Table::new(self.region_ref(), &self.layout);
-        if guard.previous_owner_died() {
-            table.repair();
+        if guard.lock.previous_owner_died() {
+            table.repair()?;
         }
         Ok((guard, table))
+    }
+
+    /// Runs `read` on the table without the lock (as the kernel's lookups run under RCU),
+    /// validated by the sequence counter; `None` when writers kept interfering for
+    /// [`OPTIMISTIC_TRIES`] attempts (the caller then takes the lock). A result computed while
+    /// a writer was active is discarded, so `read` may see a half-changed table: it must only
+    /// read, through bounds-checked accessors, and copy nothing out before validation.
+    fn read_optimistic<R>(&self, mut read: impl FnMut(&Table<'_>) -> R) -> Option<R> {
+        let seq = self.seq();
+        let table = Table::new(self.region_ref(), &self.layout);
+        for _ in 0..OPTIMISTIC_TRIES {
+            let before = seq.load(Ordering::Acquire);
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let result = read(&table);
+            fence(Ordering::Acquire);
+            if seq.load(Ordering::Relaxed) == before {
+                return Some(result);
+            }
+        }
+        None
     }
 
     fn key_size(&self) -> usize {
@@ -344,16 +396,16 @@ impl LruHashMap {
         if shape.percpu_values {
             // LRU_PERCPU skips the node allocation for BPF_EXIST and updates in place.
             let fresh = if flags != update_flags::BPF_EXIST {
-                let node = table.pop_free(hash, cpu).ok_or(Errno::ENOMEM)?;
+                let node = table.pop_free(hash, cpu)?.ok_or(Errno::ENOMEM)?;
                 region.write(self.layout.key_at(node), key);
                 Some(node)
             } else {
                 None
             };
-            let old = table.find(hash, key);
+            let old = table.find(hash, key)?;
             if let Err(e) = check_flags(old.is_some(), flags) {
                 if let Some(node) = fresh {
-                    table.push_free(node);
+                    table.push_free(node)?;
                 }
                 return Err(e);
             }
@@ -365,7 +417,7 @@ impl LruHashMap {
                         ValueSource::Program(one, cpu) => region.write(self.slot_at(old, cpu), one),
                     }
                     if let Some(node) = fresh {
-                        table.push_free(node);
+                        table.push_free(node)?;
                     }
                 }
                 (None, Some(node)) => {
@@ -392,22 +444,22 @@ impl LruHashMap {
             return Ok(());
         }
         // The node is taken before the bucket is searched: a failing update can still evict.
-        let node = table.pop_free(hash, cpu).ok_or(Errno::ENOMEM)?;
+        let node = table.pop_free(hash, cpu)?.ok_or(Errno::ENOMEM)?;
         region.write(self.layout.key_at(node), key);
         let bytes = match value {
             ValueSource::User(v) | ValueSource::Program(v, _) => v,
         };
         region.write(self.layout.value_at(node), bytes);
-        let old = table.find(hash, key);
+        let old = table.find(hash, key)?;
         if let Err(e) = check_flags(old.is_some(), flags) {
-            table.push_free(node);
+            table.push_free(node)?;
             return Err(e);
         }
         table.link_head(node);
         if let Some(old) = old {
             table.set_ref(node);
-            table.unlink(old);
-            table.push_free(old);
+            table.unlink(old)?;
+            table.push_free(old)?;
         }
         Ok(())
     }
@@ -415,9 +467,9 @@ impl LruHashMap {
     fn delete_elem(&self, key: &[u8]) -> Result<(), Errno> {
         let hash = self.hash(key);
         let (_guard, table) = self.lock()?;
-        let node = table.find(hash, key).ok_or(Errno::ENOENT)?;
-        table.unlink(node);
-        table.push_free(node);
+        let node = table.find(hash, key)?.ok_or(Errno::ENOENT)?;
+        table.unlink(node)?;
+        table.push_free(node)?;
         Ok(())
     }
 
@@ -429,22 +481,27 @@ impl LruHashMap {
     }
 
     /// The keys in the table, in `get_next_key` order (bucket order, newest first in a bucket),
-    /// without touching reference bits.
+    /// without touching reference bits. Empty when the map cannot be locked or is corrupt.
     pub fn keys(&self) -> Vec<Vec<u8>> {
+        self.try_keys().unwrap_or_default()
+    }
+
+    /// [`LruHashMap::keys`], failing with `EFAULT` on a corrupt table.
+    fn try_keys(&self) -> Result<Vec<Vec<u8>>, Errno> {
         let mut out = Vec::new();
-        let Ok((_guard, table)) = self.lock() else {
-            return out;
-        };
+        let (_guard, table) = self.lock()?;
         for bucket in 0..self.layout.n_buckets {
-            let mut cur = table.bucket_first(bucket);
+            let mut cur = table.bucket_first(bucket)?;
+            let mut steps = 0;
             while let Some(node) = cur {
+                table.chain_step(&mut steps)?;
                 let mut key = vec![0u8; self.key_size()];
                 self.region_ref().read(self.layout.key_at(node), &mut key);
                 out.push(key);
-                cur = table.chain_next(node);
+                cur = table.chain_next(node)?;
             }
         }
-        out
+        Ok(out)
     }
 
     /// The hash table's bucket-based lookup batch (`__htab_map_lookup_and_delete_batch`).
@@ -508,10 +565,12 @@ impl LruHashMap {
         let mut nodes = Vec::new();
         loop {
             nodes.clear();
-            let mut cur = table.bucket_first(bucket);
+            let mut cur = table.bucket_first(bucket)?;
+            let mut steps = 0;
             while let Some(node) = cur {
+                table.chain_step(&mut steps)?;
                 nodes.push(node);
-                cur = table.chain_next(node);
+                cur = table.chain_next(node)?;
             }
             if nodes.len() > max - total {
                 if total == 0 {
@@ -530,10 +589,10 @@ impl LruHashMap {
             if delete {
                 // The kernel unlinks under the bucket lock, then frees last-unlinked first.
                 for &node in &nodes {
-                    table.unlink(node);
+                    table.unlink(node)?;
                 }
                 for &node in nodes.iter().rev() {
-                    table.push_free(node);
+                    table.push_free(node)?;
                 }
             }
             total += nodes.len();
@@ -601,10 +660,26 @@ fn check_flags(exists: bool, flags: u64) -> Result<(), Errno> {
 
 impl Backend for LruHashMap {
     fn lookup(&self, key: &[u8], value: &mut [u8]) -> MapResult<()> {
-        // The syscall lookup (`htab_lru_map_lookup_elem_sys`) does not set the reference bit.
+        // The syscall lookup (`htab_lru_map_lookup_elem_sys`) does not set the reference bit,
+        // so it only reads: lock-free, into a scratch copy that counts only once validated.
         let hash = self.hash(key);
+        let mut scratch = [0u8; OPTIMISTIC_VALUE_MAX];
+        if let Some(copy) = scratch.get_mut(..value.len()) {
+            let found = self.read_optimistic(|table| {
+                let node = table.find(hash, key)?;
+                if let Some(node) = node {
+                    self.copy_out(node, copy);
+                }
+                Ok::<_, Corrupt>(node)
+            });
+            if let Some(found) = found {
+                found?.ok_or(Errno::ENOENT)?;
+                value.copy_from_slice(copy);
+                return Ok(());
+            }
+        }
         let (_guard, table) = self.lock()?;
-        let node = table.find(hash, key).ok_or(Errno::ENOENT)?;
+        let node = table.find(hash, key)?.ok_or(Errno::ENOENT)?;
         self.copy_out(node, value);
         Ok(())
     }
@@ -624,8 +699,8 @@ impl Backend for LruHashMap {
         let mut bucket = 0;
         if let Some(key) = key {
             let hash = self.hash(key);
-            if let Some(node) = table.find(hash, key) {
-                if let Some(next) = table.chain_next(node) {
+            if let Some(node) = table.find(hash, key)? {
+                if let Some(next) = table.chain_next(node)? {
                     region.read(self.layout.key_at(next), next_key);
                     return Ok(());
                 }
@@ -633,7 +708,7 @@ impl Backend for LruHashMap {
             }
         }
         while bucket < self.layout.n_buckets {
-            if let Some(node) = table.bucket_first(bucket) {
+            if let Some(node) = table.bucket_first(bucket)? {
                 region.read(self.layout.key_at(node), next_key);
                 return Ok(());
             }
@@ -645,10 +720,10 @@ impl Backend for LruHashMap {
     fn lookup_and_delete(&self, key: &[u8], value: &mut [u8]) -> MapResult<()> {
         let hash = self.hash(key);
         let (_guard, table) = self.lock()?;
-        let node = table.find(hash, key).ok_or(Errno::ENOENT)?;
+        let node = table.find(hash, key)?.ok_or(Errno::ENOENT)?;
         self.copy_out(node, value);
-        table.unlink(node);
-        table.push_free(node);
+        table.unlink(node)?;
+        table.push_free(node)?;
         Ok(())
     }
 
@@ -698,7 +773,8 @@ impl Backend for LruHashMap {
         }
         let hash = self.hash(key);
         let (_guard, table) = self.lock().ok()?;
-        let node = table.find(hash, key)?;
+        // A corrupt table reads as "not found": a helper has no error channel.
+        let node = table.find(hash, key).ok()??;
         table.set_ref(node);
         let offset = if self.layout.shape.percpu_values {
             self.slot_at(node, cpu % self.layout.shape.cpus)
@@ -737,11 +813,11 @@ impl Backend for LruHashMap {
         // Like the kernel's `bpf_for_each_hash_elem`: bucket order, no reference bits set. The
         // lock is not held across the callback (it may call back into the map).
         let mut calls = 0;
-        for key in self.keys() {
+        for key in self.try_keys()? {
             let hash = self.hash(&key);
             let found = {
                 let (_guard, table) = self.lock()?;
-                table.find(hash, &key)
+                table.find(hash, &key)?
             };
             let Some(node) = found else { continue };
             let offset = if self.layout.shape.percpu_values {

@@ -72,11 +72,10 @@ use bpfmaps_abi::ringbuf::perf::{
 };
 use bpfmaps_abi::update_flags::BPF_ANY;
 use bpfmaps_abi::{
-    check_sizes, BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType,
-    PerfRingMemory,
+    check_sizes, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType, PerfRingMemory,
 };
 
-use crate::backend::{Backend, MapFile, Plan};
+use crate::backend::{Backend, MapFile, Plan, StandaloneError};
 use crate::header::{header_lock_offset, HeaderError, MapHeader, AREA_OFFSET, TYPE_STATE_OFFSET};
 use crate::lock::{init_lock, lock, LockError};
 use crate::region::{create_memfd, Region, RegionError};
@@ -140,6 +139,19 @@ pub enum PerfError {
     /// Initialising or taking a shared lock failed.
     #[error("perf lock: {0}")]
     Lock(#[from] LockError),
+}
+
+impl From<StandaloneError> for PerfError {
+    fn from(e: StandaloneError) -> PerfError {
+        match e {
+            StandaloneError::Io { call, source } => PerfError::Io { call, source },
+            StandaloneError::Region(e) => PerfError::Region(e),
+            StandaloneError::TooLarge { area_size } => PerfError::Io {
+                call: "ftruncate",
+                source: std::io::Error::other(format!("{area_size} bytes is too large")),
+            },
+        }
+    }
 }
 
 /// Checks a perf event array definition against the kernel's creation rules (doc 5.1): key and
@@ -744,18 +756,8 @@ impl PerfEventArray {
     pub fn create_in(file: File, def: &MapDef) -> Result<PerfEventArray, PerfError> {
         check_def(def).map_err(PerfError::Refused)?;
         let len = file_size(def.max_entries);
-        let resize = |len| {
-            file.set_len(len).map_err(|source| PerfError::Io {
-                call: "ftruncate",
-                source,
-            })
-        };
-        resize(0)?;
-        resize(len)?;
-        let region = Region::map(file)?;
-        let header = MapHeader::new(def, def.max_entries, crate::possible_cpus(), 0, len);
-        header.write(&region);
-        let map_file = MapFile { region, header };
+        let map_file =
+            MapFile::create_standalone(file, def, def.max_entries, crate::possible_cpus(), 0, len)?;
         init_lock(&map_file.region, header_lock_offset(SLOT_LOCK))?;
         Self::from_map_file(Arc::new(map_file))
     }
@@ -771,14 +773,7 @@ impl PerfEventArray {
     /// describes a valid perf event array whose slots fit the file.
     pub fn from_map_file(file: Arc<MapFile>) -> Result<PerfEventArray, PerfError> {
         let header = &file.header;
-        let def = MapDef {
-            map_type: header.map_type,
-            key_size: header.key_size,
-            value_size: header.value_size,
-            max_entries: header.max_entries,
-            map_flags: header.map_flags,
-            name: header.name.clone(),
-        };
+        let def = header.def();
         let expected = file_size(header.max_entries);
         if check_def(&def).is_err()
             || header.file_size != expected
@@ -1111,48 +1106,7 @@ impl MapOps for PerfEventArray {
         Err(MapError::Errno(Errno::ENOTSUPP))
     }
 
-    fn lookup_batch(
-        &self,
-        _in_batch: Option<&[u8]>,
-        _out_batch: &mut [u8],
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        Err(MapError::Errno(Errno::ENOTSUPP))
-    }
-
-    fn lookup_and_delete_batch(
-        &self,
-        _in_batch: Option<&[u8]>,
-        _out_batch: &mut [u8],
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        self.write_allowed()?;
-        Err(MapError::Errno(Errno::ENOTSUPP))
-    }
-
-    fn update_batch(
-        &self,
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        self.write_allowed()?;
-        Err(MapError::Errno(Errno::ENOTSUPP))
-    }
-
-    fn delete_batch(
-        &self,
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        self.write_allowed()?;
-        Err(MapError::Errno(Errno::ENOTSUPP))
-    }
+    crate::backend::unsupported_batch_ops!(write: write_allowed);
 
     /// `EPERM` when already frozen; otherwise freezes (no syscall write succeeds afterwards).
     fn freeze(&self) -> MapResult<()> {

@@ -2,7 +2,8 @@
 //! offsets, volatile copies and atomics, plus the few file-system calls std does not offer
 //! (unnamed `O_TMPFILE`/memfd files and linking such a file to a path).
 //!
-//! Owns every `unsafe` of the crate except the lock code (`lock.rs`). It does not know any map
+//! Owns every `unsafe` of the crate except the lock code (`lock.rs`) and the ring buffer's double
+//! mapping and futex calls (`ringbuf/shm.rs`). It does not know any map
 //! layout: callers pass offsets and lengths, and an offset outside the mapping is a bug in the
 //! caller, reported by a panic with the offending numbers (never undefined behaviour).
 //!
@@ -298,6 +299,15 @@ pub fn link_file(file: &File, path: &Path) -> io::Result<()> {
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+/// The CPU the calling thread is running on (`sched_getcpu`), or `None` when the kernel cannot
+/// say. Only a hint: the thread may migrate right after the call.
+pub fn current_cpu() -> Option<u32> {
+    // SAFETY: sched_getcpu has no preconditions and touches no memory of ours; it returns -1 on
+    // failure, which becomes `None`.
+    let cpu = unsafe { libc::sched_getcpu() };
+    u32::try_from(cpu).ok()
 }
 
 /// The calling thread's id (`gettid`), for records that name their writer.

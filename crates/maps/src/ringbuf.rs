@@ -77,11 +77,9 @@ use bpfmaps_abi::ringbuf::{
     BPF_RINGBUF_HDR_SZ,
 };
 use bpfmaps_abi::update_flags::BPF_F_LOCK;
-use bpfmaps_abi::{
-    BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType, RingBufMemory,
-};
+use bpfmaps_abi::{Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType, RingBufMemory};
 
-use crate::backend::{Backend, MapFile, Plan};
+use crate::backend::{Backend, MapFile, Plan, StandaloneError};
 use crate::header::{header_lock_offset, HeaderError, MapHeader, AREA_OFFSET, TYPE_STATE_OFFSET};
 use crate::lock::{init_lock, lock, LockError};
 use crate::region::{create_memfd, Region, RegionError};
@@ -151,6 +149,19 @@ pub enum RingBufError {
         /// Payload size of the record.
         size: u32,
     },
+}
+
+impl From<StandaloneError> for RingBufError {
+    fn from(e: StandaloneError) -> RingBufError {
+        match e {
+            StandaloneError::Io { call, source } => RingBufError::Io { call, source },
+            StandaloneError::Region(e) => RingBufError::Region(e),
+            StandaloneError::TooLarge { area_size } => RingBufError::Io {
+                call: "ftruncate",
+                source: std::io::Error::other(format!("{area_size} bytes is too large")),
+            },
+        }
+    }
 }
 
 impl RingBufError {
@@ -486,18 +497,8 @@ impl RingBuf {
     pub fn create_in(file: File, def: &MapDef) -> Result<RingBuf, RingBufError> {
         check_def(def).map_err(RingBufError::Refused)?;
         let len = file_size(def.max_entries);
-        let resize = |len| {
-            file.set_len(len).map_err(|source| RingBufError::Io {
-                call: "ftruncate",
-                source,
-            })
-        };
-        resize(0)?;
-        resize(len)?;
-        let region = Region::map(file)?;
-        let header = MapHeader::new(def, def.max_entries, crate::possible_cpus(), 0, len);
-        header.write(&region);
-        let map_file = MapFile { region, header };
+        let map_file =
+            MapFile::create_standalone(file, def, def.max_entries, crate::possible_cpus(), 0, len)?;
         init_lock(&map_file.region, header_lock_offset(RESERVE_LOCK_SLOT))?;
         Self::from_map_file(Arc::new(map_file))
     }
@@ -515,14 +516,7 @@ impl RingBuf {
     /// ring (consumer page, producer page, data twice).
     pub fn from_map_file(file: Arc<MapFile>) -> Result<RingBuf, RingBufError> {
         let header = &file.header;
-        let def = MapDef {
-            map_type: header.map_type,
-            key_size: header.key_size,
-            value_size: header.value_size,
-            max_entries: header.max_entries,
-            map_flags: header.map_flags,
-            name: header.name.clone(),
-        };
+        let def = header.def();
         if check_def(&def).is_err() {
             return Err(RingBufError::NotRingBuf(format!(
                 "invalid ring buffer header {def:?}"
@@ -988,48 +982,7 @@ impl MapOps for RingBuf {
         syscall_key(key)
     }
 
-    fn lookup_batch(
-        &self,
-        _in_batch: Option<&[u8]>,
-        _out_batch: &mut [u8],
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        Err(MapError::Errno(Errno::ENOTSUPP))
-    }
-
-    fn lookup_and_delete_batch(
-        &self,
-        _in_batch: Option<&[u8]>,
-        _out_batch: &mut [u8],
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        self.write_allowed()?;
-        Err(MapError::Errno(Errno::ENOTSUPP))
-    }
-
-    fn update_batch(
-        &self,
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        self.write_allowed()?;
-        Err(MapError::Errno(Errno::ENOTSUPP))
-    }
-
-    fn delete_batch(
-        &self,
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        self.write_allowed()?;
-        Err(MapError::Errno(Errno::ENOTSUPP))
-    }
+    crate::backend::unsupported_batch_ops!(write: write_allowed);
 
     /// `EPERM` when already frozen (the write permission is gone), `EBUSY` while a consumer view
     /// (the analogue of a writable mmap) exists.

@@ -38,14 +38,13 @@ use std::sync::Arc;
 
 use bpfmaps_abi::map_type::stackid_flags;
 use bpfmaps_abi::{
-    map_flags, update_flags, BatchBuffers, Errno, MapDef, MapError, MapInfo, MapOps, MapResult,
-    MapType,
+    map_flags, update_flags, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType,
 };
 
 use crate::backend::{Backend, MapFile, Plan};
 use crate::header::{MapHeader, AREA_OFFSET};
 use crate::lock::{self, LockGuard, LOCK_SLOT_SIZE};
-use crate::region::{self, Region};
+use crate::region::Region;
 use crate::UserMapError;
 
 /// "STK1" little-endian: marks an initialised stack trace area of layout version 1.
@@ -378,14 +377,7 @@ impl StackTraceMap {
     /// itself (sizes, flags, `BPF_F_RDONLY`/`WRONLY`, frozen).
     pub fn create_anonymous(def: &MapDef) -> Result<StackTraceMap, Errno> {
         let plan = plan(def, 1)?;
-        let file_size = (AREA_OFFSET as u64)
-            .checked_add(plan.area_size)
-            .ok_or(Errno::ENOMEM)?;
-        let memfd = region::create_memfd(file_size).map_err(|_| Errno::ENOMEM)?;
-        let region = Region::map(memfd).map_err(|_| Errno::ENOMEM)?;
-        let header = MapHeader::new(def, plan.max_entries, 1, 0, file_size);
-        header.write(&region);
-        let file = MapFile { region, header };
+        let file = MapFile::create_anonymous(def, &plan, 1).map_err(|_| Errno::ENOMEM)?;
         init(&file).map_err(|e| e.errno().unwrap_or(Errno::ENOMEM))?;
         StackTraceMap::open(Arc::new(file)).map_err(|e| e.errno().unwrap_or(Errno::EINVAL))
     }
@@ -679,50 +671,7 @@ impl MapOps for StackTraceMap {
         Backend::lookup_and_delete(self, key, value)
     }
 
-    fn lookup_batch(
-        &self,
-        _in_batch: Option<&[u8]>,
-        _out_batch: &mut [u8],
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        self.check_read()?;
-        Err(Errno::ENOTSUPP.into())
-    }
-
-    fn lookup_and_delete_batch(
-        &self,
-        _in_batch: Option<&[u8]>,
-        _out_batch: &mut [u8],
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        self.check_read()?;
-        self.check_write()?;
-        Err(Errno::ENOTSUPP.into())
-    }
-
-    fn update_batch(
-        &self,
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        self.check_write()?;
-        Err(Errno::ENOTSUPP.into())
-    }
-
-    fn delete_batch(
-        &self,
-        _buffers: &mut BatchBuffers<'_>,
-        _elem_flags: u64,
-        _flags: u64,
-    ) -> MapResult<()> {
-        self.check_write()?;
-        Err(Errno::ENOTSUPP.into())
-    }
+    crate::backend::unsupported_batch_ops!(read: check_read, write: check_write);
 
     fn freeze(&self) -> MapResult<()> {
         self.check_write()?;

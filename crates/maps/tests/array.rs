@@ -1,34 +1,13 @@
 //! ARRAY and PERCPU_ARRAY on the user engine: creation errnos, index rules, get_next_key, the
 //! generic batch paths, ENOTSUPP operations, per-CPU layout, the program-side API and freeze.
 
-use std::path::PathBuf;
-
 use bpfmaps_abi::map_flags::*;
 use bpfmaps_abi::update_flags::*;
 use bpfmaps_abi::{BatchBuffers, Errno, MapDef, MapError, MapOps, MapType};
-use bpfmaps_maps::{possible_cpus, Store, UserMap};
+use bpfmaps_maps::{possible_cpus, UserMap};
 
-struct TestStore {
-    store: Store,
-    dir: PathBuf,
-}
-
-impl TestStore {
-    fn new(tag: &str) -> TestStore {
-        let dir = std::env::temp_dir().join(format!("bpfmaps-array-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TestStore {
-            store: Store::open(&dir).unwrap(),
-            dir,
-        }
-    }
-}
-
-impl Drop for TestStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+mod common;
+use common::TestStore;
 
 fn def(map_type: MapType, value_size: u32, max_entries: u32, map_flags: u32) -> MapDef {
     MapDef {
@@ -51,7 +30,7 @@ fn k(n: u32) -> [u8; 4] {
 
 #[test]
 fn creation_errnos() {
-    let s = TestStore::new("create");
+    let s = TestStore::new("array", "create");
     let mut bad_key = def(MapType::Array, 4, 4, 0);
     bad_key.key_size = 8;
     let cases = [
@@ -104,7 +83,7 @@ fn creation_errnos() {
 
 #[test]
 fn index_rules_match_the_kernel() {
-    let s = TestStore::new("rules");
+    let s = TestStore::new("array", "rules");
     let map = UserMap::create_in(&s.store, &def(MapType::Array, 4, 3, 0)).unwrap();
     // An ARRAY with 4-byte values reads exactly 4 bytes.
     let mut out = [0xffu8; 4];
@@ -146,7 +125,7 @@ fn index_rules_match_the_kernel() {
 
 #[test]
 fn generic_batches_and_enotsupp_batches() {
-    let s = TestStore::new("batch");
+    let s = TestStore::new("array", "batch");
     let map = UserMap::create_in(&s.store, &def(MapType::Array, 4, 16, 0)).unwrap();
     let mut keys: Vec<u8> = (0..16u32).flat_map(|i| i.to_le_bytes()).collect();
     let mut values: Vec<u8> = (0..16u32).flat_map(|i| (i * 10).to_le_bytes()).collect();
@@ -232,7 +211,7 @@ fn generic_batches_and_enotsupp_batches() {
 
 #[test]
 fn percpu_array_layout_and_helpers() {
-    let s = TestStore::new("percpu");
+    let s = TestStore::new("array", "percpu");
     let cpus = possible_cpus() as usize;
     let map = UserMap::create_in(&s.store, &def(MapType::PercpuArray, 4, 4, 0)).unwrap();
     let mut out = vec![0xaau8; 8 * cpus];
@@ -276,7 +255,7 @@ fn percpu_array_layout_and_helpers() {
 
 #[test]
 fn frozen_arrays_refuse_syscall_writes() {
-    let s = TestStore::new("freeze");
+    let s = TestStore::new("array", "freeze");
     let map = UserMap::create_in(&s.store, &def(MapType::Array, 8, 2, 0)).unwrap();
     map.update(&k(0), &7u64.to_le_bytes(), BPF_ANY).unwrap();
     map.freeze().unwrap();

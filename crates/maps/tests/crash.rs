@@ -10,40 +10,21 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bpfmaps_abi::update_flags::*;
 use bpfmaps_abi::{Errno, MapDef, MapError, MapOps, MapType};
 use bpfmaps_maps::hash::HashMap;
-use bpfmaps_maps::{Access, Store, UserMap, PIN_ROOT_ENV};
+use bpfmaps_maps::{Access, UserMap, PIN_ROOT_ENV};
+
+mod common;
+use common::TestStore;
 
 const CHILD_ENV: &str = "BPFMAPS_CRASH_TEST_CHILD";
 const MAX_ENTRIES: u32 = 24;
 const KEY_SPACE: u32 = 40;
-
-struct TestStore {
-    store: Store,
-    dir: PathBuf,
-}
-
-impl TestStore {
-    fn new(tag: &str) -> TestStore {
-        let dir = std::env::temp_dir().join(format!("bpfmaps-crash-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TestStore {
-            store: Store::open(&dir).unwrap(),
-            dir,
-        }
-    }
-}
-
-impl Drop for TestStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 struct Rng(u64);
 
@@ -241,7 +222,7 @@ fn wait_for(reader: &mut impl BufRead, word: &str) {
 
 #[test]
 fn killed_writers_never_corrupt_the_map_or_lose_acknowledged_updates() {
-    let s = TestStore::new("loop");
+    let s = TestStore::new("crash", "loop");
     let def = MapDef {
         map_type: MapType::Hash,
         key_size: 4,
@@ -332,7 +313,7 @@ fn killed_writers_never_corrupt_the_map_or_lose_acknowledged_updates() {
 
 #[test]
 fn a_lock_held_by_a_killed_process_is_recovered() {
-    let s = TestStore::new("held");
+    let s = TestStore::new("crash", "held");
     let def = MapDef {
         map_type: MapType::Hash,
         key_size: 4,

@@ -2,7 +2,6 @@
 //! get_next_key order, lookup-and-delete, per-CPU layout, batch operations, freeze and access
 //! modes, the program-side API, threads, and the iteration order compared with the real kernel.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use bpfmaps_abi::map_flags::*;
@@ -10,31 +9,12 @@ use bpfmaps_abi::update_flags::*;
 use bpfmaps_abi::{BatchBuffers, Errno, MapDef, MapError, MapOps, MapType};
 use bpfmaps_maps::hash::HashMap;
 use bpfmaps_maps::jhash::htab_hash;
-use bpfmaps_maps::{possible_cpus, Access, Store, UserMap, UserMapError};
+use bpfmaps_maps::{possible_cpus, Access, UserMap, UserMapError};
+
+mod common;
+use common::TestStore;
 
 /// A store in a fresh directory, removed when dropped.
-struct TestStore {
-    store: Store,
-    dir: PathBuf,
-}
-
-impl TestStore {
-    fn new(tag: &str) -> TestStore {
-        let dir = std::env::temp_dir().join(format!("bpfmaps-hash-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TestStore {
-            store: Store::open(&dir).unwrap(),
-            dir,
-        }
-    }
-}
-
-impl Drop for TestStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn def(
     map_type: MapType,
     key_size: u32,
@@ -108,7 +88,7 @@ fn consistent(map: &UserMap) {
 
 #[test]
 fn creation_rules_and_errnos_match_the_kernel() {
-    let s = TestStore::new("create");
+    let s = TestStore::new("hash", "create");
     let h = MapType::Hash;
     let p = MapType::PercpuHash;
     let cases: Vec<(MapDef, Option<Errno>)> = vec![
@@ -161,7 +141,7 @@ fn creation_rules_and_errnos_match_the_kernel() {
 
 #[test]
 fn update_flags_lookup_and_delete_errnos() {
-    let s = TestStore::new("flags");
+    let s = TestStore::new("hash", "flags");
     let map = create(&s, &def(MapType::Hash, 4, 8, 16, 0));
     let mut out = [0u8; 8];
     assert_eq!(errno(map.lookup(&k(1), &mut out, 0)), Errno::ENOENT);
@@ -206,7 +186,7 @@ fn update_flags_lookup_and_delete_errnos() {
 
 #[test]
 fn a_full_map_refuses_new_keys_with_e2big_but_replaces_existing_ones() {
-    let s = TestStore::new("full");
+    let s = TestStore::new("hash", "full");
     for flags in [0, BPF_F_NO_PREALLOC] {
         for map_type in [MapType::Hash, MapType::PercpuHash] {
             let map = create(&s, &def(map_type, 4, 8, 4, flags));
@@ -246,7 +226,7 @@ fn a_full_map_refuses_new_keys_with_e2big_but_replaces_existing_ones() {
 
 #[test]
 fn iteration_is_bucket_order_newest_first_and_replacement_moves_a_hash_key() {
-    let s = TestStore::new("order");
+    let s = TestStore::new("hash", "order");
     let map = create(&s, &def(MapType::Hash, 4, 8, 8, BPF_F_ZERO_SEED));
     let mut next = [0u8; 4];
     assert_eq!(errno(map.get_next_key(None, &mut next)), Errno::ENOENT);
@@ -282,7 +262,7 @@ fn iteration_is_bucket_order_newest_first_and_replacement_moves_a_hash_key() {
 
 #[test]
 fn delete_then_next_visits_every_key_once() {
-    let s = TestStore::new("delnext");
+    let s = TestStore::new("hash", "delnext");
     let map = create(&s, &def(MapType::Hash, 4, 4, 32, 0));
     for i in 0..20 {
         map.update(&k(i), &k(i), BPF_ANY).unwrap();
@@ -310,7 +290,7 @@ fn delete_then_next_visits_every_key_once() {
 
 #[test]
 fn lookup_and_delete_returns_the_value_and_removes_the_key() {
-    let s = TestStore::new("lad");
+    let s = TestStore::new("hash", "lad");
     for map_type in [MapType::Hash, MapType::PercpuHash] {
         let map = create(&s, &def(map_type, 4, 4, 8, 0));
         let vlen = map.info().user_value_size();
@@ -338,7 +318,7 @@ fn lookup_and_delete_returns_the_value_and_removes_the_key() {
 
 #[test]
 fn percpu_values_use_the_kernel_layout_and_helpers_own_one_slot() {
-    let s = TestStore::new("percpu");
+    let s = TestStore::new("hash", "percpu");
     let cpus = possible_cpus() as usize;
     let map = create(&s, &def(MapType::PercpuHash, 4, 4, 8, 0));
     assert_eq!(map.info().user_value_size(), 8 * cpus);
@@ -384,7 +364,7 @@ fn percpu_values_use_the_kernel_layout_and_helpers_own_one_slot() {
 
 #[test]
 fn helper_side_values_stay_where_lookup_said_and_for_each_walks_in_order() {
-    let s = TestStore::new("helper");
+    let s = TestStore::new("hash", "helper");
     let map = create(&s, &def(MapType::Hash, 4, 8, 8, BPF_F_ZERO_SEED));
     for i in 0..8 {
         map.helper_update(&k(i), &v(u64::from(i) * 10), BPF_ANY, 0)
@@ -464,7 +444,7 @@ fn batch_lookup(
 
 #[test]
 fn batch_operations_follow_bucket_and_count_rules() {
-    let s = TestStore::new("batch");
+    let s = TestStore::new("hash", "batch");
     let map = create(&s, &def(MapType::Hash, 4, 8, 4, BPF_F_ZERO_SEED));
     let bucket = |key: u32| htab_hash(&k(key), 0) & 3;
     // Two keys in the first non-empty bucket.
@@ -560,7 +540,7 @@ fn batch_operations_follow_bucket_and_count_rules() {
 
 #[test]
 fn freeze_and_access_modes_give_eperm() {
-    let s = TestStore::new("perm");
+    let s = TestStore::new("hash", "perm");
     let map = create(&s, &def(MapType::Hash, 4, 8, 8, 0));
     map.update(&k(1), &v(1), BPF_ANY).unwrap();
     map.freeze().unwrap();
@@ -595,7 +575,7 @@ fn freeze_and_access_modes_give_eperm() {
 
 #[test]
 fn threads_updating_one_map_keep_it_consistent() {
-    let s = TestStore::new("threads");
+    let s = TestStore::new("hash", "threads");
     let map = create(&s, &def(MapType::Hash, 4, 8, 1024, 0));
     std::thread::scope(|scope| {
         for t in 0..4u32 {
@@ -605,7 +585,7 @@ fn threads_updating_one_map_keep_it_consistent() {
                     for i in 0..64u32 {
                         let key = k(t * 1000 + i);
                         map.update(&key, &v(round), BPF_ANY).unwrap();
-                        if i % 3 == 0 {
+                        if i.is_multiple_of(3) {
                             map.delete(&key).unwrap();
                         }
                     }
@@ -662,7 +642,7 @@ fn zero_seed_iteration_order_matches_the_kernel_key_for_key() {
     if !kernel_available() {
         return;
     }
-    let s = TestStore::new("kernel");
+    let s = TestStore::new("hash", "kernel");
     // key sizes 4 (jhash2) and 6 (jhash), with a replacement in the middle.
     for (key_size, entries) in [(4u32, 8u32), (4, 64), (6, 16), (12, 32)] {
         let pin = format!(
@@ -731,7 +711,7 @@ fn zero_seed_iteration_order_matches_the_kernel_key_for_key() {
 /// keys) per call, each call resuming from the previous cursor.
 #[test]
 fn lookup_batch_trace_matches_the_one_observed_on_the_kernel() {
-    let s = TestStore::new("trace");
+    let s = TestStore::new("hash", "trace");
     let map = create(&s, &def(MapType::Hash, 4, 8, 8, BPF_F_ZERO_SEED));
     for i in 0..6 {
         map.update(&k(i), &v(u64::from(i)), BPF_ANY).unwrap();
@@ -760,7 +740,7 @@ fn lookup_batch_trace_matches_the_one_observed_on_the_kernel() {
 
 #[test]
 fn lockless_lookups_never_return_a_torn_value() {
-    let s = TestStore::new("seqlock");
+    let s = TestStore::new("hash", "seqlock");
     for map_type in [MapType::Hash, MapType::PercpuHash] {
         let map = create(&s, &def(map_type, 4, 64, 16, 0));
         let vlen = map.info().user_value_size();
@@ -775,7 +755,7 @@ fn lockless_lookups_never_return_a_torn_value() {
                     for key in 0..16u32 {
                         let byte = ((key + round) % 256) as u8;
                         map.update(&k(key), &vec![byte; vlen], BPF_ANY).unwrap();
-                        if round % 7 == 0 && key % 5 == 0 {
+                        if round.is_multiple_of(7) && key.is_multiple_of(5) {
                             let _ = map.delete(&k(key));
                         }
                     }
@@ -846,7 +826,7 @@ fn creation_errnos_match_the_kernel_case_for_case() {
     if !kernel_available() {
         return;
     }
-    let s = TestStore::new("kcreate");
+    let s = TestStore::new("hash", "kcreate");
     let h = MapType::Hash;
     let p = MapType::PercpuHash;
     let cases = [

@@ -381,7 +381,7 @@ fn common_lru_fill_evicts_like_the_kernel() {
             survivors.iter().all(|&s| s >= n),
             "N={n}: an old key outlived newer ones"
         );
-        if n % (2 * u.target_free()) == 0 {
+        if n.is_multiple_of(2 * u.target_free()) {
             assert_eq!(
                 survivors,
                 (n..2 * n).collect(),
@@ -863,4 +863,60 @@ fn a_thread_dying_with_the_lock_held_leaves_a_consistent_map() {
         }
         u.census().expect("consistent after more updates");
     }
+}
+
+#[test]
+fn lock_free_syscall_lookups_never_return_a_torn_or_foreign_value() {
+    // Writers keep replacing keys 0..8 (each value is 256 copies of one byte derived from key and
+    // round) and inserting other keys to force evictions and node reuse; readers look keys up
+    // without the lock and must only ever see a whole value of the key they asked for.
+    let vlen = 256usize;
+    let m = user(&def(MapType::LruHash, 4, vlen as u32, 16, BPF_F_NO_COMMON_LRU));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let byte = |k: u32, round: u32| (k * 16 + round % 16) as u8;
+    std::thread::scope(|scope| {
+        let (m, stop) = (&m, &stop);
+        scope.spawn(move || {
+            let mut round = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for k in 0..8u32 {
+                    MapOps::update(m, &key(k), &vec![byte(k, round); vlen], BPF_ANY).unwrap();
+                    MapOps::update(
+                        m,
+                        &key(100 + (round * 8 + k) % 64),
+                        &vec![0xEE; vlen],
+                        BPF_ANY,
+                    )
+                    .unwrap();
+                }
+                round = round.wrapping_add(1);
+            }
+        });
+        // Stops the writer also when an assertion below fails, so the test fails, not hangs.
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop_writer = StopOnDrop(stop);
+        let mut hits = 0u32;
+        let start = std::time::Instant::now();
+        let mut out = vec![0u8; vlen];
+        while start.elapsed() < std::time::Duration::from_millis(300) {
+            for k in 0..8u32 {
+                match errno(MapOps::lookup(m, &key(k), &mut out, 0)) {
+                    Ok(()) => {
+                        hits += 1;
+                        assert!(
+                            out.iter().all(|&b| b == out[0]) && u32::from(out[0]) / 16 == k,
+                            "key {k}: torn or foreign value {out:?}"
+                        );
+                    }
+                    Err(e) => assert_eq!(e, Errno::ENOENT),
+                }
+            }
+        }
+        assert!(hits > 100, "only {hits} successful lookups");
+    });
 }

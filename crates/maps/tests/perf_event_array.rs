@@ -762,7 +762,7 @@ fn output_cost_is_measured_next_to_the_kernel() {
     let data = program_bytes(8);
     let start = Instant::now();
     for i in 0..OPS {
-        if i % 20_000 == 0 {
+        if i.is_multiple_of(20_000) {
             ring.store_tail(ring.load_head());
         }
         map.output(BPF_F_CURRENT_CPU, 0, &data).unwrap();

@@ -6,37 +6,18 @@
 //! `BPFMAPS_PIN_TEST_CHILD` saying what to do.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use bpfmaps_abi::update_flags::*;
 use bpfmaps_abi::{Errno, MapDef, MapError, MapOps, MapType};
 use bpfmaps_maps::hash::HashMap;
-use bpfmaps_maps::{find_by_name_in, list_in, Access, Store, UserMap, PIN_ROOT_ENV};
+use bpfmaps_maps::{find_by_name_in, list_in, Access, UserMap, PIN_ROOT_ENV};
+
+mod common;
+use common::TestStore;
 
 const CHILD_ENV: &str = "BPFMAPS_PIN_TEST_CHILD";
-
-struct TestStore {
-    store: Store,
-    dir: PathBuf,
-}
-
-impl TestStore {
-    fn new(tag: &str) -> TestStore {
-        let dir = std::env::temp_dir().join(format!("bpfmaps-pin-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TestStore {
-            store: Store::open(&dir).unwrap(),
-            dir,
-        }
-    }
-}
-
-impl Drop for TestStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn hash_def(name: &str, max_entries: u32) -> MapDef {
     MapDef {
@@ -144,7 +125,7 @@ fn parse_id(out: &str) -> u32 {
 
 #[test]
 fn pin_errnos_and_mode() {
-    let s = TestStore::new("errnos");
+    let s = TestStore::new("pin", "errnos");
     let map = UserMap::create_in(&s.store, &hash_def("p", 8)).unwrap();
     let path = s.dir.join("pinned_map");
     map.pin(&path).unwrap();
@@ -160,7 +141,7 @@ fn pin_errnos_and_mode() {
 
 #[test]
 fn read_only_and_write_only_opens_are_enforced() {
-    let s = TestStore::new("access");
+    let s = TestStore::new("pin", "access");
     let map = UserMap::create_in(&s.store, &hash_def("acc", 8)).unwrap();
     let path = s.dir.join("acc");
     map.pin(&path).unwrap();
@@ -187,7 +168,7 @@ fn read_only_and_write_only_opens_are_enforced() {
 
 #[test]
 fn a_pinned_map_survives_its_creator_and_is_listed_by_id_and_name() {
-    let s = TestStore::new("survive");
+    let s = TestStore::new("pin", "survive");
     let path = s.dir.join("survivor");
     let id = parse_id(&run_child(
         &s.dir,
@@ -220,7 +201,7 @@ fn a_pinned_map_survives_its_creator_and_is_listed_by_id_and_name() {
 
 #[test]
 fn two_processes_update_one_pinned_map() {
-    let s = TestStore::new("two");
+    let s = TestStore::new("pin", "two");
     let map = UserMap::create_in(&s.store, &hash_def("shared", 1024)).unwrap();
     let path = s.dir.join("shared");
     map.pin(&path).unwrap();
@@ -253,7 +234,7 @@ fn two_processes_update_one_pinned_map() {
 
 #[test]
 fn unpinned_maps_disappear_with_their_last_holder_even_a_killed_one() {
-    let s = TestStore::new("lifetime");
+    let s = TestStore::new("pin", "lifetime");
     let map = UserMap::create_in(&s.store, &hash_def("mine", 8)).unwrap();
     let id = map.id();
     let again = UserMap::from_id_in(&s.store, id).unwrap();
@@ -305,7 +286,7 @@ fn unpinned_maps_disappear_with_their_last_holder_even_a_killed_one() {
 
 #[test]
 fn every_seed_map_type_is_created_pinned_and_listed_through_user_map() {
-    let s = TestStore::new("types");
+    let s = TestStore::new("pin", "types");
     let defs = [
         (MapType::Hash, 4, 8, 16),
         (MapType::PercpuHash, 4, 8, 16),

@@ -14,7 +14,8 @@
 //! | 64 | 4 | magic `LRU1` ([`LRU_MAGIC`]) |
 //! | 68 | 8 | reserved, zero (the seed and the frozen flag live in the file header) |
 //! | 76 | 4 | number of elements linked in the hash table |
-//! | 80 | 48 | reserved, zero |
+//! | 80 | 4 | sequence counter: odd while a lock holder may be changing the table; lock-free lookups read between two equal even values |
+//! | 84 | 44 | reserved, zero |
 //! | 128 | 16 × lists | per LRU list: `u32` active count, `u32` inactive count, `u32` rotation cursor (a link index), `u32` zero |
 //! | … | 4 × cpus | per CPU (common LRU): `u32` next CPU to steal from |
 //! | … | 4 × links | `prev` link of every list node and list head |
@@ -218,6 +219,10 @@ impl LruLayout {
     /// Offset of the element count.
     pub fn count_at(&self) -> usize {
         self.header + 12
+    }
+    /// Offset of the table's sequence counter (odd while the lock holder changes things).
+    pub fn seq_at(&self) -> usize {
+        self.header + 16
     }
     /// Offset of LRU list `list`'s count of nodes of type `ty` (active or inactive).
     pub fn list_count_at(&self, list: u32, ty: NodeType) -> usize {

@@ -18,6 +18,8 @@
 
 use std::sync::atomic::Ordering;
 
+use bpfmaps_abi::{Errno, MapError};
+
 use super::layout::{LruLayout, NodeType, NIL};
 use crate::region::Region;
 
@@ -33,6 +35,35 @@ pub const PERCPU_FREE_TARGET: u32 = 4;
 /// The common LRU's refill batch: `clamp(nodes / cpus / 2, 1, LOCAL_FREE_TARGET)`.
 pub fn target_free(nodes: u32, cpus: u32) -> u32 {
     (nodes / cpus.max(1) / 2).clamp(1, LOCAL_FREE_TARGET)
+}
+
+/// Contents of the shared area that cannot be right: the map file was changed by something
+/// other than this code (or the disk lied). Every walk of a list or chain checks the indices it
+/// reads and the number of steps it takes, so corruption surfaces as this error, never as a
+/// panic or an endless loop. Map operations report it as `EFAULT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Corrupt {
+    /// A list link (`prev`/`next`/rotation cursor) outside the link arrays.
+    #[error("corrupt LRU map: list link {0} out of range")]
+    Link(u32),
+    /// A hash chain or bucket word naming a node that does not exist.
+    #[error("corrupt LRU map: node {0} out of range")]
+    Node(u32),
+    /// A list or hash chain longer than the number of nodes: it has a cycle.
+    #[error("corrupt LRU map: a list or hash chain has a cycle")]
+    Cycle,
+}
+
+impl From<Corrupt> for Errno {
+    fn from(_: Corrupt) -> Errno {
+        Errno::EFAULT
+    }
+}
+
+impl From<Corrupt> for MapError {
+    fn from(corrupt: Corrupt) -> MapError {
+        MapError::Errno(Errno::from(corrupt))
+    }
 }
 
 /// A view of one LRU area, used while its lock is held.
@@ -70,20 +101,30 @@ impl<'a> Table<'a> {
 
     /// A link index read from shared memory, checked against the layout so a corrupt word
     /// cannot send us outside the link arrays.
-    fn checked_link(&self, link: u32) -> u32 {
-        assert!(
-            link < self.layout.n_links,
-            "corrupt LRU map: link {link} out of range"
-        );
-        link
+    fn checked_link(&self, link: u32) -> Result<u32, Corrupt> {
+        if link < self.layout.n_links {
+            Ok(link)
+        } else {
+            Err(Corrupt::Link(link))
+        }
     }
 
-    fn next(&self, link: u32) -> u32 {
+    fn next(&self, link: u32) -> Result<u32, Corrupt> {
         self.checked_link(self.load(self.layout.next_at(link)))
     }
 
-    fn prev(&self, link: u32) -> u32 {
+    fn prev(&self, link: u32) -> Result<u32, Corrupt> {
         self.checked_link(self.load(self.layout.prev_at(link)))
+    }
+
+    /// A link met inside a list (not that list's head), which must therefore be an element
+    /// node: a link to some other head there is corruption.
+    fn elem(&self, link: u32) -> Result<u32, Corrupt> {
+        if link < self.layout.shape.nodes {
+            Ok(link)
+        } else {
+            Err(Corrupt::Link(link))
+        }
     }
 
     fn set_next(&self, link: u32, to: u32) {
@@ -92,6 +133,16 @@ impl<'a> Table<'a> {
 
     fn set_prev(&self, link: u32, to: u32) {
         self.store(self.layout.prev_at(link), to)
+    }
+
+    /// Counts one step of a walk along a list or chain: a walk longer than there are links
+    /// can only be going round a cycle that corruption made.
+    fn step(&self, steps: &mut u32) -> Result<(), Corrupt> {
+        *steps += 1;
+        if *steps > self.layout.n_links {
+            return Err(Corrupt::Cycle);
+        }
+        Ok(())
     }
 
     /// The list type of `node`.
@@ -141,31 +192,33 @@ impl<'a> Table<'a> {
         self.set_prev(head, head);
     }
 
-    fn list_is_empty(&self, head: u32) -> bool {
-        self.next(head) == head
+    fn list_is_empty(&self, head: u32) -> Result<bool, Corrupt> {
+        Ok(self.next(head)? == head)
     }
 
     /// Inserts `link` right after `head` (`list_add`).
-    fn list_add(&self, link: u32, head: u32) {
-        let first = self.next(head);
+    fn list_add(&self, link: u32, head: u32) -> Result<(), Corrupt> {
+        let first = self.next(head)?;
         self.set_next(link, first);
         self.set_prev(link, head);
         self.set_prev(first, link);
         self.set_next(head, link);
+        Ok(())
     }
 
     /// Unlinks `link` from whatever list holds it (`list_del`, leaving it self-linked).
-    fn list_del(&self, link: u32) {
-        let prev = self.prev(link);
-        let next = self.next(link);
+    fn list_del(&self, link: u32) -> Result<(), Corrupt> {
+        let prev = self.prev(link)?;
+        let next = self.next(link)?;
         self.set_next(prev, next);
         self.set_prev(next, prev);
         self.list_init(link);
+        Ok(())
     }
 
-    fn list_move(&self, link: u32, head: u32) {
-        self.list_del(link);
-        self.list_add(link, head);
+    fn list_move(&self, link: u32, head: u32) -> Result<(), Corrupt> {
+        self.list_del(link)?;
+        self.list_add(link, head)
     }
 
     // ---- LRU list counts and moves ----
@@ -182,7 +235,7 @@ impl<'a> Table<'a> {
         self.load(self.layout.list_count_at(list, ty))
     }
 
-    fn rotation(&self, list: u32) -> u32 {
+    fn rotation(&self, list: u32) -> Result<u32, Corrupt> {
         self.checked_link(self.load(self.layout.rotation_at(list)))
     }
 
@@ -195,27 +248,33 @@ impl<'a> Table<'a> {
     }
 
     /// Moves a node of an LRU list's lists onto a free list (`__bpf_lru_node_move_to_free`).
-    fn move_to_free(&self, list: u32, node: u32, free_head: u32, ty: NodeType) {
-        if self.rotation(list) == node {
-            self.set_rotation(list, self.prev(node));
+    fn move_to_free(
+        &self,
+        list: u32,
+        node: u32,
+        free_head: u32,
+        ty: NodeType,
+    ) -> Result<(), Corrupt> {
+        if self.rotation(list)? == node {
+            self.set_rotation(list, self.prev(node)?);
         }
         if let Some(old) = self.node_type(node) {
             self.count_add(list, old, -1);
         }
         self.set_type(node, ty);
-        self.list_move(node, free_head);
+        self.list_move(node, free_head)
     }
 
     /// Moves a node from a local list into an LRU list (`__bpf_lru_node_move_in`).
-    fn move_in(&self, list: u32, node: u32, ty: NodeType) {
+    fn move_in(&self, list: u32, node: u32, ty: NodeType) -> Result<(), Corrupt> {
         self.count_add(list, ty, 1);
         self.set_type(node, ty);
         self.clear_ref(node);
-        self.list_move(node, self.head(list, ty));
+        self.list_move(node, self.head(list, ty))
     }
 
     /// Moves a node within or between an LRU list's lists, to the head (`__bpf_lru_node_move`).
-    fn move_node(&self, list: u32, node: u32, ty: NodeType) {
+    fn move_node(&self, list: u32, node: u32, ty: NodeType) -> Result<(), Corrupt> {
         let old = self.node_type(node);
         if old != Some(ty) {
             if let Some(old) = old {
@@ -225,53 +284,58 @@ impl<'a> Table<'a> {
             self.set_type(node, ty);
         }
         self.clear_ref(node);
-        if self.rotation(list) == node {
-            self.set_rotation(list, self.prev(node));
+        if self.rotation(list)? == node {
+            self.set_rotation(list, self.prev(node)?);
         }
-        self.list_move(node, self.head(list, ty));
+        self.list_move(node, self.head(list, ty))
     }
 
-    fn rotate_active(&self, list: u32) {
+    fn rotate_active(&self, list: u32) -> Result<(), Corrupt> {
         let active = self.head(list, NodeType::Active);
-        let first = self.next(active);
-        let mut node = self.prev(active);
+        let first = self.next(active)?;
+        let mut node = self.prev(active)?;
         let mut scanned = 0;
         while node != active {
-            let earlier = self.prev(node);
+            self.elem(node)?;
+            let earlier = self.prev(node)?;
             let target = if self.is_ref(node) {
                 NodeType::Active
             } else {
                 NodeType::Inactive
             };
-            self.move_node(list, node, target);
+            self.move_node(list, node, target)?;
             scanned += 1;
             if scanned == self.nr_scans || node == first {
                 break;
             }
             node = earlier;
         }
+        Ok(())
     }
 
-    fn rotate_inactive(&self, list: u32) {
+    fn rotate_inactive(&self, list: u32) -> Result<(), Corrupt> {
         let inactive = self.head(list, NodeType::Inactive);
-        if self.list_is_empty(inactive) {
-            return;
+        if self.list_is_empty(inactive)? {
+            return Ok(());
         }
-        let mut last = self.next(self.rotation(list));
+        let mut last = self.next(self.rotation(list)?)?;
         if last == inactive {
-            last = self.next(last);
+            last = self.next(last)?;
         }
-        let mut cur = self.rotation(list);
+        let mut cur = self.rotation(list)?;
         let mut earlier = cur;
         let mut scanned = 0;
+        let mut steps = 0;
         while scanned < self.nr_scans {
+            self.step(&mut steps)?;
             if cur == inactive {
-                cur = self.prev(cur);
+                cur = self.prev(cur)?;
                 continue;
             }
-            earlier = self.prev(cur);
+            self.elem(cur)?;
+            earlier = self.prev(cur)?;
             if self.is_ref(cur) {
-                self.move_node(list, cur, NodeType::Active);
+                self.move_node(list, cur, NodeType::Active)?;
             }
             if cur == last {
                 break;
@@ -280,26 +344,34 @@ impl<'a> Table<'a> {
             scanned += 1;
         }
         self.set_rotation(list, earlier);
+        Ok(())
     }
 
-    fn rotate(&self, list: u32) {
+    fn rotate(&self, list: u32) -> Result<(), Corrupt> {
         if self.list_count(list, NodeType::Inactive) < self.list_count(list, NodeType::Active) {
-            self.rotate_active(list);
+            self.rotate_active(list)?;
         }
-        self.rotate_inactive(list);
+        self.rotate_inactive(list)
     }
 
-    fn shrink_inactive(&self, list: u32, want: u32, free_head: u32, ty: NodeType) -> u32 {
+    fn shrink_inactive(
+        &self,
+        list: u32,
+        want: u32,
+        free_head: u32,
+        ty: NodeType,
+    ) -> Result<u32, Corrupt> {
         let inactive = self.head(list, NodeType::Inactive);
-        let mut node = self.prev(inactive);
+        let mut node = self.prev(inactive)?;
         let mut shrunk = 0;
         let mut scanned = 0;
         while node != inactive {
-            let earlier = self.prev(node);
+            self.elem(node)?;
+            let earlier = self.prev(node)?;
             if self.is_ref(node) {
-                self.move_node(list, node, NodeType::Active);
-            } else if self.del_from_table(node) {
-                self.move_to_free(list, node, free_head, ty);
+                self.move_node(list, node, NodeType::Active)?;
+            } else if self.del_from_table(node)? {
+                self.move_to_free(list, node, free_head, ty)?;
                 shrunk += 1;
                 if shrunk == want {
                     break;
@@ -311,169 +383,187 @@ impl<'a> Table<'a> {
             }
             node = earlier;
         }
-        shrunk
+        Ok(shrunk)
     }
 
-    fn shrink(&self, list: u32, want: u32, free_head: u32, ty: NodeType) -> u32 {
-        let shrunk = self.shrink_inactive(list, want, free_head, ty);
+    fn shrink(&self, list: u32, want: u32, free_head: u32, ty: NodeType) -> Result<u32, Corrupt> {
+        let shrunk = self.shrink_inactive(list, want, free_head, ty)?;
         if shrunk > 0 {
-            return shrunk;
+            return Ok(shrunk);
         }
         let inactive = self.head(list, NodeType::Inactive);
-        let force = if self.list_is_empty(inactive) {
+        let force = if self.list_is_empty(inactive)? {
             self.head(list, NodeType::Active)
         } else {
             inactive
         };
-        let mut node = self.prev(force);
+        let mut node = self.prev(force)?;
+        let mut steps = 0;
         while node != force {
-            let earlier = self.prev(node);
-            if self.del_from_table(node) {
-                self.move_to_free(list, node, free_head, ty);
-                return 1;
+            self.step(&mut steps)?;
+            self.elem(node)?;
+            let earlier = self.prev(node)?;
+            if self.del_from_table(node)? {
+                self.move_to_free(list, node, free_head, ty)?;
+                return Ok(1);
             }
             node = earlier;
         }
-        0
+        Ok(0)
     }
 
-    fn flush_pending(&self, cpu: u32) {
+    fn flush_pending(&self, cpu: u32) -> Result<(), Corrupt> {
         let pending = self.layout.local_head(cpu, NodeType::LocalPending);
-        let mut node = self.prev(pending);
+        let mut node = self.prev(pending)?;
+        let mut steps = 0;
         while node != pending {
-            let earlier = self.prev(node);
+            self.step(&mut steps)?;
+            self.elem(node)?;
+            let earlier = self.prev(node)?;
             let ty = if self.is_ref(node) {
                 NodeType::Active
             } else {
                 NodeType::Inactive
             };
-            self.move_in(0, node, ty);
+            self.move_in(0, node, ty)?;
             node = earlier;
         }
+        Ok(())
     }
 
-    fn refill_local(&self, cpu: u32) {
+    fn refill_local(&self, cpu: u32) -> Result<(), Corrupt> {
         let local_free = self.layout.local_head(cpu, NodeType::LocalFree);
-        self.flush_pending(cpu);
-        self.rotate(0);
+        self.flush_pending(cpu)?;
+        self.rotate(0)?;
         let free = self.head(0, NodeType::Free);
         let mut moved = 0;
-        let mut node = self.next(free);
+        let mut node = self.next(free)?;
         while node != free && moved < self.target_free {
-            let later = self.next(node);
-            self.move_to_free(0, node, local_free, NodeType::LocalFree);
+            self.elem(node)?;
+            let later = self.next(node)?;
+            self.move_to_free(0, node, local_free, NodeType::LocalFree)?;
             moved += 1;
             node = later;
         }
         if moved < self.target_free {
-            self.shrink(0, self.target_free - moved, local_free, NodeType::LocalFree);
+            self.shrink(0, self.target_free - moved, local_free, NodeType::LocalFree)?;
         }
+        Ok(())
     }
 
-    fn pop_local_free(&self, cpu: u32) -> Option<u32> {
+    fn pop_local_free(&self, cpu: u32) -> Result<Option<u32>, Corrupt> {
         let head = self.layout.local_head(cpu, NodeType::LocalFree);
-        let node = self.next(head);
+        let node = self.next(head)?;
         if node == head {
-            return None;
+            return Ok(None);
         }
-        self.list_del(node);
-        Some(node)
+        self.elem(node)?;
+        self.list_del(node)?;
+        Ok(Some(node))
     }
 
-    fn pop_local_pending(&self, cpu: u32) -> Option<u32> {
+    fn pop_local_pending(&self, cpu: u32) -> Result<Option<u32>, Corrupt> {
         let head = self.layout.local_head(cpu, NodeType::LocalPending);
         for force in [false, true] {
-            let mut node = self.prev(head);
+            let mut node = self.prev(head)?;
+            let mut steps = 0;
             while node != head {
-                let earlier = self.prev(node);
-                if (force || !self.is_ref(node)) && self.del_from_table(node) {
-                    self.list_del(node);
-                    return Some(node);
+                self.step(&mut steps)?;
+                self.elem(node)?;
+                let earlier = self.prev(node)?;
+                if (force || !self.is_ref(node)) && self.del_from_table(node)? {
+                    self.list_del(node)?;
+                    return Ok(Some(node));
                 }
                 node = earlier;
             }
         }
-        None
+        Ok(None)
     }
 
-    fn add_pending(&self, cpu: u32, node: u32, hash: u32) {
+    fn add_pending(&self, cpu: u32, node: u32, hash: u32) -> Result<(), Corrupt> {
         self.store(self.layout.hash_at(node), hash);
         self.set_cpu(node, cpu);
         self.set_type(node, NodeType::LocalPending);
         self.clear_ref(node);
-        self.list_add(node, self.layout.local_head(cpu, NodeType::LocalPending));
+        self.list_add(node, self.layout.local_head(cpu, NodeType::LocalPending))
     }
 
     /// Takes a node for a new element whose key hashes to `hash`, on behalf of `cpu`
     /// (`bpf_lru_pop_free`). The node may come from evicting another element. `None` only when no
     /// node exists anywhere (which cannot happen while this process holds the lock).
-    pub fn pop_free(&self, hash: u32, cpu: u32) -> Option<u32> {
+    pub fn pop_free(&self, hash: u32, cpu: u32) -> Result<Option<u32>, Corrupt> {
         let cpus = self.layout.shape.cpus.max(1);
         let cpu = cpu % cpus;
         if self.layout.shape.percpu_lru {
             return self.percpu_pop_free(hash, cpu);
         }
-        let node = self.pop_local_free(cpu).or_else(|| {
-            self.refill_local(cpu);
-            self.pop_local_free(cpu)
-        });
+        let mut node = self.pop_local_free(cpu)?;
+        if node.is_none() {
+            self.refill_local(cpu)?;
+            node = self.pop_local_free(cpu)?;
+        }
         if let Some(node) = node {
-            self.add_pending(cpu, node, hash);
-            return Some(node);
+            self.add_pending(cpu, node, hash)?;
+            return Ok(Some(node));
         }
         let first_steal = self.load(self.layout.steal_at(cpu)) % cpus;
         let mut steal = first_steal;
         let mut found = None;
         loop {
-            found = found
-                .or_else(|| self.pop_local_free(steal))
-                .or_else(|| self.pop_local_pending(steal));
+            if found.is_none() {
+                found = self.pop_local_free(steal)?;
+            }
+            if found.is_none() {
+                found = self.pop_local_pending(steal)?;
+            }
             steal = (steal + 1) % cpus;
             if found.is_some() || steal == first_steal {
                 break;
             }
         }
         self.store(self.layout.steal_at(cpu), steal);
-        let node = found?;
-        self.add_pending(cpu, node, hash);
-        Some(node)
+        let Some(node) = found else {
+            return Ok(None);
+        };
+        self.add_pending(cpu, node, hash)?;
+        Ok(Some(node))
     }
 
-    fn percpu_pop_free(&self, hash: u32, cpu: u32) -> Option<u32> {
-        self.rotate(cpu);
+    fn percpu_pop_free(&self, hash: u32, cpu: u32) -> Result<Option<u32>, Corrupt> {
+        self.rotate(cpu)?;
         let free = self.head(cpu, NodeType::Free);
-        if self.list_is_empty(free) {
-            self.shrink(cpu, PERCPU_FREE_TARGET, free, NodeType::Free);
+        if self.list_is_empty(free)? {
+            self.shrink(cpu, PERCPU_FREE_TARGET, free, NodeType::Free)?;
         }
-        let node = self.next(free);
+        let node = self.next(free)?;
         if node == free {
-            return None;
+            return Ok(None);
         }
+        self.elem(node)?;
         self.store(self.layout.hash_at(node), hash);
         self.clear_ref(node);
-        self.move_node(cpu, node, NodeType::Inactive);
-        Some(node)
+        self.move_node(cpu, node, NodeType::Inactive)?;
+        Ok(Some(node))
     }
 
     /// Gives a node back after its element left the table, or after a failed update
     /// (`bpf_lru_push_free`).
-    pub fn push_free(&self, node: u32) {
+    pub fn push_free(&self, node: u32) -> Result<(), Corrupt> {
         let ty = self.node_type(node);
         if matches!(ty, Some(NodeType::Free) | Some(NodeType::LocalFree)) {
-            return;
+            return Ok(());
         }
         if self.layout.shape.percpu_lru {
-            self.move_node(self.node_cpu(node), node, NodeType::Free);
-            return;
+            return self.move_node(self.node_cpu(node), node, NodeType::Free);
         }
         if ty == Some(NodeType::LocalPending) {
             let cpu = self.node_cpu(node);
             self.set_type(node, NodeType::LocalFree);
             self.clear_ref(node);
-            self.list_move(node, self.layout.local_head(cpu, NodeType::LocalFree));
-            return;
+            return self.list_move(node, self.layout.local_head(cpu, NodeType::LocalFree));
         }
-        self.move_node(0, node, NodeType::Free);
+        self.move_node(0, node, NodeType::Free)
     }
 
     // ---- the hash table ----
@@ -482,39 +572,50 @@ impl<'a> Table<'a> {
         hash & (self.layout.n_buckets - 1)
     }
 
-    fn checked_node(&self, node: u32) -> Option<u32> {
+    fn checked_node(&self, node: u32) -> Result<Option<u32>, Corrupt> {
         if node == NIL {
-            return None;
+            Ok(None)
+        } else if node < self.layout.shape.nodes {
+            Ok(Some(node))
+        } else {
+            Err(Corrupt::Node(node))
         }
-        assert!(
-            node < self.layout.shape.nodes,
-            "corrupt LRU map: node {node} out of range"
-        );
-        Some(node)
     }
 
     /// The first node of bucket `bucket`.
-    pub fn bucket_first(&self, bucket: u32) -> Option<u32> {
+    pub fn bucket_first(&self, bucket: u32) -> Result<Option<u32>, Corrupt> {
         self.checked_node(self.load(self.layout.bucket_at(bucket)))
     }
 
     /// The node after `node` in its bucket.
-    pub fn chain_next(&self, node: u32) -> Option<u32> {
+    pub fn chain_next(&self, node: u32) -> Result<Option<u32>, Corrupt> {
         self.checked_node(self.load(self.layout.hnext_at(node)))
     }
 
+    /// Counts one step along a hash chain: a chain longer than there are nodes has a cycle.
+    /// Every walk of a chain calls this once per node.
+    pub fn chain_step(&self, steps: &mut u32) -> Result<(), Corrupt> {
+        *steps += 1;
+        if *steps > self.layout.shape.nodes {
+            return Err(Corrupt::Cycle);
+        }
+        Ok(())
+    }
+
     /// The node holding `key` (whose hash is `hash`), if any (`lookup_elem_raw`).
-    pub fn find(&self, hash: u32, key: &[u8]) -> Option<u32> {
-        let mut cur = self.bucket_first(self.bucket_of(hash));
+    pub fn find(&self, hash: u32, key: &[u8]) -> Result<Option<u32>, Corrupt> {
+        let mut cur = self.bucket_first(self.bucket_of(hash))?;
+        let mut steps = 0;
         while let Some(node) = cur {
+            self.chain_step(&mut steps)?;
             if self.node_hash(node) == hash
                 && self.region.bytes_equal(self.layout.key_at(node), key)
             {
-                return Some(node);
+                return Ok(Some(node));
             }
-            cur = self.chain_next(node);
+            cur = self.chain_next(node)?;
         }
-        None
+        Ok(None)
     }
 
     /// Links `node` (whose hash is already recorded) at the head of its bucket. The store of the
@@ -529,24 +630,26 @@ impl<'a> Table<'a> {
 
     /// Unlinks `node` from its bucket; false when it is not linked there (`del_from_htab`'s
     /// search). The single store to the predecessor removes it in one step.
-    pub fn unlink(&self, node: u32) -> bool {
+    pub fn unlink(&self, node: u32) -> Result<bool, Corrupt> {
         let bucket = self.bucket_of(self.node_hash(node));
         let mut link_word = self.layout.bucket_at(bucket);
-        let mut cur = self.bucket_first(bucket);
+        let mut cur = self.bucket_first(bucket)?;
+        let mut steps = 0;
         while let Some(c) = cur {
+            self.chain_step(&mut steps)?;
             if c == node {
                 self.store(link_word, self.load(self.layout.hnext_at(node)));
                 let count = self.layout.count_at();
                 self.store(count, self.load(count).wrapping_sub(1));
-                return true;
+                return Ok(true);
             }
             link_word = self.layout.hnext_at(c);
-            cur = self.chain_next(c);
+            cur = self.chain_next(c)?;
         }
-        false
+        Ok(false)
     }
 
-    fn del_from_table(&self, node: u32) -> bool {
+    fn del_from_table(&self, node: u32) -> Result<bool, Corrupt> {
         self.unlink(node)
     }
 
@@ -554,7 +657,7 @@ impl<'a> Table<'a> {
 
     /// Puts every node on the free lists of a fresh area (`bpf_lru_populate`) and empties the
     /// table. The area must be zeroed and not yet visible to anyone else.
-    pub fn populate(&self) {
+    pub fn populate(&self) -> Result<(), Corrupt> {
         let layout = self.layout;
         let nodes = layout.shape.nodes;
         for link in nodes..layout.n_links {
@@ -584,14 +687,15 @@ impl<'a> Table<'a> {
             self.set_type(node, NodeType::Free);
             self.clear_ref(node);
             self.list_init(node);
-            self.list_add(node, self.head(list, NodeType::Free));
+            self.list_add(node, self.head(list, NodeType::Free))?;
         }
+        Ok(())
     }
 
     /// Rebuilds every list from the hash chains after a process died holding the lock: elements
     /// reachable from a bucket (the first of any duplicated key wins, as lookups see it) go to
     /// their LRU list's inactive list, every other node to its free list; local lists end empty.
-    pub fn repair(&self) {
+    pub fn repair(&self) -> Result<(), Corrupt> {
         let layout = self.layout;
         let nodes = layout.shape.nodes;
         let mut in_table = vec![false; nodes as usize];
@@ -605,7 +709,7 @@ impl<'a> Table<'a> {
                     break;
                 }
                 let cycle = raw >= nodes || in_table[raw as usize] || steps > nodes;
-                let duplicate = !cycle && self.earlier_same_key(bucket, raw);
+                let duplicate = !cycle && self.earlier_same_key(bucket, raw)?;
                 if cycle || duplicate {
                     // Cut the node out (or the chain off, for a corrupt link).
                     let after = if cycle {
@@ -647,27 +751,30 @@ impl<'a> Table<'a> {
             };
             self.set_type(node, ty);
             self.count_add(list, ty, 1);
-            self.list_add(node, self.head(list, ty));
+            self.list_add(node, self.head(list, ty))?;
         }
+        Ok(())
     }
 
-    fn earlier_same_key(&self, bucket: u32, node: u32) -> bool {
+    fn earlier_same_key(&self, bucket: u32, node: u32) -> Result<bool, Corrupt> {
         let key_len = self.layout.shape.key_size as usize;
         let mut key = vec![0u8; key_len];
         self.region.read(self.layout.key_at(node), &mut key);
-        let mut cur = self.bucket_first(bucket);
+        let mut cur = self.bucket_first(bucket)?;
+        let mut steps = 0;
         while let Some(c) = cur {
+            self.chain_step(&mut steps)?;
             if c == node {
-                return false;
+                return Ok(false);
             }
             if self.node_hash(c) == self.node_hash(node)
                 && self.region.bytes_equal(self.layout.key_at(c), &key)
             {
-                return true;
+                return Ok(true);
             }
-            cur = self.chain_next(c);
+            cur = self.chain_next(c)?;
         }
-        false
+        Ok(false)
     }
 
     /// Checks the structural invariants: every node on exactly one list whose type it records,
@@ -681,12 +788,12 @@ impl<'a> Table<'a> {
         let mut visit = |head: u32, ty: NodeType, census: &mut LruCensus| -> Result<u32, String> {
             let mut n = 0;
             let mut prev = head;
-            let mut cur = self.next(head);
+            let mut cur = self.next(head).map_err(|e| e.to_string())?;
             while cur != head {
                 if cur as usize >= nodes {
                     return Err(format!("list head {head} reaches link {cur}, not a node"));
                 }
-                if self.prev(cur) != prev {
+                if self.prev(cur).map_err(|e| e.to_string())? != prev {
                     return Err(format!("node {cur}: prev link broken"));
                 }
                 if seen[cur as usize].is_some() {
@@ -701,7 +808,7 @@ impl<'a> Table<'a> {
                 seen[cur as usize] = Some(ty);
                 n += 1;
                 prev = cur;
-                cur = self.next(cur);
+                cur = self.next(cur).map_err(|e| e.to_string())?;
             }
             match ty {
                 NodeType::Active => census.active += n,
@@ -742,7 +849,7 @@ impl<'a> Table<'a> {
         }
         let mut linked = 0u32;
         for bucket in 0..layout.n_buckets {
-            let mut cur = self.bucket_first(bucket);
+            let mut cur = self.bucket_first(bucket).map_err(|e| e.to_string())?;
             while let Some(node) = cur {
                 if self.bucket_of(self.node_hash(node)) != bucket {
                     return Err(format!("node {node} chained in the wrong bucket {bucket}"));
@@ -757,7 +864,7 @@ impl<'a> Table<'a> {
                 if linked > layout.shape.nodes {
                     return Err("hash chains loop".into());
                 }
-                cur = self.chain_next(node);
+                cur = self.chain_next(node).map_err(|e| e.to_string())?;
             }
         }
         let in_use = census.active + census.inactive + census.pending;
