@@ -104,7 +104,10 @@ mod tests {
     #[test]
     fn display_names_the_errno_and_its_meaning() {
         assert_eq!(Errno::EEXIST.to_string(), "EEXIST (File exists)");
-        assert_eq!(Errno(524).to_string(), "ENOTSUPP (Operation is not supported)");
+        assert_eq!(
+            Errno(524).to_string(),
+            "ENOTSUPP (Operation is not supported)"
+        );
         assert_eq!(Errno(4000).to_string(), "errno 4000");
     }
 

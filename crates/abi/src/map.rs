@@ -172,13 +172,21 @@ pub trait MapOps: Send + Sync {
 
     /// `BPF_MAP_UPDATE_BATCH`: updates `buffers.count` elements in order, stopping at the first
     /// error; `buffers.count` becomes the number that succeeded.
-    fn update_batch(&self, buffers: &mut BatchBuffers<'_>, elem_flags: u64, flags: u64)
-        -> MapResult<()>;
+    fn update_batch(
+        &self,
+        buffers: &mut BatchBuffers<'_>,
+        elem_flags: u64,
+        flags: u64,
+    ) -> MapResult<()>;
 
     /// `BPF_MAP_DELETE_BATCH`: deletes `buffers.count` keys in order, stopping at the first
     /// error; `buffers.count` becomes the number that succeeded.
-    fn delete_batch(&self, buffers: &mut BatchBuffers<'_>, elem_flags: u64, flags: u64)
-        -> MapResult<()>;
+    fn delete_batch(
+        &self,
+        buffers: &mut BatchBuffers<'_>,
+        elem_flags: u64,
+        flags: u64,
+    ) -> MapResult<()>;
 
     /// `BPF_MAP_FREEZE`: no syscall write succeeds afterwards (`EPERM`).
     fn freeze(&self) -> MapResult<()>;
@@ -199,7 +207,10 @@ pub trait MapOps: Send + Sync {
 pub fn check_sizes(info: &MapInfo, key: Option<&[u8]>, value: Option<usize>) -> MapResult<()> {
     if let Some(key) = key {
         if key.len() != info.key_size as usize && !(key.is_empty() && info.key_size == 0) {
-            return Err(MapError::KeySize { expected: info.key_size as usize, got: key.len() });
+            return Err(MapError::KeySize {
+                expected: info.key_size as usize,
+                got: key.len(),
+            });
         }
     }
     if let Some(len) = value {
@@ -241,11 +252,17 @@ mod tests {
         let i = info(MapType::Hash, 8);
         assert_eq!(
             check_sizes(&i, Some(&[0; 2]), None),
-            Err(MapError::KeySize { expected: 4, got: 2 })
+            Err(MapError::KeySize {
+                expected: 4,
+                got: 2
+            })
         );
         assert_eq!(
             check_sizes(&i, Some(&[0; 4]), Some(4)),
-            Err(MapError::ValueSize { expected: 8, got: 4 })
+            Err(MapError::ValueSize {
+                expected: 8,
+                got: 4
+            })
         );
         assert_eq!(check_sizes(&i, Some(&[0; 4]), Some(8)), Ok(()));
     }

@@ -80,7 +80,10 @@ map_types! {
 impl MapType {
     /// True for the per-CPU types whose user-space value is one slot per possible CPU.
     pub fn is_percpu(self) -> bool {
-        matches!(self, MapType::PercpuHash | MapType::PercpuArray | MapType::LruPercpuHash)
+        matches!(
+            self,
+            MapType::PercpuHash | MapType::PercpuArray | MapType::LruPercpuHash
+        )
     }
 
     /// True for the hash-table family (HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH).

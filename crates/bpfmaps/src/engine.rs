@@ -115,7 +115,10 @@ impl Map {
                     Engine::User
                 };
                 if !choice.allows(engine) {
-                    return Err(Error::WrongEngine { selector: sel.clone(), engine });
+                    return Err(Error::WrongEngine {
+                        selector: sel.clone(),
+                        engine,
+                    });
                 }
                 Ok(match engine {
                     Engine::Kernel => Map::kernel(KernelMap::from_pinned(path)?),
@@ -128,7 +131,11 @@ impl Map {
                 } else {
                     None
                 };
-                let user = if choice.allows(Engine::User) { UserMap::from_id(*id).ok() } else { None };
+                let user = if choice.allows(Engine::User) {
+                    UserMap::from_id(*id).ok()
+                } else {
+                    None
+                };
                 Self::pick(sel, kernel, user)
             }
             MapSelector::Name(name) => {
@@ -166,12 +173,16 @@ impl Map {
 
     /// Wraps a kernel-engine map.
     pub fn kernel(map: KernelMap) -> Map {
-        Map { handle: Handle::Kernel(map) }
+        Map {
+            handle: Handle::Kernel(map),
+        }
     }
 
     /// Wraps a user-engine map.
     pub fn user(map: UserMap) -> Map {
-        Map { handle: Handle::User(map) }
+        Map {
+            handle: Handle::User(map),
+        }
     }
 
     /// The engine that holds the map.
@@ -228,10 +239,18 @@ impl Map {
 pub fn list_maps(choice: EngineChoice) -> Result<Vec<(Engine, MapInfo)>, Error> {
     let mut out = Vec::new();
     if choice.allows(Engine::Kernel) {
-        out.extend(bpfmaps_kernel::map::list_maps()?.into_iter().map(|i| (Engine::Kernel, i)));
+        out.extend(
+            bpfmaps_kernel::map::list_maps()?
+                .into_iter()
+                .map(|i| (Engine::Kernel, i)),
+        );
     }
     if choice.allows(Engine::User) {
-        out.extend(bpfmaps_maps::list()?.into_iter().map(|m| (Engine::User, m.info)));
+        out.extend(
+            bpfmaps_maps::list()?
+                .into_iter()
+                .map(|m| (Engine::User, m.info)),
+        );
     }
     Ok(out)
 }

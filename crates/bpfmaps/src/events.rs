@@ -72,9 +72,10 @@ impl EventStream {
     pub fn open(map: &Map) -> Result<EventStream, EventError> {
         let info = map.info();
         let inner: Box<dyn EventSource> = match (info.map_type, map.as_kernel(), map.as_user()) {
-            (MapType::Ringbuf, Some(k), _) => {
-                Box::new(Ring { consumer: KernelRingBuf::new(k)?.into_consumer(), engine: Engine::Kernel })
-            }
+            (MapType::Ringbuf, Some(k), _) => Box::new(Ring {
+                consumer: KernelRingBuf::new(k)?.into_consumer(),
+                engine: Engine::Kernel,
+            }),
             (MapType::PerfEventArray, Some(k), _) => {
                 Box::new(Perf(open_perf_buffer(k, PerfBufferConfig::default())?))
             }
@@ -83,9 +84,16 @@ impl EventStream {
                     .backend()
                     .as_any()
                     .downcast_ref::<RingBuf>()
-                    .ok_or_else(|| EventError::User("the map is not backed by its type's implementation".into()))?;
+                    .ok_or_else(|| {
+                        EventError::User(
+                            "the map is not backed by its type's implementation".into(),
+                        )
+                    })?;
                 Box::new(Ring {
-                    consumer: RingBufConsumer::new(ring.consumer().map_err(|e| EventError::User(e.to_string()))?),
+                    consumer: RingBufConsumer::new(
+                        ring.consumer()
+                            .map_err(|e| EventError::User(e.to_string()))?,
+                    ),
                     engine: Engine::User,
                 })
             }
@@ -94,8 +102,13 @@ impl EventStream {
                     .backend()
                     .as_any()
                     .downcast_ref::<PerfEventArray>()
-                    .ok_or_else(|| EventError::User("the map is not backed by its type's implementation".into()))?;
-                let buffer = PerfBuffer::new(array, USER_PERF_PAGES).map_err(|e| EventError::User(e.to_string()))?;
+                    .ok_or_else(|| {
+                        EventError::User(
+                            "the map is not backed by its type's implementation".into(),
+                        )
+                    })?;
+                let buffer = PerfBuffer::new(array, USER_PERF_PAGES)
+                    .map_err(|e| EventError::User(e.to_string()))?;
                 Box::new(UserPerf(buffer.into_consumer()))
             }
             (t, _, _) => return Err(EventError::NotAStream(t)),
@@ -119,7 +132,10 @@ impl<M: RingBufMemory> EventSource for Ring<M> {
         match self.consumer.next_record(timeout) {
             Ok(Some(data)) => Ok(Some(Event::Record { cpu: None, data })),
             Ok(None) => Ok(None),
-            Err(errno) => Err(EventError::Read { engine: self.engine, errno }),
+            Err(errno) => Err(EventError::Read {
+                engine: self.engine,
+                errno,
+            }),
         }
     }
 }
@@ -132,9 +148,15 @@ impl EventSource for UserPerf {
     }
 }
 
-fn perf_event(r: Result<Option<PerfEvent>, Errno>, engine: Engine) -> Result<Option<Event>, EventError> {
+fn perf_event(
+    r: Result<Option<PerfEvent>, Errno>,
+    engine: Engine,
+) -> Result<Option<Event>, EventError> {
     match r {
-        Ok(Some(PerfEvent::Sample { cpu, data })) => Ok(Some(Event::Record { cpu: Some(cpu), data })),
+        Ok(Some(PerfEvent::Sample { cpu, data })) => Ok(Some(Event::Record {
+            cpu: Some(cpu),
+            data,
+        })),
         Ok(Some(PerfEvent::Lost { cpu, count })) => Ok(Some(Event::Lost { cpu, count })),
         Ok(None) => Ok(None),
         Err(errno) => Err(EventError::Read { engine, errno }),

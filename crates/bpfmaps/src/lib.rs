@@ -29,6 +29,4 @@ pub use bpfmaps_abi::{
 };
 pub use bpfmaps_kernel as kernel;
 pub use bpfmaps_maps as user;
-pub use engine::{
-    create_pinned_map, list_maps, Engine, EngineChoice, Error, Map, MapSelector,
-};
+pub use engine::{create_pinned_map, list_maps, Engine, EngineChoice, Error, Map, MapSelector};

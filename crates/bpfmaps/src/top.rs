@@ -17,8 +17,10 @@ use bpfmaps_kernel::map::KernelMap;
 use bpfmaps_kernel::object::{KernelObject, LoadConfig, ObjectError};
 
 /// The compiled `bpf/openat_counter.bpf.c`.
-pub const OPENAT_COUNTER_OBJECT: &[u8] =
-    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bpf/obj/openat_counter.bpf.o"));
+pub const OPENAT_COUNTER_OBJECT: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../bpf/obj/openat_counter.bpf.o"
+));
 
 /// Why the counter could not start or sample.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +112,10 @@ impl OpenatCounter {
         let mut value = [0u8; 8];
         let mut pids = Vec::new();
         loop {
-            match self.counts.get_next_key(key.as_ref().map(|k| &k[..]), &mut next) {
+            match self
+                .counts
+                .get_next_key(key.as_ref().map(|k| &k[..]), &mut next)
+            {
                 Ok(()) => pids.push(u32::from_ne_bytes(next)),
                 Err(MapError::Errno(Errno::ENOENT)) => break,
                 Err(e) => return Err(map_err("counts")(e)),
@@ -138,11 +143,21 @@ impl OpenatCounter {
             if !exited {
                 seen.insert(pid, opens);
             }
-            rows.push(ProcessRow { pid, comm, opens, delta, rate: delta as f64 / secs, exited });
+            rows.push(ProcessRow {
+                pid,
+                comm,
+                opens,
+                delta,
+                rate: delta as f64 / secs,
+                exited,
+            });
         }
         self.previous = seen;
         rows.sort_by(|a, b| {
-            b.delta.cmp(&a.delta).then(b.opens.cmp(&a.opens)).then(a.pid.cmp(&b.pid))
+            b.delta
+                .cmp(&a.delta)
+                .then(b.opens.cmp(&a.opens))
+                .then(a.pid.cmp(&b.pid))
         });
         Ok(rows)
     }

@@ -44,7 +44,10 @@ impl<'m, K: Pod, V: Pod> TypedMap<'m, K, V> {
     pub fn new(ops: &'m dyn MapOps) -> Result<Self, TypedError> {
         let info = ops.info();
         if size_of::<K>() != info.key_size as usize {
-            return Err(TypedError::KeySize { expected: info.key_size as usize, got: size_of::<K>() });
+            return Err(TypedError::KeySize {
+                expected: info.key_size as usize,
+                got: size_of::<K>(),
+            });
         }
         if size_of::<V>() != info.value_size as usize {
             return Err(TypedError::ValueSize {
@@ -108,7 +111,10 @@ impl<'m, K: Pod, V: Pod> TypedMap<'m, K, V> {
         let mut next = K::zeroed();
         loop {
             let prev = cur.as_ref().map(bytemuck::bytes_of);
-            match self.ops.get_next_key(prev, bytemuck::bytes_of_mut(&mut next)) {
+            match self
+                .ops
+                .get_next_key(prev, bytemuck::bytes_of_mut(&mut next))
+            {
                 Ok(()) => {
                     out.push(next);
                     cur = Some(next);
@@ -125,12 +131,17 @@ impl<'m, K: Pod, V: Pod> TypedMap<'m, K, V> {
         }
         let stride = percpu_stride(size_of::<V>());
         (0..self.possible_cpus)
-            .map(|cpu| bytemuck::pod_read_unaligned(&buf[cpu * stride..cpu * stride + size_of::<V>()]))
+            .map(|cpu| {
+                bytemuck::pod_read_unaligned(&buf[cpu * stride..cpu * stride + size_of::<V>()])
+            })
             .collect()
     }
 }
 
 /// Sums per-CPU counters, the usual aggregation of a per-CPU map's value.
 pub fn sum_percpu<V: Copy + Into<u64>>(values: &[V]) -> u64 {
-    values.iter().map(|v| (*v).into()).fold(0u64, u64::wrapping_add)
+    values
+        .iter()
+        .map(|v| (*v).into())
+        .fold(0u64, u64::wrapping_add)
 }

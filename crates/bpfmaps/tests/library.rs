@@ -38,11 +38,16 @@ fn openat_counter_counts_exactly_the_opens_of_a_child() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let mut counter = OpenatCounter::start(TopConfig { target_tgid: Some(pid) }).unwrap();
+    let mut counter = OpenatCounter::start(TopConfig {
+        target_tgid: Some(pid),
+    })
+    .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "go").unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line, "done\n");
     let rows = counter.sample().unwrap();
     assert_eq!(rows.len(), 1, "only the target is counted: {rows:?}");
@@ -66,7 +71,10 @@ fn typed_round_trip(map: &Map) {
     assert_eq!(t.get(&1).unwrap(), None);
     t.insert(&1, &10, 0).unwrap();
     t.insert(&2, &20, 0).unwrap();
-    assert_eq!(t.get_percpu(&1).unwrap().map(|v| sum_percpu(&v)), Some(10 * map.info().possible_cpus as u64));
+    assert_eq!(
+        t.get_percpu(&1).unwrap().map(|v| sum_percpu(&v)),
+        Some(10 * map.info().possible_cpus as u64)
+    );
     assert!(t.remove(&2).unwrap());
     assert!(!t.remove(&2).unwrap());
     assert_eq!(t.keys().unwrap(), vec![1]);
@@ -98,7 +106,11 @@ fn typed_layer_works_on_both_engines() {
     }
     let kernel = Map::kernel(bpfmaps::kernel::map::KernelMap::create(&def).unwrap());
     typed_round_trip(&kernel);
-    let by_id = Map::open(&MapSelector::Id(kernel.info().id), EngineChoice::Only(Engine::Kernel)).unwrap();
+    let by_id = Map::open(
+        &MapSelector::Id(kernel.info().id),
+        EngineChoice::Only(Engine::Kernel),
+    )
+    .unwrap();
     assert_eq!(by_id.info(), kernel.info());
 }
 
@@ -120,24 +132,63 @@ fn event_streams_read_user_engine_rings() {
         name: "ev".into(),
     };
     let user = EngineChoice::Only(Engine::User);
-    let rb = bpfmaps::create_pinned_map(&root.join("rb"), &def(MapType::Ringbuf, 0, 0, 4096), user).unwrap();
+    let rb = bpfmaps::create_pinned_map(&root.join("rb"), &def(MapType::Ringbuf, 0, 0, 4096), user)
+        .unwrap();
     let mut stream = EventStream::open(&rb).unwrap();
-    let producer = rb.as_user().unwrap().backend().as_any().downcast_ref::<RingBuf>().unwrap();
+    let producer = rb
+        .as_user()
+        .unwrap()
+        .backend()
+        .as_any()
+        .downcast_ref::<RingBuf>()
+        .unwrap();
     producer.output(&[1, 2, 3], 0).unwrap();
     producer.output(&[4; 9], 0).unwrap();
     let next = |s: &mut EventStream| s.next_event(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(next(&mut stream), Some(Event::Record { cpu: None, data: vec![1, 2, 3] }));
-    assert_eq!(next(&mut stream), Some(Event::Record { cpu: None, data: vec![4; 9] }));
-    assert_eq!(stream.next_event(Some(Duration::from_millis(50))).unwrap(), None);
+    assert_eq!(
+        next(&mut stream),
+        Some(Event::Record {
+            cpu: None,
+            data: vec![1, 2, 3]
+        })
+    );
+    assert_eq!(
+        next(&mut stream),
+        Some(Event::Record {
+            cpu: None,
+            data: vec![4; 9]
+        })
+    );
+    assert_eq!(
+        stream.next_event(Some(Duration::from_millis(50))).unwrap(),
+        None
+    );
 
     let cpus = bpfmaps::user::possible_cpus();
-    let pa = bpfmaps::create_pinned_map(&root.join("pa"), &def(MapType::PerfEventArray, 4, 4, cpus), user).unwrap();
+    let pa = bpfmaps::create_pinned_map(
+        &root.join("pa"),
+        &def(MapType::PerfEventArray, 4, 4, cpus),
+        user,
+    )
+    .unwrap();
     let mut stream = EventStream::open(&pa).unwrap();
-    let array = pa.as_user().unwrap().backend().as_any().downcast_ref::<PerfEventArray>().unwrap();
+    let array = pa
+        .as_user()
+        .unwrap()
+        .backend()
+        .as_any()
+        .downcast_ref::<PerfEventArray>()
+        .unwrap();
     // BPF_F_CURRENT_CPU from CPU 0: the sample lands in CPU 0's ring, reported with raw_size
     // 12; the 4 pad bytes hold what the ring held before, zeros in a new ring.
     array.output(0xffff_ffff, 0, &[7; 8]).unwrap();
     let padded = [vec![7; 8], vec![0; 4]].concat();
-    assert_eq!(next(&mut stream), Some(Event::Record { cpu: Some(0), data: padded }));
+    assert_eq!(
+        next(&mut stream),
+        Some(Event::Record {
+            cpu: Some(0),
+            data: padded
+        })
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -41,7 +41,10 @@ pub fn run(args: BenchArgs, format: Format) -> Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()?;
     let pin_cpu = match args.cpu.as_str() {
         "none" => None,
-        n => Some(n.parse::<usize>().with_context(|| format!("--cpu `{n}`: a CPU number or none"))?),
+        n => Some(
+            n.parse::<usize>()
+                .with_context(|| format!("--cpu `{n}`: a CPU number or none"))?,
+        ),
     };
     let config = BenchConfig {
         entries: args.entries,

@@ -13,7 +13,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 use crate::output::{
-    element_json_with, element_plain, hex_json, hex_plain, info_json, info_plain, BpftoolWriter, BtfFormatter, Format,
+    element_json_with, element_plain, hex_json, hex_plain, info_json, info_plain, BpftoolWriter,
+    BtfFormatter, Format,
 };
 use crate::words::{parse_number, Words};
 
@@ -126,9 +127,17 @@ pub fn run(args: MapArgs, format: Format) -> Result<ExitCode> {
         MapCommand::Create { words } => create(&words, choice, format),
         MapCommand::Pin { words } => pin(&words, choice, format),
         MapCommand::Freeze { words } => freeze(&words, choice, format),
-        MapCommand::Events { words, count, duration } => {
-            events(&words, choice, count, duration.map(Duration::from_secs_f64), format)
-        }
+        MapCommand::Events {
+            words,
+            count,
+            duration,
+        } => events(
+            &words,
+            choice,
+            count,
+            duration.map(Duration::from_secs_f64),
+            format,
+        ),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -199,7 +208,12 @@ pub fn dump_json(map: &Map) -> Result<Value> {
     let info = map.info();
     let btf = BtfFormatter::for_map(map)?;
     let elems = collect_elements(map)?;
-    Ok(Value::Array(elems.iter().map(|(k, v)| element_json_with(&info, k, v, btf.as_ref())).collect()))
+    Ok(Value::Array(
+        elems
+            .iter()
+            .map(|(k, v)| element_json_with(&info, k, v, btf.as_ref()))
+            .collect(),
+    ))
 }
 
 /// Prints one map's elements in plain text, ending with bpftool's `Found N elements`. A map
@@ -222,7 +236,11 @@ pub fn dump_plain(map: &Map) -> Result<()> {
     for (k, v) in &elems {
         println!("{}", element_plain(&info, k, v));
     }
-    println!("Found {} element{}", elems.len(), if elems.len() == 1 { "" } else { "s" });
+    println!(
+        "Found {} element{}",
+        elems.len(),
+        if elems.len() == 1 { "" } else { "s" }
+    );
     Ok(())
 }
 
@@ -259,7 +277,9 @@ fn lookup(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
     let key = w.bytes(&[])?;
     let info = map.info();
     let mut value = vec![0u8; info.user_value_size()];
-    map.ops().lookup(&key, &mut value, 0).map_err(|e| op_error("lookup", e))?;
+    map.ops()
+        .lookup(&key, &mut value, 0)
+        .map_err(|e| op_error("lookup", e))?;
     let btf = BtfFormatter::for_map(&map)?;
     if format.is_json() {
         format.print_json(&element_json_with(&info, &key, &value, btf.as_ref()));
@@ -276,10 +296,16 @@ fn lookup(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
 fn getnext(words: &[String], choice: EngineChoice, format: Format) -> Result<()> {
     let mut w = Words::new(words);
     let map = open(&mut w, choice)?;
-    let key = if w.eat("key") { Some(w.bytes(&[])?) } else { None };
+    let key = if w.eat("key") {
+        Some(w.bytes(&[])?)
+    } else {
+        None
+    };
     w.finish()?;
     let mut next = vec![0u8; map.info().key_size as usize];
-    map.ops().get_next_key(key.as_deref(), &mut next).map_err(|e| op_error("getnext", e))?;
+    map.ops()
+        .get_next_key(key.as_deref(), &mut next)
+        .map_err(|e| op_error("getnext", e))?;
     if format.is_json() {
         let k = key.as_deref().map(hex_json).unwrap_or(Value::Null);
         format.print_json(&json!({"key": k, "next_key": hex_json(&next)}));
@@ -323,7 +349,9 @@ fn update(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
     } else {
         value
     };
-    map.ops().update(&key, &value, flags).map_err(|e| op_error("update", e))?;
+    map.ops()
+        .update(&key, &value, flags)
+        .map_err(|e| op_error("update", e))?;
     if format.is_json() {
         format.print_json(&Value::Null);
     }
@@ -362,7 +390,9 @@ fn create(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
             "entries" => entries = Some(num()?),
             "flags" => flags = num()?,
             "name" => name = arg.to_owned(),
-            other => bail!("unknown keyword `{other}` (expected type, key, value, entries, name, flags)"),
+            other => {
+                bail!("unknown keyword `{other}` (expected type, key, value, entries, name, flags)")
+            }
         }
     }
     let map_type = map_type.context("missing `type TYPE`")?;
@@ -387,7 +417,8 @@ fn pin(words: &[String], choice: EngineChoice, format: Format) -> Result<()> {
     let map = open(&mut w, choice)?;
     let path = PathBuf::from(w.next_word("PATH")?);
     w.finish()?;
-    map.pin(&path).with_context(|| format!("cannot pin map at {}", path.display()))?;
+    map.pin(&path)
+        .with_context(|| format!("cannot pin map at {}", path.display()))?;
     if format.is_json() {
         format.print_json(&Value::Null);
     }
@@ -418,7 +449,10 @@ fn events(
     let info = map.info();
     let mut stream = EventStream::open(&map).context("cannot read events")?;
     // Say on stderr when the reader is in place, so a caller knows events from now on arrive.
-    eprintln!("reading {} events of map {} ({}), Ctrl-C stops", info.map_type, info.id, info.name);
+    eprintln!(
+        "reading {} events of map {} ({}), Ctrl-C stops",
+        info.map_type, info.id, info.name
+    );
     let deadline = duration.map(|d| Instant::now() + d);
     let mut seen = 0u64;
     let mut lost = 0u64;
@@ -430,7 +464,10 @@ fn events(
             },
             None => None,
         };
-        let Some(event) = stream.next_event(timeout).context("reading events failed")? else {
+        let Some(event) = stream
+            .next_event(timeout)
+            .context("reading events failed")?
+        else {
             continue;
         };
         match event {
@@ -498,7 +535,11 @@ pub fn dump_stacks_plain_for(map: &Map, pid: Option<u32>) -> Result<()> {
             }
         }
     }
-    println!("Found {} stack{}", elems.len(), if elems.len() == 1 { "" } else { "s" });
+    println!(
+        "Found {} stack{}",
+        elems.len(),
+        if elems.len() == 1 { "" } else { "s" }
+    );
     Ok(())
 }
 

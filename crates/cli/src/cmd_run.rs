@@ -68,9 +68,12 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
     }
     let mut config = LoadConfig::default();
     for g in &args.globals {
-        let (name, value) = g.split_once('=').with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
+        let (name, value) = g
+            .split_once('=')
+            .with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
         let v = crate::words::parse_number(value)?;
-        let v = u32::try_from(v).with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
+        let v = u32::try_from(v)
+            .with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
         config = config.with_global(name, &v.to_ne_bytes());
     }
     let interrupted = signal::on_interrupt()?;
@@ -79,11 +82,17 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
     if let Some(dir) = &args.pin_maps {
         bpfmaps::kernel::fs::ensure_bpffs()?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        object.pin_maps(dir).with_context(|| format!("cannot pin maps in {}", dir.display()))?;
+        object
+            .pin_maps(dir)
+            .with_context(|| format!("cannot pin maps in {}", dir.display()))?;
     }
     let links = object.attach_all().context("cannot attach")?;
     if !format.is_json() {
-        eprintln!("attached {} program(s) of {}", links.len(), args.object.display());
+        eprintln!(
+            "attached {} program(s) of {}",
+            links.len(),
+            args.object.display()
+        );
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -92,7 +101,10 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
     let mut streams = Vec::new();
     for name in &names {
         let map = Map::kernel(object.map(name)?);
-        if matches!(map.info().map_type, MapType::Ringbuf | MapType::PerfEventArray) {
+        if matches!(
+            map.info().map_type,
+            MapType::Ringbuf | MapType::PerfEventArray
+        ) {
             streams.push(spawn_counter(name.clone(), &map, stop.clone())?);
         }
     }
@@ -107,8 +119,16 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
     let counters: Vec<_> = streams
         .into_iter()
         .map(|s| {
-            let r = s.thread.join().unwrap_or_else(|_| Err("reader thread panicked".into()));
-            (s.name, s.events.load(Ordering::SeqCst), s.lost.load(Ordering::SeqCst), r)
+            let r = s
+                .thread
+                .join()
+                .unwrap_or_else(|_| Err("reader thread panicked".into()));
+            (
+                s.name,
+                s.events.load(Ordering::SeqCst),
+                s.lost.load(Ordering::SeqCst),
+                r,
+            )
         })
         .collect();
     for name in &names {
@@ -143,7 +163,11 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
 
 /// Prints the JSON result (maps and the command's status) and turns the status into the exit
 /// code.
-fn finish(json_maps: JsonMap<String, Value>, status: Option<ExitStatus>, format: Format) -> Result<ExitCode> {
+fn finish(
+    json_maps: JsonMap<String, Value>,
+    status: Option<ExitStatus>,
+    format: Format,
+) -> Result<ExitCode> {
     let code = status.as_ref().and_then(|s| s.code());
     if format.is_json() {
         let mut v = json!({"maps": Value::Object(json_maps)});
@@ -163,7 +187,9 @@ fn finish(json_maps: JsonMap<String, Value>, status: Option<ExitStatus>, format:
 /// CMD the deadline (`--for`) or Ctrl-C. Returns CMD's status.
 fn wait_for_end(args: &RunArgs, interrupted: &AtomicBool) -> Result<Option<ExitStatus>> {
     let started = Instant::now();
-    let deadline = args.duration.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = args
+        .duration
+        .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
     if args.command.is_empty() {
         let until = deadline.unwrap_or(started + Duration::from_secs(u64::from(u32::MAX)));
         signal::sleep_until(until, interrupted);
@@ -190,11 +216,15 @@ fn wait_for_end(args: &RunArgs, interrupted: &AtomicBool) -> Result<Option<ExitS
 /// processes while the run lasts, then prints every map like the kernel branch. Attaching the
 /// programs to events is not part of the user engine yet: they run only when invoked.
 fn run_user(args: RunArgs, format: Format) -> Result<ExitCode> {
-    let mut object = Object::open(&args.object).with_context(|| format!("cannot open {}", args.object.display()))?;
+    let mut object = Object::open(&args.object)
+        .with_context(|| format!("cannot open {}", args.object.display()))?;
     for g in &args.globals {
-        let (name, value) = g.split_once('=').with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
+        let (name, value) = g
+            .split_once('=')
+            .with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
         let v = crate::words::parse_number(value)?;
-        let v = u32::try_from(v).with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
+        let v = u32::try_from(v)
+            .with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
         object.set_global(name, &v.to_ne_bytes())?;
     }
     let interrupted = signal::on_interrupt()?;
@@ -206,7 +236,9 @@ fn run_user(args: RunArgs, format: Format) -> Result<ExitCode> {
             bail!("--pin-maps {}: user-engine maps cannot be pinned on bpffs; use a directory on the user engine's pin root file system", dir.display());
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        loaded.pin_maps(dir).with_context(|| format!("cannot pin maps in {}", dir.display()))?;
+        loaded
+            .pin_maps(dir)
+            .with_context(|| format!("cannot pin maps in {}", dir.display()))?;
     }
     // On stderr also with -j: stdout stays one JSON object.
     eprintln!(
@@ -217,9 +249,16 @@ fn run_user(args: RunArgs, format: Format) -> Result<ExitCode> {
     let status = wait_for_end(&args, &interrupted)?;
     let mut json_maps = JsonMap::new();
     for (name, map) in loaded.maps()? {
-        let streamed = matches!(map.info().map_type, MapType::Ringbuf | MapType::PerfEventArray);
+        let streamed = matches!(
+            map.info().map_type,
+            MapType::Ringbuf | MapType::PerfEventArray
+        );
         if streamed {
-            let events = if map.info().map_type == MapType::Ringbuf { count_ring_records(&map)? } else { 0 };
+            let events = if map.info().map_type == MapType::Ringbuf {
+                count_ring_records(&map)?
+            } else {
+                0
+            };
             if format.is_json() {
                 json_maps.insert(name.clone(), json!({"events": events, "lost": 0}));
             } else {
@@ -257,13 +296,16 @@ fn count_ring_records(map: &Map) -> Result<u64> {
 }
 
 fn spawn_counter(name: String, map: &Map, stop: Arc<AtomicBool>) -> Result<StreamCounter> {
-    let mut stream = EventStream::open(map).with_context(|| format!("cannot read events of {name}"))?;
+    let mut stream =
+        EventStream::open(map).with_context(|| format!("cannot read events of {name}"))?;
     let events = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (e, l) = (events.clone(), lost.clone());
     let thread = std::thread::spawn(move || -> Result<(), String> {
         loop {
-            let next = stream.next_event(Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
+            let next = stream
+                .next_event(Some(Duration::from_millis(50)))
+                .map_err(|e| e.to_string())?;
             match next {
                 Some(Event::Record { .. }) => {
                     e.fetch_add(1, Ordering::SeqCst);
@@ -276,5 +318,10 @@ fn spawn_counter(name: String, map: &Map, stop: Arc<AtomicBool>) -> Result<Strea
             }
         }
     });
-    Ok(StreamCounter { name, events, lost, thread })
+    Ok(StreamCounter {
+        name,
+        events,
+        lost,
+        thread,
+    })
 }

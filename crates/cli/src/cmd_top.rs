@@ -36,12 +36,19 @@ pub struct TopArgs {
 /// Runs `bpfmaps top`.
 pub fn run(args: TopArgs, format: Format) -> Result<ExitCode> {
     if !(args.interval > 0.0 && args.interval.is_finite()) {
-        bail!("--interval must be a positive number of seconds, got {}", args.interval);
+        bail!(
+            "--interval must be a positive number of seconds, got {}",
+            args.interval
+        );
     }
     let interrupted = signal::on_interrupt()?;
-    let mut counter = OpenatCounter::start(TopConfig { target_tgid: args.pid })?;
+    let mut counter = OpenatCounter::start(TopConfig {
+        target_tgid: args.pid,
+    })?;
     let interval = Duration::from_secs_f64(args.interval);
-    let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = args
+        .duration
+        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let live = !args.once && format == Format::Plain && std::io::stdout().is_terminal();
     loop {
         let mut wake = Instant::now() + interval;
@@ -60,8 +67,18 @@ pub fn run(args: TopArgs, format: Format) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(rows: &[ProcessRow], args: &TopArgs, format: Format, live: bool, interval: Duration) {
-    let shown = if args.limit == 0 { rows.len() } else { rows.len().min(args.limit) };
+fn print_table(
+    rows: &[ProcessRow],
+    args: &TopArgs,
+    format: Format,
+    live: bool,
+    interval: Duration,
+) {
+    let shown = if args.limit == 0 {
+        rows.len()
+    } else {
+        rows.len().min(args.limit)
+    };
     if format.is_json() {
         let procs: Vec<_> = rows[..shown]
             .iter()
@@ -86,10 +103,20 @@ fn print_table(rows: &[ProcessRow], args: &TopArgs, format: Format, live: bool, 
         total,
         if total == 1 { "" } else { "s" },
     ));
-    out.push_str(&format!("{:>8}  {:<16} {:>10} {:>10}\n", "PID", "COMM", "OPENS", "RATE/s"));
+    out.push_str(&format!(
+        "{:>8}  {:<16} {:>10} {:>10}\n",
+        "PID", "COMM", "OPENS", "RATE/s"
+    ));
     for r in &rows[..shown] {
-        let comm = if r.exited { format!("{} (exited)", r.comm) } else { r.comm.clone() };
-        out.push_str(&format!("{:>8}  {:<16} {:>10} {:>10.1}\n", r.pid, comm, r.opens, r.rate));
+        let comm = if r.exited {
+            format!("{} (exited)", r.comm)
+        } else {
+            r.comm.clone()
+        };
+        out.push_str(&format!(
+            "{:>8}  {:<16} {:>10} {:>10.1}\n",
+            r.pid, comm, r.opens, r.rate
+        ));
     }
     print!("{out}");
     if !live {

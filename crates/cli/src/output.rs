@@ -41,18 +41,30 @@ impl Format {
 
 /// Space-separated hex bytes: `01 00 00 00`.
 pub fn hex_plain(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// bpftool's JSON byte array: `["0x01","0x00"]`.
 pub fn hex_json(bytes: &[u8]) -> Value {
-    Value::Array(bytes.iter().map(|b| Value::String(format!("{b:#04x}"))).collect())
+    Value::Array(
+        bytes
+            .iter()
+            .map(|b| Value::String(format!("{b:#04x}")))
+            .collect(),
+    )
 }
 
 /// The per-CPU slots of a user-space value buffer, each cut to `value_size` bytes.
 pub fn percpu_slots<'a>(info: &MapInfo, value: &'a [u8]) -> Vec<&'a [u8]> {
     let stride = percpu_stride(info.value_size as usize);
-    value.chunks(stride.max(1)).map(|s| &s[..(info.value_size as usize).min(s.len())]).collect()
+    value
+        .chunks(stride.max(1))
+        .map(|s| &s[..(info.value_size as usize).min(s.len())])
+        .collect()
 }
 
 /// Hex bytes laid out as bpftool's `fprint_hex` does: space-separated, two spaces after every
@@ -81,7 +93,10 @@ pub fn element_plain(info: &MapInfo, key: &[u8], value: &[u8]) -> String {
         let mut s = format!("key:\n{}\n", hex_plain_wrapped(key));
         let break_value = if info.value_size > 16 { '\n' } else { ' ' };
         for (cpu, slot) in percpu_slots(info, value).iter().enumerate() {
-            s.push_str(&format!("value (CPU {cpu:02}):{break_value}{}\n", hex_plain_wrapped(slot)));
+            s.push_str(&format!(
+                "value (CPU {cpu:02}):{break_value}{}\n",
+                hex_plain_wrapped(slot)
+            ));
         }
         s.pop();
         s
@@ -106,7 +121,12 @@ pub fn element_json(info: &MapInfo, key: &[u8], value: &[u8]) -> Value {
 }
 
 /// [`element_json`], plus bpftool's `"formatted"` member when the map has BTF.
-pub fn element_json_with(info: &MapInfo, key: &[u8], value: &[u8], btf: Option<&BtfFormatter>) -> Value {
+pub fn element_json_with(
+    info: &MapInfo,
+    key: &[u8],
+    value: &[u8],
+    btf: Option<&BtfFormatter>,
+) -> Value {
     let mut element = if info.map_type.is_percpu() {
         let values: Vec<Value> = percpu_slots(info, value)
             .iter()
@@ -139,24 +159,37 @@ impl BtfFormatter {
             return Ok(None);
         };
         let id = kernel.id();
-        let Some(btf) = kernel.btf().with_context(|| format!("cannot read the BTF of map {id}"))? else {
+        let Some(btf) = kernel
+            .btf()
+            .with_context(|| format!("cannot read the BTF of map {id}"))?
+        else {
             return Ok(None);
         };
         let types = BtfTypes::parse(&btf.btf.blob)
             .with_context(|| format!("cannot parse BTF object {} of map {id}", btf.btf.id))?;
-        Ok(Some(BtfFormatter { types, key_type_id: btf.key_type_id, value_type_id: btf.value_type_id }))
+        Ok(Some(BtfFormatter {
+            types,
+            key_type_id: btf.key_type_id,
+            value_type_id: btf.value_type_id,
+        }))
     }
 
     /// A formatter over an already parsed type table.
     #[cfg(test)]
     pub fn new(types: BtfTypes, key_type_id: u32, value_type_id: u32) -> BtfFormatter {
-        BtfFormatter { types, key_type_id, value_type_id }
+        BtfFormatter {
+            types,
+            key_type_id,
+            value_type_id,
+        }
     }
 
     /// Formats one value as `type_id`. Bytes too short for the type (which the kernel's own
     /// size checks rule out) print as what bpftool prints for a type it cannot show.
     fn format(&self, type_id: u32, bytes: &[u8]) -> BtfValue {
-        self.types.format(type_id, bytes).unwrap_or(BtfValue::Unprintable(""))
+        self.types
+            .format(type_id, bytes)
+            .unwrap_or(BtfValue::Unprintable(""))
     }
 
     /// One element as bpftool's `do_dump_btf` builds it: `{key, value}` or, for per-CPU maps,
@@ -226,7 +259,10 @@ pub fn btf_json(v: &BtfValue) -> Value {
         }
         BtfValue::Datasec { name, vars } => {
             let mut object = serde_json::Map::new();
-            object.insert(name.replace('\\', "\n"), Value::Array(vars.iter().map(btf_json).collect()));
+            object.insert(
+                name.replace('\\', "\n"),
+                Value::Array(vars.iter().map(btf_json).collect()),
+            );
             Value::Object(object)
         }
         BtfValue::Void => Value::String(VOID_TEXT.to_owned()),
@@ -333,7 +369,9 @@ impl BpftoolWriter {
             BtfValue::Unsigned(n) => self.raw(&n.to_string()),
             BtfValue::Signed(n) => self.raw(&n.to_string()),
             BtfValue::Bool(b) => self.raw(if *b { "true" } else { "false" }),
-            BtfValue::Char(c) if (0x20..0x7f).contains(c) => self.raw(&format!("\"{}\"", char::from(*c))),
+            BtfValue::Char(c) if (0x20..0x7f).contains(c) => {
+                self.raw(&format!("\"{}\"", char::from(*c)))
+            }
             BtfValue::Char(c) => self.raw(&format!("{c:#x}")),
             BtfValue::Bits(n) => self.raw(&format!("{n:#x}")),
             BtfValue::String(s) | BtfValue::Enumerator(s) => self.string(s),
@@ -447,7 +485,10 @@ mod tests {
     #[test]
     fn plain_elements_look_like_bpftool() {
         let i = info(MapType::Hash);
-        assert_eq!(element_plain(&i, &[1, 0, 0, 0], &[2, 0, 0, 0]), "key: 01 00 00 00  value: 02 00 00 00");
+        assert_eq!(
+            element_plain(&i, &[1, 0, 0, 0], &[2, 0, 0, 0]),
+            "key: 01 00 00 00  value: 02 00 00 00"
+        );
         let p = info(MapType::PercpuArray);
         let v = [1, 0, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd, 2, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(
@@ -460,10 +501,29 @@ mod tests {
     fn comm_btf() -> BtfTypes {
         let strings = b"\0unsigned int\0char\0comm\0a\0n\0";
         let words: [u32; 23] = [
-            1, 1 << 24, 4, 32, // [1] INT "unsigned int"
-            14, 1 << 24, 1, (1 << 24) | 8, // [2] INT "char", signed
-            0, 3 << 24, 0, 2, 1, 4, // [3] ARRAY of 4 char
-            19, (4 << 24) | 2, 8, 24, 1, 0, 26, 3, 32, // [4] STRUCT comm
+            1,
+            1 << 24,
+            4,
+            32, // [1] INT "unsigned int"
+            14,
+            1 << 24,
+            1,
+            (1 << 24) | 8, // [2] INT "char", signed
+            0,
+            3 << 24,
+            0,
+            2,
+            1,
+            4, // [3] ARRAY of 4 char
+            19,
+            (4 << 24) | 2,
+            8,
+            24,
+            1,
+            0,
+            26,
+            3,
+            32, // [4] STRUCT comm
         ];
         let type_len = (words.len() * 4) as u32;
         let mut blob = vec![0x9f, 0xeb, 1, 0];
@@ -496,7 +556,10 @@ mod tests {
         assert_eq!(empty.finish(), "[]\n");
         // JSON: what bpftool's output parses to, next to the bytes.
         let v = element_json_with(&i, &[9, 0, 0, 0], &value, Some(&btf));
-        assert_eq!(v["formatted"], json!({"key": 9, "value": {"a": 7, "n": "c\n\""}}));
+        assert_eq!(
+            v["formatted"],
+            json!({"key": 9, "value": {"a": 7, "n": "c\n\""}})
+        );
         // Per-CPU: one `{cpu, value}` per CPU; a non-string char array prints as numbers.
         let mut p = info(MapType::PercpuHash);
         p.value_size = 8;

@@ -160,8 +160,14 @@ mod tests {
         let w = words("id 0x10 pinned /sys/fs/bpf/x name counts");
         let mut c = Words::new(&w);
         assert_eq!(c.map_selector().unwrap(), MapSelector::Id(16));
-        assert_eq!(c.map_selector().unwrap(), MapSelector::Pinned("/sys/fs/bpf/x".into()));
-        assert_eq!(c.map_selector().unwrap(), MapSelector::Name("counts".into()));
+        assert_eq!(
+            c.map_selector().unwrap(),
+            MapSelector::Pinned("/sys/fs/bpf/x".into())
+        );
+        assert_eq!(
+            c.map_selector().unwrap(),
+            MapSelector::Name("counts".into())
+        );
         let w = words("fd 3");
         assert!(Words::new(&w).map_selector().is_err());
     }

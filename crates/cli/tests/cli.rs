@@ -23,7 +23,10 @@ fn kernel() -> bool {
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "kernel tests need root and BPF (set BPFMAPS_SKIP_KERNEL=1 to skip them)");
+    assert_eq!(
+        euid, 0,
+        "kernel tests need root and BPF (set BPFMAPS_SKIP_KERNEL=1 to skip them)"
+    );
     bpfmaps::kernel::fs::ensure_bpffs().expect("mounting bpffs");
     true
 }
@@ -34,7 +37,8 @@ struct Cli {
 
 impl Cli {
     fn new(tag: &str) -> Cli {
-        let pin_root = std::env::temp_dir().join(format!("bpfmaps-cli-{tag}-{}", std::process::id()));
+        let pin_root =
+            std::env::temp_dir().join(format!("bpfmaps-cli-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&pin_root);
         std::fs::create_dir_all(&pin_root).unwrap();
         Cli { pin_root }
@@ -62,7 +66,11 @@ impl Cli {
     /// Runs and expects failure; returns stderr.
     fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert_eq!(out.status.code(), Some(1), "bpfmaps {args:?} should fail with exit code 1");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "bpfmaps {args:?} should fail with exit code 1"
+        );
         String::from_utf8(out.stderr).unwrap()
     }
 
@@ -82,21 +90,52 @@ impl Drop for Cli {
 /// The same sequence of map commands on a map pinned at `path`; returns everything observable.
 fn map_session(cli: &Cli, path: &str) -> Vec<String> {
     let mut seen = Vec::new();
-    cli.ok(&["map", "create", path, "type", "hash", "key", "4", "value", "8", "entries", "4", "name", "cli_hash", "flags", "64"]);
+    cli.ok(&[
+        "map", "create", path, "type", "hash", "key", "4", "value", "8", "entries", "4", "name",
+        "cli_hash", "flags", "64",
+    ]);
     let m = ["pinned", path];
     for k in 1..=3u8 {
         let k = k.to_string();
-        cli.ok(&["map", "update", m[0], m[1], "key", &k, "0", "0", "0", "value", "hex", "0a00000000000000"]);
+        cli.ok(&[
+            "map",
+            "update",
+            m[0],
+            m[1],
+            "key",
+            &k,
+            "0",
+            "0",
+            "0",
+            "value",
+            "hex",
+            "0a00000000000000",
+        ]);
     }
     seen.push(cli.ok(&["map", "lookup", m[0], m[1], "key", "0x02", "0", "0", "0"]));
-    seen.push(cli.fails(&["map", "update", m[0], m[1], "key", "1", "0", "0", "0", "value", "1", "0", "0", "0", "0", "0", "0", "0", "noexist"]));
+    seen.push(cli.fails(&[
+        "map", "update", m[0], m[1], "key", "1", "0", "0", "0", "value", "1", "0", "0", "0", "0",
+        "0", "0", "0", "noexist",
+    ]));
     seen.push(cli.fails(&["map", "lookup", m[0], m[1], "key", "9", "0", "0", "0"]));
     seen.push(cli.fails(&["map", "lookup", m[0], m[1], "key", "9", "0"]));
-    seen.push(cli.fails(&["map", "update", m[0], m[1], "key", "4", "0", "0", "0", "value", "1", "0", "0", "0", "0", "0", "0", "0", "exist"]));
-    cli.ok(&["map", "update", m[0], m[1], "key", "4", "0", "0", "0", "value", "1", "0", "0", "0", "0", "0", "0", "0"]);
+    seen.push(cli.fails(&[
+        "map", "update", m[0], m[1], "key", "4", "0", "0", "0", "value", "1", "0", "0", "0", "0",
+        "0", "0", "0", "exist",
+    ]));
+    cli.ok(&[
+        "map", "update", m[0], m[1], "key", "4", "0", "0", "0", "value", "1", "0", "0", "0", "0",
+        "0", "0", "0",
+    ]);
     // Full: a fifth key is E2BIG; replacing an existing key still works.
-    seen.push(cli.fails(&["map", "update", m[0], m[1], "key", "5", "0", "0", "0", "value", "1", "0", "0", "0", "0", "0", "0", "0"]));
-    cli.ok(&["map", "update", m[0], m[1], "key", "4", "0", "0", "0", "value", "2", "0", "0", "0", "0", "0", "0", "0", "any"]);
+    seen.push(cli.fails(&[
+        "map", "update", m[0], m[1], "key", "5", "0", "0", "0", "value", "1", "0", "0", "0", "0",
+        "0", "0", "0",
+    ]));
+    cli.ok(&[
+        "map", "update", m[0], m[1], "key", "4", "0", "0", "0", "value", "2", "0", "0", "0", "0",
+        "0", "0", "0", "any",
+    ]);
     seen.push(cli.ok(&["map", "getnext", m[0], m[1]]));
     seen.push(cli.ok(&["map", "getnext", m[0], m[1], "key", "3", "0", "0", "0"]));
     seen.push(cli.ok(&["map", "dump", m[0], m[1]]));
@@ -104,7 +143,10 @@ fn map_session(cli: &Cli, path: &str) -> Vec<String> {
     cli.ok(&["map", "delete", m[0], m[1], "key", "2", "0", "0", "0"]);
     seen.push(cli.fails(&["map", "delete", m[0], m[1], "key", "2", "0", "0", "0"]));
     cli.ok(&["map", "freeze", m[0], m[1]]);
-    seen.push(cli.fails(&["map", "update", m[0], m[1], "key", "1", "0", "0", "0", "value", "1", "0", "0", "0", "0", "0", "0", "0"]));
+    seen.push(cli.fails(&[
+        "map", "update", m[0], m[1], "key", "1", "0", "0", "0", "value", "1", "0", "0", "0", "0",
+        "0", "0", "0",
+    ]));
     seen.push(cli.ok(&["map", "dump", m[0], m[1]]));
     seen
 }
@@ -137,13 +179,32 @@ fn map_commands_behave_the_same_on_both_engines() {
         assert_eq!(i["frozen"], 1);
     }
     // The exact outcomes (the same on both engines, checked above).
-    assert_eq!(kernel[0], "key: 02 00 00 00  value: 0a 00 00 00 00 00 00 00\n");
+    assert_eq!(
+        kernel[0],
+        "key: 02 00 00 00  value: 0a 00 00 00 00 00 00 00\n"
+    );
     assert_eq!(kernel[1], "Error: update failed: EEXIST (File exists)\n");
-    assert_eq!(kernel[2], "Error: lookup failed: ENOENT (No such file or directory)\n");
-    assert_eq!(kernel[3], "Error: lookup failed: wrong key size: the map's keys are 4 bytes, got 2\n");
-    assert_eq!(kernel[4], "Error: update failed: ENOENT (No such file or directory)\n");
-    assert_eq!(kernel[5], "Error: update failed: E2BIG (Argument list too long)\n");
-    assert!(kernel[6].starts_with("key: None\nnext key:\n"), "{}", kernel[6]);
+    assert_eq!(
+        kernel[2],
+        "Error: lookup failed: ENOENT (No such file or directory)\n"
+    );
+    assert_eq!(
+        kernel[3],
+        "Error: lookup failed: wrong key size: the map's keys are 4 bytes, got 2\n"
+    );
+    assert_eq!(
+        kernel[4],
+        "Error: update failed: ENOENT (No such file or directory)\n"
+    );
+    assert_eq!(
+        kernel[5],
+        "Error: update failed: E2BIG (Argument list too long)\n"
+    );
+    assert!(
+        kernel[6].starts_with("key: None\nnext key:\n"),
+        "{}",
+        kernel[6]
+    );
     let dump: Value = serde_json::from_str(&kernel[9]).unwrap();
     assert_eq!(dump.as_array().unwrap().len(), 4);
     assert!(dump.as_array().unwrap().contains(&json!({
@@ -151,8 +212,14 @@ fn map_commands_behave_the_same_on_both_engines() {
         "value": ["0x02", "0x00", "0x00", "0x00", "0x00", "0x00", "0x00", "0x00"]
     })));
     assert!(kernel[8].ends_with("Found 4 elements\n"), "{}", kernel[8]);
-    assert_eq!(kernel[10], "Error: delete failed: ENOENT (No such file or directory)\n");
-    assert_eq!(kernel[11], "Error: update failed: EPERM (Operation not permitted)\n");
+    assert_eq!(
+        kernel[10],
+        "Error: delete failed: ENOENT (No such file or directory)\n"
+    );
+    assert_eq!(
+        kernel[11],
+        "Error: update failed: EPERM (Operation not permitted)\n"
+    );
     assert!(kernel[12].ends_with("Found 3 elements\n"), "{}", kernel[12]);
 }
 
@@ -167,8 +234,24 @@ fn percpu_update_writes_every_cpu_like_bpftool() {
     let mut dumps = Vec::new();
     for path in [kpath.as_str(), upath.to_str().unwrap()] {
         let _ = std::fs::remove_file(path);
-        cli.ok(&["map", "create", path, "type", "percpu_array", "key", "4", "value", "4", "entries", "2", "name", "pc"]);
-        cli.ok(&["map", "update", "pinned", path, "key", "1", "0", "0", "0", "value", "7", "0", "0", "0"]);
+        cli.ok(&[
+            "map",
+            "create",
+            path,
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            "4",
+            "entries",
+            "2",
+            "name",
+            "pc",
+        ]);
+        cli.ok(&[
+            "map", "update", "pinned", path, "key", "1", "0", "0", "0", "value", "7", "0", "0", "0",
+        ]);
         dumps.push(cli.json(&["map", "dump", "pinned", path]));
     }
     std::fs::remove_file(&kpath).unwrap();
@@ -179,7 +262,10 @@ fn percpu_update_writes_every_cpu_like_bpftool() {
     let values = elem["values"].as_array().unwrap();
     assert_eq!(values.len(), cpus);
     for (cpu, v) in values.iter().enumerate() {
-        assert_eq!(v, &json!({"cpu": cpu, "value": ["0x07", "0x00", "0x00", "0x00"]}));
+        assert_eq!(
+            v,
+            &json!({"cpu": cpu, "value": ["0x07", "0x00", "0x00", "0x00"]})
+        );
     }
 }
 
@@ -188,14 +274,21 @@ fn bad_input_is_refused_with_a_reason() {
     let cli = Cli::new("bad");
     let path = cli.pin_root.join("x");
     let p = path.to_str().unwrap();
-    let err = cli.fails(&["map", "create", p, "type", "nosuch", "key", "4", "value", "4", "entries", "1"]);
+    let err = cli.fails(&[
+        "map", "create", p, "type", "nosuch", "key", "4", "value", "4", "entries", "1",
+    ]);
     assert!(err.contains("unknown map type `nosuch`"), "{err}");
     let err = cli.fails(&["map", "create", p, "type", "hash", "key", "4", "value", "4"]);
     assert!(err.contains("missing `entries N`"), "{err}");
-    let err = cli.fails(&["map", "create", p, "type", "array", "key", "8", "value", "4", "entries", "1"]);
+    let err = cli.fails(&[
+        "map", "create", p, "type", "array", "key", "8", "value", "4", "entries", "1",
+    ]);
     assert!(err.contains("EINVAL"), "{err}");
     let err = cli.fails(&["map", "lookup", "pinned", "/nonexistent/map", "key", "1"]);
-    assert!(err.contains("cannot open map pinned /nonexistent/map"), "{err}");
+    assert!(
+        err.contains("cannot open map pinned /nonexistent/map"),
+        "{err}"
+    );
     let err = cli.fails(&["map", "lookup", "fd", "3"]);
     assert!(err.contains("expected `id`, `pinned` or `name`"), "{err}");
     let err = cli.fails(&["run", "/nonexistent.bpf.o"]);
@@ -231,20 +324,35 @@ fn run_prints_every_map_and_exits_with_the_commands_status() {
 /// Starts `bpfmaps map events` on `pinned` and waits until its reader is in place.
 fn start_events(cli: &Cli, pinned: &Path, count: &str) -> std::process::Child {
     let mut child = Command::new(BIN)
-        .args(["-j", "map", "events", "pinned", pinned.to_str().unwrap(), "--count", count, "--for", "20"])
+        .args([
+            "-j",
+            "map",
+            "events",
+            "pinned",
+            pinned.to_str().unwrap(),
+            "--count",
+            count,
+            "--for",
+            "20",
+        ])
         .env("BPFMAPS_PIN_ROOT", &cli.pin_root)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.starts_with("reading "), "unexpected: {line}");
     child
 }
 
 fn python(script: &str) {
-    let st = Command::new("python3").args(["-c", script]).status().unwrap();
+    let st = Command::new("python3")
+        .args(["-c", script])
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -259,20 +367,32 @@ fn events_streams_a_ring_buffer_and_a_perf_array() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
 
-    let mut rb = KernelObject::load_file(&repo().join("bpf/obj/ringbuf_events.bpf.o"), &LoadConfig::default()).unwrap();
+    let mut rb = KernelObject::load_file(
+        &repo().join("bpf/obj/ringbuf_events.bpf.o"),
+        &LoadConfig::default(),
+    )
+    .unwrap();
     rb.pin_maps(&dir).unwrap();
     let _links = rb.attach_all().unwrap();
     let reader = start_events(&cli, &dir.join("events"), "4");
     python("import os\nos.sched_getscheduler(0)\nos.sched_getscheduler(0)");
     let out = reader.wait_with_output().unwrap();
     assert!(out.status.success());
-    let records: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(records.len(), 4);
     // Records are {u32 kind, u32 tgid, u64 arg}: kinds 1 (submitted) and 3 (output) alternate.
     let kinds: Vec<&Value> = records.iter().map(|r| &r["data"][0]).collect();
     assert_eq!(kinds, vec!["0x01", "0x03", "0x01", "0x03"]);
 
-    let mut pf = KernelObject::load_file(&repo().join("bpf/obj/perf_events.bpf.o"), &LoadConfig::default()).unwrap();
+    let mut pf = KernelObject::load_file(
+        &repo().join("bpf/obj/perf_events.bpf.o"),
+        &LoadConfig::default(),
+    )
+    .unwrap();
     let perf_dir = dir.join("perf");
     std::fs::create_dir_all(&perf_dir).unwrap();
     pf.pin_maps(&perf_dir).unwrap();
@@ -281,7 +401,11 @@ fn events_streams_a_ring_buffer_and_a_perf_array() {
     python("import os\nfor _ in range(3): os.getpriority(os.PRIO_PROCESS, 0)");
     let out = reader.wait_with_output().unwrap();
     assert!(out.status.success());
-    let samples: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let samples: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(samples.len(), 3);
     for s in &samples {
         // 16 bytes of sample, reported with the kernel's padding: raw_size 20.
@@ -314,7 +438,11 @@ fn bpftool_json(args: &[&str]) -> Value {
         .find(|p| Path::new(p).exists())
         .expect("bpftool is installed by scripts/setup.sh");
     let out = Command::new(bpftool).arg("-j").args(args).output().unwrap();
-    assert!(out.status.success(), "bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -324,15 +452,28 @@ fn dumps_are_byte_for_byte_what_bpftool_prints() {
         return;
     }
     let cli = Cli::new("bpftool");
-    for (ty, value_len) in [("hash", 8), ("array", 4), ("percpu_hash", 4), ("percpu_array", 12), ("lru_hash", 8)] {
+    for (ty, value_len) in [
+        ("hash", 8),
+        ("array", 4),
+        ("percpu_hash", 4),
+        ("percpu_array", 12),
+        ("lru_hash", 8),
+    ] {
         let path = format!("/sys/fs/bpf/bpfmaps_cli_bt_{ty}_{}", std::process::id());
         let _ = std::fs::remove_file(&path);
         let vl = value_len.to_string();
-        cli.ok(&["map", "create", &path, "type", ty, "key", "4", "value", &vl, "entries", "8", "name", "bt"]);
+        cli.ok(&[
+            "map", "create", &path, "type", ty, "key", "4", "value", &vl, "entries", "8", "name",
+            "bt",
+        ]);
         for k in 0..5u8 {
             let key = k.to_string();
-            let mut args = vec!["map", "update", "pinned", &path, "key", &key, "0", "0", "0", "value"];
-            let bytes: Vec<String> = (0..value_len).map(|i| (i * 3 + k as usize).to_string()).collect();
+            let mut args = vec![
+                "map", "update", "pinned", &path, "key", &key, "0", "0", "0", "value",
+            ];
+            let bytes: Vec<String> = (0..value_len)
+                .map(|i| (i * 3 + k as usize).to_string())
+                .collect();
             args.extend(bytes.iter().map(String::as_str));
             cli.ok(&args);
         }
@@ -355,7 +496,16 @@ fn pinned_maps_of_a_run_outlive_it() {
     let dir = format!("/sys/fs/bpf/bpfmaps_cli_run_{}", std::process::id());
     let _ = std::fs::remove_dir_all(&dir);
     let obj = repo().join("bpf/obj/ringbuf_events.bpf.o");
-    cli.ok(&["run", obj.to_str().unwrap(), "--pin-maps", &dir, "--", "python3", "-c", "import os; os.sched_getscheduler(0)"]);
+    cli.ok(&[
+        "run",
+        obj.to_str().unwrap(),
+        "--pin-maps",
+        &dir,
+        "--",
+        "python3",
+        "-c",
+        "import os; os.sched_getscheduler(0)",
+    ]);
     // The run is over; its pinned ARRAY is still there, and readable by bpftool too.
     let ours = cli.json(&["map", "dump", "pinned", &format!("{dir}/ringbuf_drops")]);
     assert_eq!(ours.as_array().unwrap().len(), 1);
@@ -378,7 +528,9 @@ fn bpftool_text(args: &[&str], json: bool) -> Option<String> {
         cmd.arg("-j");
     }
     let out = cmd.args(args).output().unwrap();
-    out.status.success().then(|| String::from_utf8(out.stdout).unwrap())
+    out.status
+        .success()
+        .then(|| String::from_utf8(out.stdout).unwrap())
 }
 
 /// Writes two patterned elements into the map pinned at `path` with bpftool: printable ASCII
@@ -394,7 +546,9 @@ fn fill_with_bpftool(path: &str, show: &Value) {
             let index = if element == 0 { 0 } else { max_entries - 1 };
             index.to_le_bytes()[..key_size.min(4)].to_vec()
         } else {
-            (0..key_size).map(|i| ((i * 7 + 1 + element * 100) & 0xff) as u8).collect()
+            (0..key_size)
+                .map(|i| ((i * 7 + 1 + element * 100) & 0xff) as u8)
+                .collect()
         };
         let value: Vec<u8> = (0..value_size)
             .map(|i| match element {
@@ -403,12 +557,21 @@ fn fill_with_bpftool(path: &str, show: &Value) {
                 _ => ((i * 37 + 11) & 0xff) as u8,
             })
             .collect();
-        let mut args = vec!["map".to_owned(), "update".into(), "pinned".into(), path.into(), "key".into()];
+        let mut args = vec![
+            "map".to_owned(),
+            "update".into(),
+            "pinned".into(),
+            path.into(),
+            "key".into(),
+        ];
         args.extend(key.iter().map(u8::to_string));
         args.push("value".into());
         args.extend(value.iter().map(u8::to_string));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert!(bpftool_text(&args, false).is_some(), "bpftool {args:?} failed");
+        assert!(
+            bpftool_text(&args, false).is_some(),
+            "bpftool {args:?} failed"
+        );
     }
 }
 
@@ -442,13 +605,22 @@ fn compare_map_with_bpftool(cli: &Cli, path: &str) -> bool {
         ),
     }
     let first_key: Option<Vec<String>> = ours.as_array().unwrap().first().map(|e| {
-        e["key"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().to_owned()).collect()
+        e["key"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_str().unwrap().to_owned())
+            .collect()
     });
     if let Some(key) = first_key {
         let mut args = vec!["map", "lookup", "pinned", path, "key"];
         args.extend(key.iter().map(String::as_str));
         if map_type != "stack_trace" {
-            assert_eq!(cli.ok(&args), bpftool_text(&args, false).unwrap(), "plain lookup in {path}");
+            assert_eq!(
+                cli.ok(&args),
+                bpftool_text(&args, false).unwrap(),
+                "plain lookup in {path}"
+            );
         }
         if let Ok(theirs) = serde_json::from_str::<Value>(&bpftool_text(&args, true).unwrap()) {
             let mut ours_args = vec!["-j"];
@@ -476,7 +648,10 @@ fn btf_formatted_dumps_equal_bpftools_for_every_map_of_every_object() {
         return;
     }
     let cli = Cli::new("btf");
-    let root = PathBuf::from(format!("/sys/fs/bpf/bpfmaps_cli_btf_{}", std::process::id()));
+    let root = PathBuf::from(format!(
+        "/sys/fs/bpf/bpfmaps_cli_btf_{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&root);
     let _cleanup = RemoveDirOnDrop(root.clone());
     let mut objects: Vec<PathBuf> = std::fs::read_dir(repo().join("bpf/obj"))
@@ -490,7 +665,12 @@ fn btf_formatted_dumps_equal_bpftools_for_every_map_of_every_object() {
     objects.push(repo().join("crates/cli/tests/data/btf_kinds.bpf.o"));
     let (mut compared, mut with_btf, mut global_data) = (0, 0, 0);
     for object_path in &objects {
-        let stem = object_path.file_name().unwrap().to_str().unwrap().trim_end_matches(".bpf.o");
+        let stem = object_path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(".bpf.o");
         let dir = root.join(stem);
         std::fs::create_dir_all(&dir).unwrap();
         // Loaded as `bpfmaps run OBJ --pin-maps DIR` loads it, with by-name pins kept in DIR too,
@@ -504,7 +684,10 @@ fn btf_formatted_dumps_equal_bpftools_for_every_map_of_every_object() {
             object.map(&map.def.name).unwrap().pin(&pin).unwrap();
             global_data += 1;
         }
-        let mut pins: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut pins: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         pins.sort();
         for pin in &pins {
             compared += 1;
@@ -523,7 +706,14 @@ fn btf_formatted_dumps_equal_bpftools_for_every_map_of_every_object() {
     let progs = libbpf_dir.join("progs");
     let maps = libbpf_dir.join("maps");
     let loaded = bpftool_text(
-        &["prog", "loadall", kinds, progs.to_str().unwrap(), "pinmaps", maps.to_str().unwrap()],
+        &[
+            "prog",
+            "loadall",
+            kinds,
+            progs.to_str().unwrap(),
+            "pinmaps",
+            maps.to_str().unwrap(),
+        ],
         false,
     );
     assert!(loaded.is_some(), "bpftool prog loadall {kinds} failed");
@@ -531,14 +721,20 @@ fn btf_formatted_dumps_equal_bpftools_for_every_map_of_every_object() {
     for pin in std::fs::read_dir(&maps).unwrap().map(|e| e.unwrap().path()) {
         let path = pin.to_str().unwrap();
         assert!(compare_map_with_bpftool(&cli, path), "{path} has no BTF");
-        if bpftool_text(&["map", "dump", "pinned", path], true).unwrap().contains("\"formatted\":{\"value\":{\".") {
+        if bpftool_text(&["map", "dump", "pinned", path], true)
+            .unwrap()
+            .contains("\"formatted\":{\"value\":{\".")
+        {
             datasecs += 1;
         }
     }
     assert_eq!(datasecs, 3, ".data, .bss and .rodata print as DATASECs");
     // Every committed object has a .rodata map; all but legacy_map's declared maps and the
     // stack, ring and perf maps carry BTF key and value types.
-    assert!(global_data >= objects.len(), "{global_data} global-data maps");
+    assert!(
+        global_data >= objects.len(),
+        "{global_data} global-data maps"
+    );
     assert!(with_btf >= 20, "only {with_btf} of {compared} maps had BTF");
 }
 
@@ -548,12 +744,37 @@ fn bench_prints_both_engines_side_by_side() {
         return;
     }
     let cli = Cli::new("bench");
-    let v = cli.json(&["bench", "--type", "hash,array", "--entries", "100", "--ops", "2000", "--samples", "1"]);
+    let v = cli.json(&[
+        "bench",
+        "--type",
+        "hash,array",
+        "--entries",
+        "100",
+        "--ops",
+        "2000",
+        "--samples",
+        "1",
+    ]);
     let rows = v.as_array().unwrap();
-    let got: Vec<(&str, &str)> = rows.iter().map(|r| (r["map_type"].as_str().unwrap(), r["op"].as_str().unwrap())).collect();
-    assert_eq!(got, vec![("hash", "lookup"), ("hash", "update"), ("array", "lookup"), ("array", "update")]);
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["map_type"].as_str().unwrap(), r["op"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("hash", "lookup"),
+            ("hash", "update"),
+            ("array", "lookup"),
+            ("array", "update")
+        ]
+    );
     for r in rows {
-        let (k, u, ratio) = (r["kernel_ns"].as_f64().unwrap(), r["user_ns"].as_f64().unwrap(), r["ratio"].as_f64().unwrap());
+        let (k, u, ratio) = (
+            r["kernel_ns"].as_f64().unwrap(),
+            r["user_ns"].as_f64().unwrap(),
+            r["ratio"].as_f64().unwrap(),
+        );
         assert!(k > 0.0 && u > 0.0, "{r}");
         assert!((ratio - k / u).abs() < 1e-6 * ratio.max(1.0), "{r}");
     }

@@ -14,7 +14,6 @@ use bpfmaps_abi::{MapDef, MapType};
 use bpfmaps_difftest::engines::{Candidate, Kernel};
 use bpfmaps_difftest::known::KNOWN_DIVERGENCES;
 use bpfmaps_difftest::lru_invariants::run_lru_invariants;
-use bpfmaps_difftest::op::Op;
 use bpfmaps_difftest::{
     kernel_usable, op_totals_line, run_differential, sys, Comparison, MapFactory, SuiteConfig,
     SuiteReport,
@@ -250,9 +249,15 @@ fn syscall_side_errnos_of_stack_ringbuf_and_perf_maps_match_kernel() {
 /// later goes into the list with the rule it breaks, and this test then names every open one.
 #[test]
 fn no_divergence_is_open() {
-    let open: Vec<(Option<MapType>, &str)> =
-        KNOWN_DIVERGENCES.iter().map(|d| (d.map_type, d.rule)).collect();
-    assert_eq!(open, vec![], "open divergences of the user engine from the kernel");
+    let open: Vec<(Option<MapType>, &str)> = KNOWN_DIVERGENCES
+        .iter()
+        .map(|d| (d.map_type, d.rule))
+        .collect();
+    assert_eq!(
+        open,
+        vec![],
+        "open divergences of the user engine from the kernel"
+    );
 }
 
 /// Bigger maps and longer sequences (a quarter of the cases, at least 10): LRU lists with

@@ -871,7 +871,13 @@ fn lock_free_syscall_lookups_never_return_a_torn_or_foreign_value() {
     // round) and inserting other keys to force evictions and node reuse; readers look keys up
     // without the lock and must only ever see a whole value of the key they asked for.
     let vlen = 256usize;
-    let m = user(&def(MapType::LruHash, 4, vlen as u32, 16, BPF_F_NO_COMMON_LRU));
+    let m = user(&def(
+        MapType::LruHash,
+        4,
+        vlen as u32,
+        16,
+        BPF_F_NO_COMMON_LRU,
+    ));
     let stop = std::sync::atomic::AtomicBool::new(false);
     let byte = |k: u32, round: u32| (k * 16 + round % 16) as u8;
     std::thread::scope(|scope| {

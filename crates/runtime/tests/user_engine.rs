@@ -266,7 +266,8 @@ fn perf_event_output_with_current_cpu_reaches_the_invocations_cpu_ring() {
     use bpfmaps_maps::perf_event_array::{PerfBuffer, PerfEventArray};
 
     let mut spec = ObjectSpec::from_file(&seed("perf_events")).expect("parse");
-    spec.set_global("target_tgid", &std::process::id().to_ne_bytes()).unwrap();
+    spec.set_global("target_tgid", &std::process::id().to_ne_bytes())
+        .unwrap();
     let object = UserObject::load(spec, &LoadOptions::default()).expect("load");
     let perf_map = object.map("perf_out").unwrap().map.clone();
     let perf = perf_map
@@ -274,16 +275,27 @@ fn perf_event_output_with_current_cpu_reaches_the_invocations_cpu_ring() {
         .as_any()
         .downcast_ref::<PerfEventArray>()
         .expect("a perf event array");
-    let mut consumer = PerfBuffer::new(perf, 1).expect("perf buffer").into_consumer();
+    let mut consumer = PerfBuffer::new(perf, 1)
+        .expect("perf buffer")
+        .into_consumer();
     let program = object.program("perf_sample_getpriority").unwrap();
     let cpus = bpfmaps_maps::possible_cpus();
     for cpu in 0..cpus {
         let mut context = vec![0u8; 64];
         context[24..32].copy_from_slice(&(1_000 + u64::from(cpu)).to_ne_bytes());
-        assert_eq!(program.run_on_cpu(cpu, &mut context).expect("cpu").expect("run"), 0);
+        assert_eq!(
+            program
+                .run_on_cpu(cpu, &mut context)
+                .expect("cpu")
+                .expect("run"),
+            0
+        );
     }
     let mut samples = Vec::new();
-    while let Some(event) = consumer.next_event(Some(std::time::Duration::ZERO)).expect("read") {
+    while let Some(event) = consumer
+        .next_event(Some(std::time::Duration::ZERO))
+        .expect("read")
+    {
         match event {
             PerfEvent::Sample { cpu, data } => samples.push((
                 cpu,
@@ -298,9 +310,17 @@ fn perf_event_output_with_current_cpu_reaches_the_invocations_cpu_ring() {
     let expected: Vec<(u32, u32, u32, u64)> = (0..cpus)
         .map(|cpu| (cpu, std::process::id(), cpu, 1_000 + u64::from(cpu)))
         .collect();
-    assert_eq!(samples, expected, "each sample on its CPU's ring, saying that CPU");
+    assert_eq!(
+        samples, expected,
+        "each sample on its CPU's ring, saying that CPU"
+    );
     let mut errors = [0u8; 8];
-    object.map("output_errors").unwrap().map.lookup(&0u32.to_ne_bytes(), &mut errors, 0).unwrap();
+    object
+        .map("output_errors")
+        .unwrap()
+        .map
+        .lookup(&0u32.to_ne_bytes(), &mut errors, 0)
+        .unwrap();
     assert_eq!(u64::from_ne_bytes(errors), 0);
 }
 
@@ -341,6 +361,9 @@ fn a_mismatched_pin_is_refused_naming_the_field() {
             assert_eq!(map, "pinned_counts");
             assert_eq!((field, expected, found), (PinField::MaxEntries, 256, 128));
         }
-        other => panic!("expected a pin mismatch, got {:?}", other.map(|o| o.name().to_owned())),
+        other => panic!(
+            "expected a pin mismatch, got {:?}",
+            other.map(|o| o.name().to_owned())
+        ),
     }
 }
