@@ -2,59 +2,142 @@
 //! as a BPF program owns its CPU (migration disabled) in the kernel. That is what makes per-CPU
 //! map values safe to update without atomics, and what `bpf_get_smp_processor_id` returns.
 //!
+//! Owns the slot file's layout and the few pthread and futex calls on it; the mapping itself and
+//! the mutex initialisation come from `bpfmaps_maps::region` and `bpfmaps_maps::lock`.
+//!
 //! # Exclusivity across processes
 //!
-//! The slots of a pin root ([`CpuSlots::for_root`]) are shared by every process using that root:
-//! slot `n` is the file `<pin root>/.cpus/<n>` (empty; mode 0600), and owning the slot means
-//! holding an exclusive `flock` on it. A process opens each slot file once and keeps it open;
-//! the kernel releases a dead process's flocks, so a killed process never keeps a slot.
+//! The slots of a pin root ([`CpuSlots::for_root`]) are shared by every process using that root
+//! through one small file, `<pin root>/.cpus/slots` (mode 0600), mapped `MAP_SHARED`. Slot `n` is
+//! a robust, process-shared pthread mutex in that file; owning the slot means holding the mutex.
+//! Taking and releasing a free slot is one atomic compare-and-swap each in user space: no system
+//! call unless somebody waits.
 //!
-//! Within a process, a slot is first claimed in memory (a mutex-protected busy flag per slot and
-//! a condition variable), so threads of one process never contend on the flock (which belongs to
-//! the process's open file description and would not exclude them from one another). Taking a
-//! slot is therefore: claim a locally free slot — the one of the CPU the thread runs on when it
-//! is free, else the lowest free one — then `flock(LOCK_EX | LOCK_NB)` it; when another process
-//! holds it, the next locally free slot is tried; when every locally free slot is held elsewhere,
-//! the thread blocks in `flock(LOCK_EX)` on the first one it claimed. When every slot is busy in
-//! the process, it waits on the condition variable. Releasing is `flock(LOCK_UN)`, then clearing
-//! the flag and waking one waiter.
+//! Taking any slot ([`CpuSlots::acquire`]): `pthread_mutex_trylock` on every slot, starting with
+//! the CPU the thread runs on. When all are busy, the thread registers as a sleeper in the file
+//! header, tries all slots again, and sleeps on the header's release counter (a process-shared
+//! futex) until a release bumps it; then it tries again. A release unlocks the mutex and, only
+//! when the sleeper count is not zero, bumps the counter and wakes the sleepers. Both sides put a
+//! sequentially consistent fence between their write (sleeper count, unlock) and their read
+//! (slots, sleeper count), so either the sleeper sees the free slot or the releaser sees the
+//! sleeper: no wake-up is lost. Sleeps are also bounded ([`SLEEP_LIMIT`]) as a safety net.
+//! Taking one given slot ([`CpuSlots::acquire_cpu`]) blocks in `pthread_mutex_lock` on it.
 //!
-//! [`CpuSlots::new`] makes a process-local set (no files), for tests and embedders without a
-//! pin root.
+//! # Dead owners
 //!
-//! Limits: a child made by `fork` without `exec` shares the parent's open file descriptions and
-//! so its flocks; it must not run programs on slots the parent holds. Should `flock` fail with
-//! anything but `EINTR` (e.g. `ENOLCK`), the invocation runs with in-process exclusivity only and
-//! [`CpuSlots::lock_failures`] counts it.
+//! A mutex owned by a thread that dies (also by `SIGKILL`) is handed to the next locker with
+//! `EOWNERDEAD` (glibc's robust list, processed by the kernel at thread exit); the slot is then
+//! marked consistent and used normally, and [`CpuSlots::recovered_slots`] counts it. The per-CPU
+//! values the dead invocation was updating may be left half-written (a torn value, or an
+//! increment lost or kept), much as a kernel program's per-CPU update can be seen half-done by a
+//! program interrupting it on the same CPU: the slot protects the *run*, not the map's contents.
+//! A thread blocked on that very slot ([`CpuSlots::acquire_cpu`]) is woken by the kernel; a thread
+//! waiting for any slot notices the dead owner's slot within [`SLEEP_LIMIT`]. A process killed
+//! while *sleeping* for a slot leaves the sleeper count one too high: nothing is lost, but every
+//! later release under that pin root pays one `futex` wake system call until the pin root's
+//! `.cpus/slots` is removed.
+//!
+//! # Layout of `.cpus/slots` (native endianness)
+//!
+//! | offset            | size | field                                                   |
+//! |-------------------|------|---------------------------------------------------------|
+//! | 0                 | 4    | magic [`SLOT_FILE_MAGIC`]                               |
+//! | 4                 | 4    | layout version [`SLOT_FILE_VERSION`]                    |
+//! | 8                 | 4    | slot count `n`                                          |
+//! | 12                | 4    | size of one lock slot (64)                              |
+//! | 16                | 4    | release counter (futex word sleepers wait on)           |
+//! | 20                | 4    | sleeper count                                           |
+//! | 24                | 40   | zero                                                    |
+//! | 64 + 64·i         | 64   | slot `i`: a robust, process-shared `pthread_mutex_t`    |
+//!
+//! The file is made race-free: created unnamed (`O_TMPFILE`) in `.cpus`, sized, every mutex
+//! initialised and the header written, and only then linked to `.cpus/slots`. A process that loses
+//! the race to link (`EEXIST`) drops its copy and maps the winner's. An existing file is checked
+//! (magic, version, count, length) before use.
+//!
+//! [`CpuSlots::new`] makes a process-local set (the same layout in an unnamed memory file), for
+//! tests and embedders without a pin root.
+//!
+//! Limits: a slot belongs to the *thread* that took it, so a [`CpuSlot`] cannot be sent to
+//! another thread (it is `!Send`). A thread taking a slot it already holds through
+//! [`CpuSlots::acquire_cpu`] waits forever, as a nested invocation on a busy CPU would. Should a
+//! pthread call fail with an unexpected error, the invocation runs without exclusivity and
+//! [`CpuSlots::lock_failures`] counts it. A child made by `fork` is a different thread: it never
+//! shares its parent's slots.
 
-use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::marker::PhantomData;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bpfmaps_maps::lock::{init_lock, LOCK_SLOT_SIZE};
+use bpfmaps_maps::region::{self, Region};
 
 /// Name of the slot directory under the pin root.
 pub const CPU_SLOT_DIR: &str = ".cpus";
 
+/// Name of the slot file inside [`CPU_SLOT_DIR`].
+pub const CPU_SLOT_FILE: &str = "slots";
+
+/// First word of a slot file ("BPCS" read as a little-endian word).
+pub const SLOT_FILE_MAGIC: u32 = u32::from_le_bytes(*b"BPCS");
+
+/// Layout version of the slot file.
+pub const SLOT_FILE_VERSION: u32 = 1;
+
+/// The longest a thread waiting for any slot sleeps before it looks at the slots again even
+/// without a wake-up. A slot whose owner dies is freed without a wake-up, so this also bounds
+/// how long such a waiter takes to notice it.
+pub const SLEEP_LIMIT: Duration = Duration::from_millis(20);
+
+/// Bytes of the header before slot 0 (one cache line).
+const HEADER_SIZE: usize = 64;
+const MAGIC_OFFSET: usize = 0;
+const VERSION_OFFSET: usize = 4;
+const COUNT_OFFSET: usize = 8;
+const SLOT_SIZE_OFFSET: usize = 12;
+const RELEASES_OFFSET: usize = 16;
+const SLEEPERS_OFFSET: usize = 20;
+
+/// The largest slot count a file may declare (far above any machine's possible CPUs).
+const MAX_SLOTS: u32 = 1 << 16;
+
+/// Byte offset of slot `index`'s mutex.
+fn slot_offset(index: usize) -> usize {
+    HEADER_SIZE + index * LOCK_SLOT_SIZE
+}
+
+/// Length of a slot file with `count` slots.
+fn file_len(count: u32) -> usize {
+    slot_offset(count as usize)
+}
+
 /// A set of CPU slots, each free or owned by one invocation.
 #[derive(Debug)]
 pub struct CpuSlots {
-    busy: Mutex<Vec<bool>>,
-    freed: Condvar,
-    /// One open lock file per slot when the slots are system-wide; empty when process-local.
-    files: Vec<File>,
+    /// The slot file (or the process-local memory file), mapped shared.
+    region: Region,
+    count: u32,
     /// The slot directory, for system-wide slots.
     dir: Option<PathBuf>,
     lock_failures: AtomicU64,
+    recovered: AtomicU64,
 }
 
-/// An owned CPU slot; dropping it frees the slot and wakes one waiter.
+/// An owned CPU slot; dropping it frees the slot and wakes the threads waiting for any slot.
+///
+/// Not `Send`: the slot's mutex belongs to the thread that took it and only that thread can
+/// release it.
 #[derive(Debug)]
 pub struct CpuSlot<'a> {
     slots: &'a CpuSlots,
     cpu: u32,
+    /// False when locking failed unexpectedly and the run goes on without the mutex.
+    held: bool,
+    not_send: PhantomData<*const ()>,
 }
 
 impl CpuSlot<'_> {
@@ -66,71 +149,157 @@ impl CpuSlot<'_> {
 
 impl Drop for CpuSlot<'_> {
     fn drop(&mut self) {
-        let index = self.cpu as usize;
-        if self.slots.file_lock(index, libc::LOCK_UN).is_err() {
-            // Unlocking an open file we locked cannot fail but with EINTR-like transients;
-            // closing is not an option (the file is shared by the process), so count it.
-            self.slots.lock_failures.fetch_add(1, Ordering::Relaxed);
+        if self.held {
+            self.slots.release(self.cpu as usize);
         }
-        self.slots.unclaim(index);
     }
 }
 
-/// The CPU the calling thread runs on now, if the OS says.
-fn current_cpu() -> Option<u32> {
-    // SAFETY: sched_getcpu has no preconditions; it returns -1 on failure.
-    let cpu = unsafe { libc::sched_getcpu() };
-    u32::try_from(cpu).ok()
+/// Outcome of a non-blocking attempt on one slot.
+enum TryLock {
+    /// The mutex is ours (taken over from a dead owner, too: see `recovered`).
+    Taken,
+    /// Somebody else holds it.
+    Busy,
+    /// An unexpected pthread error (counted in `lock_failures`).
+    Failed,
 }
 
-/// Outcome of a non-blocking attempt on a slot file.
-enum TryLock {
-    Taken,
-    HeldElsewhere,
+fn invalid(path: &Path, what: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {what}", path.display()),
+    )
 }
 
 impl CpuSlots {
     /// `count` free process-local slots (at least one): exclusive between threads of this
     /// process only.
+    ///
+    /// # Panics
+    ///
+    /// When the process cannot make or map a memory file of `64 × (count + 1)` bytes (out of
+    /// file descriptors or memory).
     pub fn new(count: u32) -> CpuSlots {
+        let count = count.clamp(1, MAX_SLOTS);
+        // A memory file of a few KiB, initialised by us alone: failure here means the process
+        // is out of file descriptors or memory, where nothing useful can go on.
+        let region = region::create_memfd(file_len(count) as u64)
+            .map_err(|e| e.to_string())
+            .and_then(|file| Region::map(file).map_err(|e| e.to_string()))
+            .and_then(|region| {
+                Self::initialise(&region, count)
+                    .map(|()| region)
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap_or_else(|e| panic!("cannot make {count} process-local CPU slots: {e}"));
+        CpuSlots::from_region(region, count, None)
+    }
+
+    fn from_region(region: Region, count: u32, dir: Option<PathBuf>) -> CpuSlots {
         CpuSlots {
-            busy: Mutex::new(vec![false; count.max(1) as usize]),
-            freed: Condvar::new(),
-            files: Vec::new(),
-            dir: None,
+            region,
+            count,
+            dir,
             lock_failures: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
         }
     }
 
-    /// `count` slots (at least one) shared by every process using `root`: opens (creating when
-    /// missing) `root/.cpus/0` .. `root/.cpus/<count - 1>`.
+    /// Writes a fresh slot file's header and initialises every slot's mutex. Only for a file no
+    /// other process or thread can reach yet.
+    fn initialise(region: &Region, count: u32) -> io::Result<()> {
+        for index in 0..count as usize {
+            init_lock(region, slot_offset(index)).map_err(io::Error::other)?;
+        }
+        region.write(VERSION_OFFSET, &SLOT_FILE_VERSION.to_ne_bytes());
+        region.write(COUNT_OFFSET, &count.to_ne_bytes());
+        region.write(SLOT_SIZE_OFFSET, &(LOCK_SLOT_SIZE as u32).to_ne_bytes());
+        region.write(MAGIC_OFFSET, &SLOT_FILE_MAGIC.to_ne_bytes());
+        Ok(())
+    }
+
+    /// Checks an existing slot file's header against what this process expects.
+    fn validate(region: &Region, count: u32, path: &Path) -> io::Result<()> {
+        let word = |off: usize| {
+            let mut bytes = [0u8; 4];
+            region.read(off, &mut bytes);
+            u32::from_ne_bytes(bytes)
+        };
+        if region.len() < HEADER_SIZE || word(MAGIC_OFFSET) != SLOT_FILE_MAGIC {
+            return Err(invalid(path, "not a CPU slot file".to_owned()));
+        }
+        if word(VERSION_OFFSET) != SLOT_FILE_VERSION
+            || word(SLOT_SIZE_OFFSET) != LOCK_SLOT_SIZE as u32
+        {
+            return Err(invalid(
+                path,
+                format!(
+                    "CPU slot file version {} (slot size {}), expected {} ({})",
+                    word(VERSION_OFFSET),
+                    word(SLOT_SIZE_OFFSET),
+                    SLOT_FILE_VERSION,
+                    LOCK_SLOT_SIZE
+                ),
+            ));
+        }
+        let found = word(COUNT_OFFSET);
+        if found != count {
+            return Err(invalid(
+                path,
+                format!("{found} CPU slots, this process needs {count}"),
+            ));
+        }
+        if region.len() != file_len(count) {
+            return Err(invalid(
+                path,
+                format!(
+                    "{} bytes, {count} slots need {}",
+                    region.len(),
+                    file_len(count)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `count` slots (at least one) shared by every process using `root`: maps
+    /// `root/.cpus/slots`, creating it (race-free) when missing.
     pub fn system_wide(root: &Path, count: u32) -> io::Result<CpuSlots> {
+        let count = count.clamp(1, MAX_SLOTS);
         let dir = root.join(CPU_SLOT_DIR);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&dir)?;
-        let count = count.max(1);
-        let mut files = Vec::with_capacity(count as usize);
-        for cpu in 0..count {
-            let path = dir.join(cpu.to_string());
-            let file = std::fs::OpenOptions::new()
+            .create(&dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        let path = dir.join(CPU_SLOT_FILE);
+        let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        loop {
+            match std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
                 .open(&path)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            files.push(file);
+            {
+                Ok(file) => {
+                    let region = Region::map(file).map_err(|e| invalid(&path, e.to_string()))?;
+                    Self::validate(&region, count, &path)?;
+                    return Ok(CpuSlots::from_region(region, count, Some(dir)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(with_path(e)),
+            }
+            let file =
+                region::create_unnamed_file(&dir, file_len(count) as u64).map_err(with_path)?;
+            let region = Region::map(file).map_err(|e| invalid(&path, e.to_string()))?;
+            Self::initialise(&region, count).map_err(with_path)?;
+            match region::link_file(region.file(), &path) {
+                Ok(()) => return Ok(CpuSlots::from_region(region, count, Some(dir))),
+                // Another process published its file first: use that one.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(with_path(e)),
+            }
         }
-        Ok(CpuSlots {
-            busy: Mutex::new(vec![false; count as usize]),
-            freed: Condvar::new(),
-            files,
-            dir: Some(dir),
-            lock_failures: AtomicU64::new(0),
-        })
     }
 
     /// The system-wide slots of pin root `root`, over the machine's possible CPUs: one set per
@@ -151,154 +320,233 @@ impl CpuSlots {
 
     /// Number of slots.
     pub fn count(&self) -> u32 {
-        // The vector was built from a u32 count.
-        self.lock().len() as u32
+        self.count
     }
 
-    /// The slot files' directory, when the slots are system-wide.
+    /// The slot file's directory, when the slots are system-wide.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }
 
-    /// How many times a slot file's `flock` failed unexpectedly (the invocation then ran with
-    /// in-process exclusivity only).
+    /// How many times a slot's mutex failed with an unexpected error (the invocation then ran
+    /// without exclusivity), or a futex sleep failed.
     pub fn lock_failures(&self) -> u64 {
         self.lock_failures.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<bool>> {
-        // A poisoned lock only means a holder panicked between two plain bool writes: the
-        // vector is still consistent.
-        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+    /// How many slots this process took over from an owner that died holding them.
+    pub fn recovered_slots(&self) -> u64 {
+        self.recovered.load(Ordering::Relaxed)
     }
 
-    fn unclaim(&self, index: usize) {
-        let mut busy = self.lock();
-        if let Some(slot) = busy.get_mut(index) {
-            *slot = false;
-        }
-        drop(busy);
-        self.freed.notify_one();
+    fn mutex(&self, index: usize) -> *mut libc::pthread_mutex_t {
+        self.region
+            .ptr_at(slot_offset(index), LOCK_SLOT_SIZE, LOCK_SLOT_SIZE)
+            .cast::<libc::pthread_mutex_t>()
     }
 
-    /// `flock(operation)` on slot `index`'s file, retrying on EINTR; `Ok` for process-local
-    /// slots.
-    fn file_lock(&self, index: usize, operation: i32) -> io::Result<()> {
-        let Some(file) = self.files.get(index) else {
-            return Ok(());
-        };
-        loop {
-            // SAFETY: the descriptor is open for as long as `self` lives; flock only changes
-            // the lock state of its open file description.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
-            if rc == 0 {
-                return Ok(());
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
+    fn releases(&self) -> &AtomicU32 {
+        self.region.atomic_u32(RELEASES_OFFSET)
+    }
+
+    fn sleepers(&self) -> &AtomicU32 {
+        self.region.atomic_u32(SLEEPERS_OFFSET)
+    }
+
+    fn slot(&self, index: usize, held: bool) -> CpuSlot<'_> {
+        CpuSlot {
+            slots: self,
+            // `index` is below `count`, a u32.
+            cpu: index as u32,
+            held,
+            not_send: PhantomData,
         }
     }
 
-    /// Tries to take slot `index`'s file lock without blocking.
-    fn try_file_lock(&self, index: usize) -> TryLock {
-        match self.file_lock(index, libc::LOCK_EX | libc::LOCK_NB) {
-            Ok(()) => TryLock::Taken,
-            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => TryLock::HeldElsewhere,
-            Err(_) => {
+    /// After `EOWNERDEAD`: makes the mutex usable again and counts the recovery.
+    fn make_consistent(&self, index: usize) -> bool {
+        // SAFETY: the calling thread holds slot `index`'s mutex (just returned EOWNERDEAD), an
+        // initialised process-shared robust mutex inside the live mapping.
+        let rc = unsafe { libc::pthread_mutex_consistent(self.mutex(index)) };
+        if rc == 0 {
+            self.recovered.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            self.lock_failures.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    fn try_lock(&self, index: usize) -> TryLock {
+        // SAFETY: slot `index` (< count, checked by the file's validation and `ptr_at`) holds a
+        // robust process-shared mutex initialised before the file was published; the mapping
+        // lives as long as `self`.
+        let rc = unsafe { libc::pthread_mutex_trylock(self.mutex(index)) };
+        match rc {
+            0 => TryLock::Taken,
+            libc::EBUSY => TryLock::Busy,
+            libc::EOWNERDEAD => {
+                if self.make_consistent(index) {
+                    TryLock::Taken
+                } else {
+                    self.unlock(index);
+                    TryLock::Failed
+                }
+            }
+            _ => {
                 self.lock_failures.fetch_add(1, Ordering::Relaxed);
-                TryLock::Taken
+                TryLock::Failed
             }
         }
     }
 
-    /// Blocks until slot `index`'s file lock is taken.
-    fn wait_file_lock(&self, index: usize) {
-        if self.file_lock(index, libc::LOCK_EX).is_err() {
+    /// Blocks until slot `index`'s mutex is ours; false on an unexpected error (counted).
+    fn lock_blocking(&self, index: usize) -> bool {
+        // SAFETY: as in `try_lock`.
+        let rc = unsafe { libc::pthread_mutex_lock(self.mutex(index)) };
+        match rc {
+            0 => true,
+            libc::EOWNERDEAD => {
+                if self.make_consistent(index) {
+                    true
+                } else {
+                    self.unlock(index);
+                    false
+                }
+            }
+            _ => {
+                self.lock_failures.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn unlock(&self, index: usize) {
+        // SAFETY: the calling thread holds slot `index`'s mutex (a `CpuSlot` is `!Send` and only
+        // made after a successful lock); the mutex lives in the mapping owned by `self`.
+        let rc = unsafe { libc::pthread_mutex_unlock(self.mutex(index)) };
+        if rc != 0 {
             self.lock_failures.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// A locally free slot not in `skip`, preferring the CPU the thread runs on.
-    fn pick(busy: &[bool], skip: &[usize]) -> Option<usize> {
-        let free = |i: usize| busy.get(i) == Some(&false) && !skip.contains(&i);
-        if let Some(cpu) = current_cpu().map(|c| c as usize) {
-            if free(cpu) {
-                return Some(cpu);
+    /// Frees slot `index` and wakes the threads waiting for any slot, if there are some.
+    fn release(&self, index: usize) {
+        self.unlock(index);
+        // Pairs with the fence in `acquire_waiting`: either a sleeper's retry sees this unlock,
+        // or this load sees the sleeper.
+        fence(Ordering::SeqCst);
+        if self.sleepers().load(Ordering::SeqCst) != 0 {
+            self.releases().fetch_add(1, Ordering::SeqCst);
+            futex_wake_all(self.releases());
+        }
+    }
+
+    /// One non-blocking pass over every slot, starting at `start`.
+    fn try_each(&self, start: usize) -> Option<CpuSlot<'_>> {
+        let count = self.count as usize;
+        let mut failed = None;
+        for step in 0..count {
+            let index = (start + step) % count;
+            match self.try_lock(index) {
+                TryLock::Taken => return Some(self.slot(index, true)),
+                TryLock::Busy => {}
+                TryLock::Failed => failed = failed.or(Some(index)),
             }
         }
-        (0..busy.len()).find(|&i| free(i))
+        // A slot whose mutex is broken runs without exclusivity rather than never.
+        failed.map(|index| self.slot(index, false))
     }
 
     /// Takes a free slot, waiting while all are busy (in this process or elsewhere).
     pub fn acquire(&self) -> CpuSlot<'_> {
-        // Slots claimed locally this round whose file lock another process held.
-        let mut held_elsewhere: Vec<usize> = Vec::new();
-        loop {
-            let mut busy = self.lock();
-            let index = loop {
-                if let Some(index) = Self::pick(&busy, &held_elsewhere) {
-                    break Some(index);
-                }
-                if !held_elsewhere.is_empty() {
-                    break None;
-                }
-                busy = self.freed.wait(busy).unwrap_or_else(|e| e.into_inner());
-            };
-            let Some(index) = index else {
-                // Every slot free here is held by other processes: wait on the first of them
-                // (if it is still free here).
-                let first = held_elsewhere[0];
-                if busy[first] {
-                    held_elsewhere.clear();
-                    continue;
-                }
-                busy[first] = true;
-                drop(busy);
-                self.wait_file_lock(first);
-                return CpuSlot {
-                    slots: self,
-                    cpu: first as u32,
-                };
-            };
-            busy[index] = true;
-            drop(busy);
-            match self.try_file_lock(index) {
-                TryLock::Taken => {
-                    return CpuSlot {
-                        slots: self,
-                        cpu: index as u32,
-                    }
-                }
-                TryLock::HeldElsewhere => {
-                    self.unclaim(index);
-                    held_elsewhere.push(index);
-                }
-            }
+        let start = region::current_cpu().map_or(0, |cpu| cpu as usize % self.count as usize);
+        match self.try_each(start) {
+            Some(slot) => slot,
+            None => self.acquire_waiting(start),
         }
+    }
+
+    /// The slow path of [`CpuSlots::acquire`]: every slot was busy.
+    fn acquire_waiting(&self, start: usize) -> CpuSlot<'_> {
+        self.sleepers().fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `release`.
+        fence(Ordering::SeqCst);
+        let slot = loop {
+            let seen = self.releases().load(Ordering::SeqCst);
+            if let Some(slot) = self.try_each(start) {
+                break slot;
+            }
+            if futex_wait(self.releases(), seen, SLEEP_LIMIT).is_err() {
+                self.lock_failures.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        };
+        self.sleepers().fetch_sub(1, Ordering::SeqCst);
+        slot
     }
 
     /// Takes slot `cpu` (waiting while it is busy, in this process or elsewhere); `None` when
     /// there is no such slot.
     pub fn acquire_cpu(&self, cpu: u32) -> Option<CpuSlot<'_>> {
-        let mut busy = self.lock();
-        let index = cpu as usize;
-        busy.get(index)?;
-        while busy[index] {
-            busy = self.freed.wait(busy).unwrap_or_else(|e| e.into_inner());
+        if cpu >= self.count {
+            return None;
         }
-        busy[index] = true;
-        drop(busy);
-        self.wait_file_lock(index);
-        Some(CpuSlot { slots: self, cpu })
+        let index = cpu as usize;
+        let held = self.lock_blocking(index);
+        Some(self.slot(index, held))
+    }
+}
+
+/// Sleeps while the process-shared futex word `word` still holds `expected`, at most `timeout`.
+/// A wake-up, a changed word, a timeout and a signal are all `Ok`.
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> io::Result<()> {
+    let limit = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
+    };
+    // SAFETY: `word` is an aligned u32 of the live mapping; `limit` outlives the call; FUTEX_WAIT
+    // (shared, as the word is in a file other processes map) only reads both.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &limit as *const libc::timespec,
+            0usize,
+            0u32,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN | libc::ETIMEDOUT | libc::EINTR) => Ok(()),
+        _ => Err(err),
+    }
+}
+
+/// Wakes every thread (in any process) sleeping on the futex word `word`.
+fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: `word` is an aligned u32 of the live mapping; FUTEX_WAKE only uses its address.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU32;
 
     fn exclusive_and_waiters_get_freed_slots(slots: &CpuSlots) {
         let a = slots.acquire();
@@ -310,7 +558,7 @@ mod tests {
                 let c = slots.acquire();
                 inside.store(c.cpu() + 1, Ordering::SeqCst);
             });
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50));
             assert_eq!(inside.load(Ordering::SeqCst), 0, "all slots were busy");
             let freed = a.cpu();
             drop(a);
@@ -322,7 +570,9 @@ mod tests {
         drop(b);
         assert!(slots.acquire_cpu(2).is_none());
         assert_eq!(slots.acquire_cpu(1).map(|s| s.cpu()), Some(1));
+        assert_eq!(slots.sleepers().load(Ordering::SeqCst), 0);
         assert_eq!(slots.lock_failures(), 0);
+        assert_eq!(slots.recovered_slots(), 0);
     }
 
     #[test]
@@ -333,17 +583,84 @@ mod tests {
     #[test]
     fn system_wide_slots_are_exclusive_and_waiters_get_freed_slots() {
         let root = std::env::temp_dir().join(format!("bpfmaps-cpu-unit-{}", std::process::id()));
-        let slots = CpuSlots::system_wide(&root, 2).expect("slot files");
+        let _ = std::fs::remove_dir_all(&root);
+        let slots = CpuSlots::system_wide(&root, 2).expect("slot file");
         assert_eq!(slots.dir(), Some(root.join(CPU_SLOT_DIR).as_path()));
-        assert!(root.join(".cpus/1").is_file());
+        let path = root.join(CPU_SLOT_DIR).join(CPU_SLOT_FILE);
+        assert_eq!(
+            std::fs::metadata(&path).expect("slot file").len(),
+            file_len(2) as u64
+        );
         exclusive_and_waiters_get_freed_slots(&slots);
-        // A second open file description (as another process has) sees slot 0 held while it is.
-        let other = CpuSlots::system_wide(&root, 2).expect("slot files");
+        // A second mapping (as another process has) sees slot 0 held while it is.
+        let other = CpuSlots::system_wide(&root, 2).expect("slot file");
         let held = slots.acquire_cpu(0).expect("slot 0");
-        assert_eq!(other.acquire().cpu(), 1);
-        assert!(matches!(other.try_file_lock(0), TryLock::HeldElsewhere));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(other.acquire().cpu(), 1);
+                assert!(matches!(other.try_lock(0), TryLock::Busy));
+            });
+        });
         drop(held);
-        assert!(matches!(other.try_file_lock(0), TryLock::Taken));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(matches!(other.try_lock(0), TryLock::Taken));
+                assert_eq!(other.recovered_slots(), 0);
+                other.unlock(0);
+            });
+        });
+        // A different slot count for the same pin root is refused.
+        let err = CpuSlots::system_wide(&root, 3).expect_err("count mismatch");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_slot_whose_owner_thread_exited_is_recovered() {
+        let slots = CpuSlots::new(1);
+        std::thread::scope(|s| {
+            s.spawn(|| std::mem::forget(slots.acquire_cpu(0).expect("slot 0")));
+        });
+        assert_eq!(slots.acquire().cpu(), 0);
+        assert_eq!(slots.recovered_slots(), 1);
+        assert_eq!(slots.acquire_cpu(0).map(|s| s.cpu()), Some(0));
+        assert_eq!(slots.recovered_slots(), 1);
+        assert_eq!(slots.lock_failures(), 0);
+    }
+
+    #[test]
+    fn racing_creators_share_one_file_and_threads_never_share_a_slot() {
+        let root = std::env::temp_dir().join(format!("bpfmaps-cpu-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let sets: Vec<CpuSlots> = std::thread::scope(|s| {
+            let makers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| CpuSlots::system_wide(&root, 2).expect("slot file")))
+                .collect();
+            makers
+                .into_iter()
+                .map(|m| m.join().expect("maker"))
+                .collect()
+        });
+        // Every set maps the same mutexes: a slot never has two holders at once.
+        let holders = [AtomicU32::new(0), AtomicU32::new(0)];
+        std::thread::scope(|s| {
+            for set in &sets {
+                let holders = &holders;
+                s.spawn(move || {
+                    for _ in 0..2_000 {
+                        let slot = set.acquire();
+                        let inside = &holders[slot.cpu() as usize];
+                        assert_eq!(inside.swap(1, Ordering::SeqCst), 0, "slot shared");
+                        std::hint::spin_loop();
+                        inside.store(0, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        for set in &sets {
+            assert_eq!(set.lock_failures(), 0);
+            assert_eq!(set.sleepers().load(Ordering::SeqCst), 0);
+        }
         let _ = std::fs::remove_dir_all(&root);
     }
 }

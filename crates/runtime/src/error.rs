@@ -94,7 +94,7 @@ pub enum RuntimeError {
         /// The check that failed.
         source: bpfmaps_vm::LoadError,
     },
-    /// The pin root's CPU slot files (`<pin root>/.cpus/<n>`) could not be created or opened.
+    /// The pin root's CPU slot file (`<pin root>/.cpus/slots`) could not be created or opened.
     #[error("the CPU slots under {}: {source}", root.display())]
     CpuSlots {
         /// The pin root.

@@ -103,7 +103,8 @@ impl ChildTask {
 ///
 /// Tasks: `bump:<cpu>` / `bump:any` (load, print READY, wait for a line on stdin, run `bump`
 /// [`RUNS`] times on that slot or any slot, print `NS_PER_RUN <n>`), `nothing` (time `nothing`,
-/// print `NS_PER_RUN <n>`), `hold:<cpu>` (take slot `cpu` of the pin root, print HELD, sleep).
+/// print `NS_PER_RUN <n>`), `hold:<cpu>` (take slot `cpu` of the pin root, print HELD, sleep),
+/// `hold:all` (take every slot, print HELD, sleep).
 #[test]
 fn child_process_entry_point() {
     let Ok(task) = std::env::var(CHILD_ENV) else {
@@ -150,6 +151,14 @@ fn child_process_entry_point() {
                 started.elapsed().as_nanos() / u128::from(runs)
             );
         }
+        ["hold", "all"] => {
+            let slots = CpuSlots::for_root(&root).expect("slots");
+            let _held: Vec<_> = (0..slots.count())
+                .map(|cpu| slots.acquire_cpu(cpu).expect("slot exists"))
+                .collect();
+            println!("HELD");
+            std::thread::sleep(Duration::from_secs(60));
+        }
         ["hold", cpu] => {
             let slots = CpuSlots::for_root(&root).expect("slots");
             let _slot = slots
@@ -176,10 +185,15 @@ fn pinned_sum(root: &Path) -> u64 {
 
 /// Two processes bump the counter concurrently with `task`; returns their ns per run.
 fn two_processes_bump(tag: &str, task: &str) -> (PinRoot, Vec<String>) {
+    processes_bump(tag, task, 2)
+}
+
+/// `processes` processes bump the counter concurrently with `task`; returns their ns per run.
+fn processes_bump(tag: &str, task: &str, processes: usize) -> (PinRoot, Vec<String>) {
     let root = PinRoot::new(tag);
-    // One after the other: the first creates and pins the counter, the second reuses the pin.
+    // One after the other: the first creates and pins the counter, the others reuse the pin.
     let mut children = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..processes {
         let mut child = ChildTask::spawn(&root.0, task);
         child.expect_line("READY");
         children.push(child);
@@ -213,6 +227,18 @@ fn two_processes_on_any_slot_lose_no_increment() {
     let (root, timings) = two_processes_bump("any", "bump:any");
     eprintln!("ns per run of bump on any slot, two processes: {timings:?}");
     assert_eq!(pinned_sum(&root.0), 2 * RUNS);
+}
+
+#[test]
+fn more_processes_than_slots_lose_no_increment() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    // Every slot is often busy: runs also take the waiting path (sleep until a release).
+    let processes = bpfmaps_maps::possible_cpus() as usize + 1;
+    let (root, timings) = processes_bump("more", "bump:any", processes);
+    eprintln!("ns per run of bump on any slot, {processes} processes: {timings:?}");
+    assert_eq!(pinned_sum(&root.0), processes as u64 * RUNS);
 }
 
 #[test]
@@ -255,5 +281,39 @@ fn a_slot_held_by_another_process_is_skipped_and_freed_when_it_dies() {
     holder.child.kill().expect("kill");
     holder.child.wait().expect("reap");
     assert_eq!(receiver.recv_timeout(Duration::from_secs(10)), Ok(0));
+    assert_eq!(slots.recovered_slots(), 1);
+    assert_eq!(slots.lock_failures(), 0);
+}
+
+#[test]
+fn a_waiter_for_any_slot_gets_one_when_the_process_holding_all_dies() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let root = PinRoot::new("killall");
+    let mut holder = ChildTask::spawn(&root.0, "hold:all");
+    holder.expect_line("HELD");
+    let slots = CpuSlots::for_root(&root.0).expect("slots");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let slot = slots.acquire();
+        sender.send(slot.cpu()).expect("send");
+    });
+    assert!(
+        receiver.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a slot was taken while another process held them all"
+    );
+    holder.child.kill().expect("kill");
+    holder.child.wait().expect("reap");
+    let cpu = receiver
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a slot after the holder died");
+    assert!(cpu < slots.count());
+    // The waiter took over one dead owner's slot; the others are taken over when next used.
+    assert_eq!(slots.recovered_slots(), 1);
+    for cpu in 0..slots.count() {
+        assert_eq!(slots.acquire_cpu(cpu).map(|s| s.cpu()), Some(cpu));
+    }
+    assert_eq!(slots.recovered_slots(), u64::from(slots.count()));
     assert_eq!(slots.lock_failures(), 0);
 }
