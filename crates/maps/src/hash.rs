@@ -17,7 +17,7 @@
 //! | type state +16 (u32, atomic) | needs-recovery flag |
 //! | type state +20 (u32, atomic) | number of recoveries run (diagnostics) |
 //! | area + 0 | `n_buckets` u32 bucket heads (element index + 1, 0 = empty), padded to 64 |
-//! | then | `n_stripes` 64-byte stripe slots; bucket `b` belongs to stripe `b % n_stripes`. A slot is the stripe's robust mutex (bytes 0..40) and its sequence counter (u32 at 48) |
+//! | then | `n_stripes` 64-byte stripe slots; bucket `b` belongs to stripe `b % n_stripes`. A slot is the stripe's robust mutex (bytes 0..40), its sequence counter (u32 at 48) and its spare element (u32 at 56: element index + 1, 0 = none) |
 //! | then | `n_elems = max_entries + n_stripes` elements of `elem_size` bytes |
 //!
 //! An element is `next: u32` (index + 1 of the next element in its bucket or in the free list),
@@ -41,7 +41,11 @@
 //! * insert: the element is taken from the pool and filled while unreachable, then published by
 //!   storing the bucket head;
 //! * replace (HASH): the new element is published at the head (from then on lookups see the new
-//!   value), then the old one is unlinked by one store and returned to the pool;
+//!   value), then the old one is unlinked by one store and returned to the pool. Like the
+//!   kernel's per-CPU `extra_elems`, each stripe keeps one spare element (read and written only
+//!   under the stripe lock): a replace takes the new element from the spare when there is one
+//!   (emptying the slot first) and parks the old one there when the slot is empty, so a
+//!   steady stream of replaces needs no free-list operation;
 //! * delete: one store unlinks the element, then it is returned to the pool;
 //! * the free list is a stack: push writes the element's link and then swaps the head; pop swaps
 //!   the head.
@@ -51,8 +55,8 @@
 //! the same bucket, and its stripe's counter odd. Whoever next takes a lock whose owner died sets
 //! the needs-recovery flag; the next operation then takes every stripe lock (so no live process is
 //! between taking an element and publishing it) and rebuilds: walks all buckets (cutting invalid links),
-//! drops any older duplicate of a key, recounts the keys and rebuilds the free list from the
-//! elements that are not reachable, and makes every sequence counter even. An update that
+//! drops any older duplicate of a key, recounts the keys, empties every stripe's spare slot and
+//! rebuilds the free list from the elements that are not reachable, and makes every sequence counter even. An update that
 //! returned success was already published, so it survives.
 //!
 //! # Program-side value lifetime
@@ -90,8 +94,11 @@ struct BucketGuard<'r> {
 impl Drop for BucketGuard<'_> {
     fn drop(&mut self) {
         // Even again: publishes every change made under the lock to validated readers. Runs
-        // before the lock itself is released (fields drop after this body).
-        self.seq.fetch_add(1, Ordering::Release);
+        // before the lock itself is released (fields drop after this body). Only the holder of
+        // the stripe lock writes the counter, so a plain load and store (no locked
+        // read-modify-write) is enough.
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Release);
     }
 }
 use crate::UserMapError;
@@ -103,6 +110,8 @@ const NEEDS_RECOVERY: usize = TYPE_STATE_OFFSET + 16;
 const RECOVERIES: usize = TYPE_STATE_OFFSET + 20;
 /// Offset of a stripe's sequence counter inside its lock slot (after the 40-byte mutex).
 const STRIPE_SEQ: usize = 48;
+/// Offset of a stripe's spare element (index + 1, 0 = none) inside its lock slot.
+const STRIPE_SPARE: usize = 56;
 /// Optimistic read attempts before a lookup takes the stripe lock.
 const OPTIMISTIC_TRIES: u32 = 64;
 const ELEM_HEADER: usize = 8;
@@ -385,6 +394,31 @@ impl HashMap {
             .atomic_u32(self.layout.stripe_off(bucket) + STRIPE_SEQ)
     }
 
+    fn spare_off(&self, bucket: u32) -> usize {
+        self.layout.stripe_off(bucket) + STRIPE_SPARE
+    }
+
+    /// Takes the spare element of `bucket`'s stripe (stripe lock held), emptying the slot before
+    /// the element is used, so a crash can only leak it (recovery returns it to the pool).
+    fn take_spare(&self, bucket: u32) -> Option<u32> {
+        let off = self.spare_off(bucket);
+        let idx = self.link_index(self.load(off))?;
+        self.store(off, 0);
+        Some(idx)
+    }
+
+    /// Parks the unreachable element `idx` as the spare of `bucket`'s stripe when its slot is
+    /// empty (stripe lock held), else returns it to the pool.
+    fn release_replaced(&self, bucket: u32, idx: u32) -> Result<(), Errno> {
+        let off = self.spare_off(bucket);
+        if self.load(off) == 0 {
+            self.store(off, idx + 1);
+            Ok(())
+        } else {
+            self.free(idx, false)
+        }
+    }
+
     fn free_head(&self) -> &AtomicU64 {
         self.region().atomic_u64(FREE_HEAD)
     }
@@ -446,9 +480,13 @@ impl HashMap {
                 drop(guard);
                 continue;
             }
-            // Readers that started before see the counter change and retry.
+            // Readers that started before see the counter change and retry. Only the lock holder
+            // writes the counter: a plain load and store suffices.
             let seq = self.stripe_seq(bucket);
-            seq.fetch_add(1, Ordering::Relaxed);
+            seq.store(
+                seq.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
             fence(Ordering::Release);
             return Ok(BucketGuard { _lock: guard, seq });
         }
@@ -692,14 +730,17 @@ impl HashMap {
             }
             Some(old) => {
                 // HASH replaces: publish a fresh element at the head, then unlink the old one.
-                let new = self.alloc(false)?;
+                let new = match self.take_spare(bucket) {
+                    Some(spare) => spare,
+                    None => self.alloc(false)?,
+                };
                 self.prepare(new, hash, key, self.load(head_off));
                 self.region()
                     .write(l.value_off(new), &value[..l.value_size]);
                 self.store(head_off, new + 1);
                 let prev = Some(old.prev.unwrap_or(new));
                 self.unlink(bucket, Found { prev, idx: old.idx });
-                self.free(old.idx, false)?;
+                self.release_replaced(bucket, old.idx)?;
             }
             None => {
                 let new = self.alloc(true)?;
@@ -785,6 +826,10 @@ impl HashMap {
                 }
                 link = next;
             }
+        }
+        // Spare elements are unreachable: they go back to the free list with the leaked ones.
+        for stripe in 0..l.n_stripes {
+            self.store(self.spare_off(stripe), 0);
         }
         let bump = self.load(BUMP).min(l.n_elems).max(highest);
         let mut head = 0u32;
@@ -937,7 +982,7 @@ impl HashMap {
 
     /// Checks the structure without changing it: every bucket list is valid and acyclic, keys
     /// sit in their own bucket without duplicates, the count matches, and every element is either
-    /// reachable or on the free list exactly once. Returns a description of the first problem.
+    /// reachable, a stripe's spare or on the free list, exactly once. Returns a description of the first problem.
     /// Runs under every lock; for tests and diagnostics.
     pub fn check_consistency(&self) -> Result<(), String> {
         let l = self.layout;
@@ -994,6 +1039,24 @@ impl HashMap {
             ));
         }
         let bump = self.load(BUMP);
+        for stripe in 0..l.n_stripes {
+            let link = self.load(self.spare_off(stripe));
+            if link == 0 {
+                continue;
+            }
+            if link > bump {
+                return Err(format!(
+                    "stripe {stripe}: spare link {link} beyond bump {bump}"
+                ));
+            }
+            let idx = link - 1;
+            if state[idx as usize] != 0 {
+                return Err(format!(
+                    "element {idx} is a spare and also linked or spare twice"
+                ));
+            }
+            state[idx as usize] = 3;
+        }
         let mut link = self.free_head().load(Ordering::Acquire) as u32;
         while link != 0 {
             if link > bump {
@@ -1001,7 +1064,9 @@ impl HashMap {
             }
             let idx = link - 1;
             if state[idx as usize] != 0 {
-                return Err(format!("element {idx} both linked and free, or free twice"));
+                return Err(format!(
+                    "element {idx} free and also linked, spare or free twice"
+                ));
             }
             state[idx as usize] = 2;
             link = self.next_of(idx);

@@ -55,6 +55,7 @@ fn check(call: &'static str, rc: i32) -> Result<(), LockError> {
     }
 }
 
+#[inline]
 fn mutex_ptr(region: &Region, off: usize) -> *mut libc::pthread_mutex_t {
     region
         .ptr_at(off, LOCK_SLOT_SIZE, LOCK_SLOT_SIZE)
@@ -112,6 +113,7 @@ impl LockGuard<'_> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let mutex = mutex_ptr(self.region, self.off);
         // SAFETY: this thread holds the mutex (the guard exists only after a successful lock),
@@ -124,6 +126,7 @@ impl Drop for LockGuard<'_> {
 
 /// Takes the lock in the slot at `off`, blocking. A dead previous owner is reported through
 /// [`LockGuard::previous_owner_died`], never as an error.
+#[inline]
 pub fn lock(region: &Region, off: usize) -> Result<LockGuard<'_>, LockError> {
     let mutex = mutex_ptr(region, off);
     // SAFETY: `mutex` is an initialised process-shared mutex (the slot's contract) inside the

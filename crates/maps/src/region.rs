@@ -119,18 +119,28 @@ impl Region {
         self.base.as_ptr()
     }
 
+    #[inline]
     fn check(&self, off: usize, len: usize, align: usize) {
         let end = off.checked_add(len);
-        assert!(
-            end.is_some_and(|e| e <= self.len) && off.is_multiple_of(align),
+        if !(end.is_some_and(|e| e <= self.len) && off.is_multiple_of(align)) {
+            self.out_of_bounds(off, len, align);
+        }
+    }
+
+    /// The panic of a failed [`Self::check`], kept out of line so the check itself stays small.
+    #[cold]
+    #[inline(never)]
+    fn out_of_bounds(&self, off: usize, len: usize, align: usize) -> ! {
+        panic!(
             "region access out of bounds or misaligned: offset {off} length {len} align {align} \
              in a mapping of {} bytes",
             self.len
         );
     }
 
-    /// Copies `out.len()` bytes at `off` into `out`, with volatile loads (8 bytes at a time where
-    /// aligned), so a concurrent writer can tear the copy but never make it undefined.
+    /// Copies `out.len()` bytes at `off` into `out`, with volatile loads (8, then 4 bytes at a time
+    /// where aligned), so a concurrent writer can tear the copy but never make it undefined.
+    #[inline]
     pub fn read(&self, off: usize, out: &mut [u8]) {
         self.check(off, out.len(), 1);
         let mut i = 0;
@@ -144,6 +154,12 @@ impl Region {
                 i += 8;
             }
         }
+        if (src as usize + i).is_multiple_of(4) && i + 4 <= out.len() {
+            // SAFETY: in bounds per `check`; src+i is 4-aligned (just tested).
+            let word = unsafe { std::ptr::read_volatile(src.add(i).cast::<u32>()) };
+            out[i..i + 4].copy_from_slice(&word.to_ne_bytes());
+            i += 4;
+        }
         while i < out.len() {
             // SAFETY: in bounds as above; u8 has no alignment requirement.
             out[i] = unsafe { std::ptr::read_volatile(src.add(i)) };
@@ -151,7 +167,8 @@ impl Region {
         }
     }
 
-    /// Copies `data` to `off` with volatile stores (8 bytes at a time where aligned).
+    /// Copies `data` to `off` with volatile stores (8, then 4 bytes at a time where aligned).
+    #[inline]
     pub fn write(&self, off: usize, data: &[u8]) {
         self.check(off, data.len(), 1);
         let mut i = 0;
@@ -166,6 +183,13 @@ impl Region {
                 };
                 i += 8;
             }
+        }
+        if (dst as usize + i).is_multiple_of(4) && i + 4 <= data.len() {
+            let mut word = [0u8; 4];
+            word.copy_from_slice(&data[i..i + 4]);
+            // SAFETY: in bounds per `check`; dst+i is 4-aligned (just tested).
+            unsafe { std::ptr::write_volatile(dst.add(i).cast::<u32>(), u32::from_ne_bytes(word)) };
+            i += 4;
         }
         while i < data.len() {
             // SAFETY: in bounds per `check`.
@@ -185,6 +209,7 @@ impl Region {
     }
 
     /// Compares the `other.len()` bytes at `off` with `other`.
+    #[inline]
     pub fn bytes_equal(&self, off: usize, other: &[u8]) -> bool {
         self.check(off, other.len(), 1);
         let src = self.base.as_ptr().wrapping_add(off);
@@ -199,6 +224,14 @@ impl Region {
                 i += 8;
             }
         }
+        if (src as usize + i).is_multiple_of(4) && i + 4 <= other.len() {
+            // SAFETY: in bounds per `check`; src+i is 4-aligned (just tested).
+            let word = unsafe { std::ptr::read_volatile(src.add(i).cast::<u32>()) };
+            if word.to_ne_bytes() != other[i..i + 4] {
+                return false;
+            }
+            i += 4;
+        }
         while i < other.len() {
             // SAFETY: in bounds per `check`.
             if unsafe { std::ptr::read_volatile(src.add(i)) } != other[i] {
@@ -210,6 +243,7 @@ impl Region {
     }
 
     /// The 4-byte word at `off` (4-aligned) as an atomic.
+    #[inline]
     pub fn atomic_u32(&self, off: usize) -> &AtomicU32 {
         self.check(off, 4, 4);
         // SAFETY: in bounds and 4-aligned per `check`; the memory lives as long as `self` (the
@@ -219,6 +253,7 @@ impl Region {
     }
 
     /// The 8-byte word at `off` (8-aligned) as an atomic.
+    #[inline]
     pub fn atomic_u64(&self, off: usize) -> &AtomicU64 {
         self.check(off, 8, 8);
         // SAFETY: as in `atomic_u32`, with 8-byte size and alignment.
@@ -227,6 +262,7 @@ impl Region {
 
     /// The raw address of `len` bytes at `off`, bounds-checked. For code (the lock module, the
     /// interpreter) that must hand an address to the OS or to guest code.
+    #[inline]
     pub fn ptr_at(&self, off: usize, len: usize, align: usize) -> *mut u8 {
         self.check(off, len, align.max(1));
         self.base.as_ptr().wrapping_add(off)

@@ -865,3 +865,30 @@ fn creation_errnos_match_the_kernel_case_for_case() {
         assert_eq!(user, kernel_create_errno(&d), "{d:?}");
     }
 }
+
+#[test]
+fn replaced_elements_parked_as_stripe_spares_never_shrink_the_map() {
+    let s = TestStore::new("hash", "spares");
+    let map = create(&s, &def(MapType::Hash, 4, 8, 64, 0));
+    for round in 0..3u64 {
+        for i in 0..64 {
+            map.update(&k(i), &v(round), BPF_ANY).unwrap();
+        }
+        consistent(&map);
+    }
+    for i in 0..64 {
+        let mut out = [0u8; 8];
+        map.lookup(&k(i), &mut out, 0).unwrap();
+        assert_eq!(out, v(2));
+        map.delete(&k(i)).unwrap();
+    }
+    consistent(&map);
+    for i in 100..164 {
+        map.update(&k(i), &v(u64::from(i)), BPF_NOEXIST).unwrap();
+    }
+    assert_eq!(errno(map.update(&k(7), &v(0), BPF_ANY)), Errno::E2BIG);
+    for i in 100..164 {
+        map.update(&k(i), &v(0), BPF_EXIST).unwrap();
+    }
+    consistent(&map);
+}
