@@ -412,6 +412,121 @@ pub type InitFn = fn(&MapFile) -> Result<(), crate::UserMapError>;
 /// The signature of a type's open step.
 pub type OpenFn = fn(Arc<MapFile>) -> Result<Box<dyn Backend>, crate::UserMapError>;
 
+/// The syscall layer's checks of a standalone map (one used through its own [`MapOps`] rather
+/// than a [`crate::UserMap`]): buffer lengths (as [`bpfmaps_abi::check_sizes`], without building a
+/// `MapInfo` on the hot path), `EPERM` for writes to a `BPF_F_RDONLY` or frozen map and for reads
+/// of a `BPF_F_WRONLY` one. Expands, inside the type's inherent `impl`, to `check_lengths`,
+/// `check_write` and `check_read`; the type has `file: Arc<MapFile>` and a
+/// `fn standalone_value_size(&self) -> usize`.
+macro_rules! standalone_syscall_checks {
+    () => {
+        fn check_lengths(
+            &self,
+            key: Option<&[u8]>,
+            value: Option<usize>,
+        ) -> ::bpfmaps_abi::MapResult<()> {
+            let key_size = self.file.header.key_size as usize;
+            if let Some(key) = key {
+                if key.len() != key_size {
+                    return Err(::bpfmaps_abi::MapError::KeySize {
+                        expected: key_size,
+                        got: key.len(),
+                    });
+                }
+            }
+            if let Some(len) = value {
+                let expected = self.standalone_value_size();
+                if len != expected {
+                    return Err(::bpfmaps_abi::MapError::ValueSize { expected, got: len });
+                }
+            }
+            Ok(())
+        }
+
+        fn check_write(&self) -> ::bpfmaps_abi::MapResult<()> {
+            if self.file.header.map_flags & ::bpfmaps_abi::map_flags::BPF_F_RDONLY != 0
+                || $crate::header::MapHeader::frozen(&self.file.region)
+            {
+                return Err(::bpfmaps_abi::Errno::EPERM.into());
+            }
+            Ok(())
+        }
+
+        fn check_read(&self) -> ::bpfmaps_abi::MapResult<()> {
+            if self.file.header.map_flags & ::bpfmaps_abi::map_flags::BPF_F_WRONLY != 0 {
+                return Err(::bpfmaps_abi::Errno::EPERM.into());
+            }
+            Ok(())
+        }
+    };
+}
+pub(crate) use standalone_syscall_checks;
+
+/// The element operations of a standalone map's [`MapOps`] (lookup, update, delete,
+/// get_next_key, lookup_and_delete): the checks of [`standalone_syscall_checks`] in the kernel's
+/// order (lengths, then bad lookup flags, then access, then `BPF_F_LOCK`, which no standalone map
+/// supports), then the type's [`Backend`]. Used inside an `impl MapOps for ...` block.
+macro_rules! standalone_elem_ops {
+    () => {
+        fn lookup(&self, key: &[u8], value: &mut [u8], flags: u64) -> ::bpfmaps_abi::MapResult<()> {
+            self.check_lengths(Some(key), Some(value.len()))?;
+            if flags & !::bpfmaps_abi::update_flags::BPF_F_LOCK != 0 {
+                return Err(::bpfmaps_abi::Errno::EINVAL.into());
+            }
+            self.check_read()?;
+            if flags != 0 {
+                return Err(::bpfmaps_abi::Errno::EINVAL.into());
+            }
+            $crate::backend::Backend::lookup(self, key, value)
+        }
+
+        fn update(&self, key: &[u8], value: &[u8], flags: u64) -> ::bpfmaps_abi::MapResult<()> {
+            self.check_lengths(Some(key), Some(value.len()))?;
+            self.check_write()?;
+            if flags & ::bpfmaps_abi::update_flags::BPF_F_LOCK != 0 {
+                return Err(::bpfmaps_abi::Errno::EINVAL.into());
+            }
+            $crate::backend::Backend::update(self, key, value, flags)
+        }
+
+        fn delete(&self, key: &[u8]) -> ::bpfmaps_abi::MapResult<()> {
+            self.check_lengths(Some(key), None)?;
+            self.check_write()?;
+            $crate::backend::Backend::delete(self, key)
+        }
+
+        fn get_next_key(
+            &self,
+            key: Option<&[u8]>,
+            next_key: &mut [u8],
+        ) -> ::bpfmaps_abi::MapResult<()> {
+            self.check_lengths(key, None)?;
+            self.check_lengths(Some(next_key), None)?;
+            self.check_read()?;
+            $crate::backend::Backend::get_next_key(self, key, next_key)
+        }
+
+        fn lookup_and_delete(
+            &self,
+            key: &[u8],
+            value: &mut [u8],
+            flags: u64,
+        ) -> ::bpfmaps_abi::MapResult<()> {
+            self.check_lengths(Some(key), Some(value.len()))?;
+            if flags & !::bpfmaps_abi::update_flags::BPF_F_LOCK != 0 {
+                return Err(::bpfmaps_abi::Errno::EINVAL.into());
+            }
+            self.check_write()?;
+            self.check_read()?;
+            if flags != 0 {
+                return Err(::bpfmaps_abi::Errno::EINVAL.into());
+            }
+            $crate::backend::Backend::lookup_and_delete(self, key, value)
+        }
+    };
+}
+pub(crate) use standalone_elem_ops;
+
 /// Writes [`bpfmaps_abi::MapOps`]'s four batch operations for a map type the kernel gives no
 /// batch support (`ENOTSUPP`, 524), after the access checks the syscall layer makes first:
 /// `read` (a method returning `MapResult<()>`, optional) before the lookups, `write` before the

@@ -607,42 +607,12 @@ impl LruHashMap {
         result.map_err(MapError::from)
     }
 
-    /// The syscall layer's buffer-length checks ([`bpfmaps_abi::check_sizes`]), without
-    /// building a [`MapInfo`] on the hot path.
-    fn check_lengths(&self, key: Option<&[u8]>, value: Option<usize>) -> MapResult<()> {
-        let key_size = self.file.header.key_size as usize;
-        if let Some(key) = key {
-            if key.len() != key_size {
-                return Err(MapError::KeySize {
-                    expected: key_size,
-                    got: key.len(),
-                });
-            }
-        }
-        if let Some(len) = value {
-            let expected = self.user_value_size();
-            if len != expected {
-                return Err(MapError::ValueSize { expected, got: len });
-            }
-        }
-        Ok(())
+    /// The user-space value size the syscall-side checks expect.
+    fn standalone_value_size(&self) -> usize {
+        self.user_value_size()
     }
 
-    fn check_write(&self) -> MapResult<()> {
-        if self.file.header.map_flags & map_flags::BPF_F_RDONLY != 0
-            || MapHeader::frozen(self.region_ref())
-        {
-            return Err(Errno::EPERM.into());
-        }
-        Ok(())
-    }
-
-    fn check_read(&self) -> MapResult<()> {
-        if self.file.header.map_flags & map_flags::BPF_F_WRONLY != 0 {
-            return Err(Errno::EPERM.into());
-        }
-        Ok(())
-    }
+    crate::backend::standalone_syscall_checks!();
 }
 
 /// `check_flags` of `hashtab.c`: `EEXIST` for `BPF_NOEXIST` on an existing key, `ENOENT` for
@@ -849,52 +819,7 @@ impl MapOps for LruHashMap {
         self.file.header.info(self.region_ref())
     }
 
-    fn lookup(&self, key: &[u8], value: &mut [u8], flags: u64) -> MapResult<()> {
-        self.check_lengths(Some(key), Some(value.len()))?;
-        if flags & !update_flags::BPF_F_LOCK != 0 {
-            return Err(Errno::EINVAL.into());
-        }
-        self.check_read()?;
-        if flags != 0 {
-            return Err(Errno::EINVAL.into());
-        }
-        Backend::lookup(self, key, value)
-    }
-
-    fn update(&self, key: &[u8], value: &[u8], flags: u64) -> MapResult<()> {
-        self.check_lengths(Some(key), Some(value.len()))?;
-        self.check_write()?;
-        if flags & update_flags::BPF_F_LOCK != 0 {
-            return Err(Errno::EINVAL.into());
-        }
-        Backend::update(self, key, value, flags)
-    }
-
-    fn delete(&self, key: &[u8]) -> MapResult<()> {
-        self.check_lengths(Some(key), None)?;
-        self.check_write()?;
-        Backend::delete(self, key)
-    }
-
-    fn get_next_key(&self, key: Option<&[u8]>, next_key: &mut [u8]) -> MapResult<()> {
-        self.check_lengths(key, None)?;
-        self.check_lengths(Some(next_key), None)?;
-        self.check_read()?;
-        Backend::get_next_key(self, key, next_key)
-    }
-
-    fn lookup_and_delete(&self, key: &[u8], value: &mut [u8], flags: u64) -> MapResult<()> {
-        self.check_lengths(Some(key), Some(value.len()))?;
-        if flags & !update_flags::BPF_F_LOCK != 0 {
-            return Err(Errno::EINVAL.into());
-        }
-        self.check_write()?;
-        self.check_read()?;
-        if flags != 0 {
-            return Err(Errno::EINVAL.into());
-        }
-        Backend::lookup_and_delete(self, key, value)
-    }
+    crate::backend::standalone_elem_ops!();
 
     fn lookup_batch(
         &self,

@@ -37,9 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bpfmaps_abi::map_type::stackid_flags;
-use bpfmaps_abi::{
-    map_flags, update_flags, Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType,
-};
+use bpfmaps_abi::{map_flags, Errno, MapDef, MapInfo, MapOps, MapResult, MapType};
 
 use crate::backend::{Backend, MapFile, Plan};
 use crate::header::{MapHeader, AREA_OFFSET};
@@ -528,42 +526,12 @@ impl StackTraceMap {
         Ok(())
     }
 
-    /// The syscall layer's buffer-length checks ([`bpfmaps_abi::check_sizes`]), without
-    /// building a [`MapInfo`] on the hot path.
-    fn check_lengths(&self, key: Option<&[u8]>, value: Option<usize>) -> MapResult<()> {
-        let key_size = self.file.header.key_size as usize;
-        if let Some(key) = key {
-            if key.len() != key_size {
-                return Err(MapError::KeySize {
-                    expected: key_size,
-                    got: key.len(),
-                });
-            }
-        }
-        if let Some(len) = value {
-            let expected = self.layout.value_size as usize;
-            if len != expected {
-                return Err(MapError::ValueSize { expected, got: len });
-            }
-        }
-        Ok(())
+    /// The user-space value size the syscall-side checks expect.
+    fn standalone_value_size(&self) -> usize {
+        self.layout.value_size as usize
     }
 
-    fn check_write(&self) -> MapResult<()> {
-        if self.file.header.map_flags & map_flags::BPF_F_RDONLY != 0
-            || MapHeader::frozen(&self.file.region)
-        {
-            return Err(Errno::EPERM.into());
-        }
-        Ok(())
-    }
-
-    fn check_read(&self) -> MapResult<()> {
-        if self.file.header.map_flags & map_flags::BPF_F_WRONLY != 0 {
-            return Err(Errno::EPERM.into());
-        }
-        Ok(())
-    }
+    crate::backend::standalone_syscall_checks!();
 }
 
 impl Backend for StackTraceMap {
@@ -624,52 +592,7 @@ impl MapOps for StackTraceMap {
         self.file.header.info(&self.file.region)
     }
 
-    fn lookup(&self, key: &[u8], value: &mut [u8], flags: u64) -> MapResult<()> {
-        self.check_lengths(Some(key), Some(value.len()))?;
-        if flags & !update_flags::BPF_F_LOCK != 0 {
-            return Err(Errno::EINVAL.into());
-        }
-        self.check_read()?;
-        if flags != 0 {
-            return Err(Errno::EINVAL.into());
-        }
-        Backend::lookup(self, key, value)
-    }
-
-    fn update(&self, key: &[u8], value: &[u8], flags: u64) -> MapResult<()> {
-        self.check_lengths(Some(key), Some(value.len()))?;
-        self.check_write()?;
-        if flags & update_flags::BPF_F_LOCK != 0 {
-            return Err(Errno::EINVAL.into());
-        }
-        Backend::update(self, key, value, flags)
-    }
-
-    fn delete(&self, key: &[u8]) -> MapResult<()> {
-        self.check_lengths(Some(key), None)?;
-        self.check_write()?;
-        Backend::delete(self, key)
-    }
-
-    fn get_next_key(&self, key: Option<&[u8]>, next_key: &mut [u8]) -> MapResult<()> {
-        self.check_lengths(key, None)?;
-        self.check_lengths(Some(next_key), None)?;
-        self.check_read()?;
-        Backend::get_next_key(self, key, next_key)
-    }
-
-    fn lookup_and_delete(&self, key: &[u8], value: &mut [u8], flags: u64) -> MapResult<()> {
-        self.check_lengths(Some(key), Some(value.len()))?;
-        if flags & !update_flags::BPF_F_LOCK != 0 {
-            return Err(Errno::EINVAL.into());
-        }
-        self.check_write()?;
-        self.check_read()?;
-        if flags != 0 {
-            return Err(Errno::EINVAL.into());
-        }
-        Backend::lookup_and_delete(self, key, value)
-    }
+    crate::backend::standalone_elem_ops!();
 
     crate::backend::unsupported_batch_ops!(read: check_read, write: check_write);
 
