@@ -17,7 +17,7 @@
 //! | type state +16 (u32, atomic) | needs-recovery flag |
 //! | type state +20 (u32, atomic) | number of recoveries run (diagnostics) |
 //! | area + 0 | `n_buckets` u32 bucket heads (element index + 1, 0 = empty), padded to 64 |
-//! | then | `n_stripes` 64-byte stripe slots; bucket `b` belongs to stripe `b % n_stripes`. A slot is the stripe's robust mutex (bytes 0..40), its sequence counter (u32 at 48) and its spare element (u32 at 56: element index + 1, 0 = none) |
+//! | then | `n_stripes` 64-byte stripe slots; bucket `b` belongs to stripe `b & (n_stripes - 1)` (`n_stripes` is a power of two). A slot is the stripe's lock (bytes 0..16, [`crate::lock`]), its sequence counter (u32 at 48) and its spare element (u32 at 56: element index + 1, 0 = none) |
 //! | then | `n_elems = max_entries + n_stripes` elements of `elem_size` bytes |
 //!
 //! An element is `next: u32` (index + 1 of the next element in its bucket or in the free list),
@@ -82,7 +82,7 @@ use crate::backend::{
 };
 use crate::header::{AREA_OFFSET, TYPE_STATE_OFFSET};
 use crate::jhash::htab_hash;
-use crate::lock::{init_lock, lock, LockError, LockGuard, LOCK_SLOT_SIZE};
+use crate::lock::{init_lock, lock, lock_words, LockError, LockGuard, LOCK_SLOT_SIZE};
 
 /// A held stripe lock whose sequence counter is odd while held: optimistic readers of the
 /// stripe's buckets retry until it is released.
@@ -108,7 +108,7 @@ const COUNT: usize = TYPE_STATE_OFFSET + 8;
 const BUMP: usize = TYPE_STATE_OFFSET + 12;
 const NEEDS_RECOVERY: usize = TYPE_STATE_OFFSET + 16;
 const RECOVERIES: usize = TYPE_STATE_OFFSET + 20;
-/// Offset of a stripe's sequence counter inside its lock slot (after the 40-byte mutex).
+/// Offset of a stripe's sequence counter inside its lock slot (after the lock's 16 bytes).
 const STRIPE_SEQ: usize = 48;
 /// Offset of a stripe's spare element (index + 1, 0 = none) inside its lock slot.
 const STRIPE_SPARE: usize = 56;
@@ -154,6 +154,15 @@ struct Layout {
     stripes_off: usize,
     elems_off: usize,
     end: u64,
+    /// Word indices from `TYPE_STATE_OFFSET` ([`Words`]): bucket heads, stripe slots, elements.
+    heads_w: usize,
+    stripes_w: usize,
+    elems_w: usize,
+    /// Words per element, and the value's first word inside an element.
+    elem_words: usize,
+    value_w: usize,
+    /// Words from `TYPE_STATE_OFFSET` to `end`.
+    words_len: usize,
 }
 
 impl Layout {
@@ -200,6 +209,12 @@ impl Layout {
             stripes_off: usize::try_from(stripes_off).ok()?,
             elems_off: usize::try_from(elems_off).ok()?,
             end,
+            heads_w: (usize::try_from(buckets_off).ok()? - TYPE_STATE_OFFSET) / 4,
+            stripes_w: (usize::try_from(stripes_off).ok()? - TYPE_STATE_OFFSET) / 4,
+            elems_w: (usize::try_from(elems_off).ok()? - TYPE_STATE_OFFSET) / 4,
+            elem_words: usize::try_from(elem_size / 4).ok()?,
+            value_w: (ELEM_HEADER + usize::try_from(key_stride).ok()?) / 4,
+            words_len: usize::try_from((end - TYPE_STATE_OFFSET as u64) / 4).ok()?,
         })
     }
 
@@ -217,7 +232,7 @@ impl Layout {
     }
 
     fn stripe_off(&self, bucket: u32) -> usize {
-        self.stripes_off + (bucket % self.n_stripes) as usize * LOCK_SLOT_SIZE
+        self.stripes_off + (bucket & (self.n_stripes - 1)) as usize * LOCK_SLOT_SIZE
     }
 
     fn elem_off(&self, idx: u32) -> usize {
@@ -368,6 +383,143 @@ struct Found {
     idx: u32,
 }
 
+/// The map's type state and hash area as 4-byte atomic words, bounds-checked once per operation
+/// by [`HashMap::words`]: every access after that is one slice index (one comparison) instead of
+/// a full offset check. Word indices come from the layout and from links validated against it, so
+/// an out-of-range index is a bug and panics like any slice index.
+#[derive(Clone, Copy)]
+struct Words<'r> {
+    /// Words from `TYPE_STATE_OFFSET` to the end of the elements.
+    all: &'r [AtomicU32],
+    l: &'r Layout,
+}
+
+/// Words per stripe slot.
+const STRIPE_WORDS: usize = LOCK_SLOT_SIZE / 4;
+
+impl<'r> Words<'r> {
+    #[inline]
+    fn at(&self, word: usize) -> &'r AtomicU32 {
+        &self.all[word]
+    }
+
+    #[inline]
+    fn needs_recovery(&self) -> bool {
+        self.at((NEEDS_RECOVERY - TYPE_STATE_OFFSET) / 4)
+            .load(Ordering::Acquire)
+            != 0
+    }
+
+    #[inline]
+    fn head(&self, bucket: u32) -> &'r AtomicU32 {
+        self.at(self.l.heads_w + bucket as usize)
+    }
+
+    #[inline]
+    fn stripe_word(&self, bucket: u32, byte: usize) -> &'r AtomicU32 {
+        let stripe = (bucket & (self.l.n_stripes - 1)) as usize;
+        self.at(self.l.stripes_w + stripe * STRIPE_WORDS + byte / 4)
+    }
+
+    #[inline]
+    fn seq(&self, bucket: u32) -> &'r AtomicU32 {
+        self.stripe_word(bucket, STRIPE_SEQ)
+    }
+
+    #[inline]
+    fn spare(&self, bucket: u32) -> &'r AtomicU32 {
+        self.stripe_word(bucket, STRIPE_SPARE)
+    }
+
+    /// Element `idx`'s first word.
+    #[inline]
+    fn elem(&self, idx: u32) -> usize {
+        self.l.elems_w + idx as usize * self.l.elem_words
+    }
+
+    /// Element `idx`'s link to the next element (index + 1, 0 = end).
+    #[inline]
+    fn next(&self, idx: u32) -> &'r AtomicU32 {
+        self.at(self.elem(idx))
+    }
+
+    /// Element `idx`'s key hash.
+    #[inline]
+    fn hash(&self, idx: u32) -> &'r AtomicU32 {
+        self.at(self.elem(idx) + 1)
+    }
+
+    /// The element words from `first` holding `len` bytes, one slice index for all of them.
+    #[inline]
+    fn span(&self, first: usize, len: usize) -> &'r [AtomicU32] {
+        &self.all[first..first + len.div_ceil(4)]
+    }
+
+    /// True when element `idx` holds `key` (`key_size` bytes).
+    #[inline(always)]
+    fn key_equals(&self, idx: u32, key: &[u8]) -> bool {
+        let words = self.span(self.elem(idx) + ELEM_HEADER / 4, key.len());
+        let mut chunks = key.chunks_exact(4);
+        for (word, chunk) in words.iter().zip(&mut chunks) {
+            if word.load(Ordering::Relaxed).to_ne_bytes() != *chunk {
+                return false;
+            }
+        }
+        let tail = chunks.remainder();
+        tail.is_empty()
+            || words[key.len() / 4].load(Ordering::Relaxed).to_ne_bytes()[..tail.len()] == *tail
+    }
+
+    /// Writes `data` into the words from `first`, keeping the bytes of a partial last word that
+    /// lie beyond `data`.
+    #[inline(always)]
+    fn write(&self, first: usize, data: &[u8]) {
+        let words = self.span(first, data.len());
+        let mut chunks = data.chunks_exact(4);
+        for (word, chunk) in words.iter().zip(&mut chunks) {
+            word.store(
+                u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+                Ordering::Relaxed,
+            );
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            let word = &words[data.len() / 4];
+            let mut bytes = word.load(Ordering::Relaxed).to_ne_bytes();
+            bytes[..tail.len()].copy_from_slice(tail);
+            word.store(u32::from_ne_bytes(bytes), Ordering::Relaxed);
+        }
+    }
+
+    /// Reads `out.len()` bytes from the words from `first`.
+    #[inline(always)]
+    fn read(&self, first: usize, out: &mut [u8]) {
+        let words = self.span(first, out.len());
+        let len = out.len();
+        let mut chunks = out.chunks_exact_mut(4);
+        for (word, chunk) in words.iter().zip(&mut chunks) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let n = tail.len();
+            tail.copy_from_slice(&words[len / 4].load(Ordering::Relaxed).to_ne_bytes()[..n]);
+        }
+    }
+
+    /// The first word of element `idx`'s key.
+    #[inline]
+    fn key_word(&self, idx: u32) -> usize {
+        self.elem(idx) + ELEM_HEADER / 4
+    }
+
+    /// The first word of element `idx`'s value (of CPU `cpu`'s slot for per-CPU values).
+    #[inline]
+    fn value_word(&self, idx: u32, cpu: u32) -> usize {
+        self.elem(idx) + self.l.value_w + cpu as usize * (self.l.slot_stride / 4)
+    }
+}
+
 fn lock_errno(_: LockError) -> Errno {
     // A lock that cannot be taken at all (not a dead owner, which is handled): report it the way
     // 6.15+ kernels report a bucket lock that cannot be acquired.
@@ -377,6 +529,17 @@ fn lock_errno(_: LockError) -> Errno {
 impl HashMap {
     fn region(&self) -> &crate::region::Region {
         &self.file.region
+    }
+
+    /// The map's words for one operation (one bounds check).
+    #[inline]
+    fn words(&self) -> Words<'_> {
+        Words {
+            all: self
+                .region()
+                .atomic_u32_slice(TYPE_STATE_OFFSET, self.layout.words_len),
+            l: &self.layout,
+        }
     }
 
     fn load(&self, off: usize) -> u32 {
@@ -400,19 +563,21 @@ impl HashMap {
 
     /// Takes the spare element of `bucket`'s stripe (stripe lock held), emptying the slot before
     /// the element is used, so a crash can only leak it (recovery returns it to the pool).
-    fn take_spare(&self, bucket: u32) -> Option<u32> {
-        let off = self.spare_off(bucket);
-        let idx = self.link_index(self.load(off))?;
-        self.store(off, 0);
+    #[inline(always)]
+    fn take_spare(&self, w: &Words<'_>, bucket: u32) -> Option<u32> {
+        let spare = w.spare(bucket);
+        let idx = self.link_index(spare.load(Ordering::Acquire))?;
+        spare.store(0, Ordering::Release);
         Some(idx)
     }
 
     /// Parks the unreachable element `idx` as the spare of `bucket`'s stripe when its slot is
     /// empty (stripe lock held), else returns it to the pool.
-    fn release_replaced(&self, bucket: u32, idx: u32) -> Result<(), Errno> {
-        let off = self.spare_off(bucket);
-        if self.load(off) == 0 {
-            self.store(off, idx + 1);
+    #[inline(always)]
+    fn release_replaced(&self, w: &Words<'_>, bucket: u32, idx: u32) -> Result<(), Errno> {
+        let spare = w.spare(bucket);
+        if spare.load(Ordering::Acquire) == 0 {
+            spare.store(idx + 1, Ordering::Release);
             Ok(())
         } else {
             self.free(idx, false)
@@ -466,23 +631,34 @@ impl HashMap {
     /// Takes bucket `bucket`'s stripe lock, first running recovery when it is due. A dead previous
     /// owner flags recovery and restarts, so the caller always gets a consistent bucket.
     fn lock_bucket(&self, bucket: u32) -> Result<BucketGuard<'_>, Errno> {
+        self.lock_bucket_with(&self.words(), bucket)
+    }
+
+    /// [`Self::lock_bucket`] with the operation's word views.
+    #[inline(always)]
+    fn lock_bucket_with<'r>(
+        &'r self,
+        w: &Words<'r>,
+        bucket: u32,
+    ) -> Result<BucketGuard<'r>, Errno> {
         loop {
-            if self.needs_recovery() {
+            if w.needs_recovery() {
                 self.recover()?;
             }
-            let guard = lock(self.region(), self.layout.stripe_off(bucket)).map_err(lock_errno)?;
+            let guard = lock_words(w.stripe_word(bucket, 0), w.stripe_word(bucket, 4))
+                .map_err(lock_errno)?;
             if guard.previous_owner_died() {
                 self.flag_recovery();
                 drop(guard);
                 continue;
             }
-            if self.needs_recovery() {
+            if w.needs_recovery() {
                 drop(guard);
                 continue;
             }
             // Readers that started before see the counter change and retry. Only the lock holder
             // writes the counter: a plain load and store suffices.
-            let seq = self.stripe_seq(bucket);
+            let seq = w.seq(bucket);
             seq.store(
                 seq.load(Ordering::Relaxed).wrapping_add(1),
                 Ordering::Relaxed,
@@ -495,9 +671,14 @@ impl HashMap {
     /// Runs `read` on `bucket` without its lock, validated by the stripe's sequence counter
     /// (retrying when a writer interfered), falling back to the lock after
     /// [`OPTIMISTIC_TRIES`]. `read` gets `strict = false` when unlocked.
-    fn read_bucket<R>(&self, bucket: u32, mut read: impl FnMut(bool) -> R) -> Result<R, Errno> {
-        if !self.needs_recovery() {
-            let seq = self.stripe_seq(bucket);
+    fn read_bucket<R>(
+        &self,
+        w: &Words<'_>,
+        bucket: u32,
+        mut read: impl FnMut(bool) -> R,
+    ) -> Result<R, Errno> {
+        if !w.needs_recovery() {
+            let seq = w.seq(bucket);
             for _ in 0..OPTIMISTIC_TRIES {
                 let before = seq.load(Ordering::Acquire);
                 if before & 1 == 1 {
@@ -511,19 +692,27 @@ impl HashMap {
                 }
             }
         }
-        let _guard = self.lock_bucket(bucket)?;
+        let _guard = self.lock_bucket_with(w, bucket)?;
         Ok(read(true))
     }
 
     /// Finds `key` in `bucket` (stripe lock held).
     fn find(&self, bucket: u32, hash: u32, key: &[u8]) -> Option<Found> {
-        self.find_mode(bucket, hash, key, true)
+        self.find_mode(&self.words(), bucket, hash, key, true)
     }
 
     /// [`Self::find`]; with `strict` false (no lock held) the walk tolerates racing writers.
-    fn find_mode(&self, bucket: u32, hash: u32, key: &[u8], strict: bool) -> Option<Found> {
+    #[inline(always)]
+    fn find_mode(
+        &self,
+        w: &Words<'_>,
+        bucket: u32,
+        hash: u32,
+        key: &[u8],
+        strict: bool,
+    ) -> Option<Found> {
         let mut prev = None;
-        let mut link = self.load(self.layout.bucket_off(bucket));
+        let mut link = w.head(bucket).load(Ordering::Acquire);
         let mut steps = 0u32;
         while let Some(idx) = self.link_index_mode(link, strict) {
             steps += 1;
@@ -533,14 +722,11 @@ impl HashMap {
                 }
                 return None;
             }
-            let off = self.layout.elem_off(idx);
-            if self.load(off + 4) == hash
-                && self.region().bytes_equal(self.layout.key_off(idx), key)
-            {
+            if w.hash(idx).load(Ordering::Acquire) == hash && w.key_equals(idx, key) {
                 return Some(Found { prev, idx });
             }
             prev = Some(idx);
-            link = self.next_of(idx);
+            link = w.next(idx).load(Ordering::Acquire);
         }
         None
     }
@@ -642,34 +828,32 @@ impl HashMap {
     }
 
     /// Unlinks `found` from `bucket` with one store.
-    fn unlink(&self, bucket: u32, found: Found) {
-        let next = self.next_of(found.idx);
+    #[inline(always)]
+    fn unlink(&self, w: &Words<'_>, bucket: u32, found: Found) {
+        let next = w.next(found.idx).load(Ordering::Acquire);
         match found.prev {
-            Some(prev) => self.set_next(prev, next),
-            None => self.store(self.layout.bucket_off(bucket), next),
+            Some(prev) => w.next(prev).store(next, Ordering::Release),
+            None => w.head(bucket).store(next, Ordering::Release),
         }
     }
 
     /// Fills element `idx` (unreachable) with `hash`, `key` and `next`.
-    fn prepare(&self, idx: u32, hash: u32, key: &[u8], next: u32) {
-        let off = self.layout.elem_off(idx);
-        self.store(off, next);
-        self.store(off + 4, hash);
-        self.region().write(self.layout.key_off(idx), key);
+    #[inline(always)]
+    fn prepare(&self, w: &Words<'_>, idx: u32, hash: u32, key: &[u8], next: u32) {
+        w.next(idx).store(next, Ordering::Release);
+        w.hash(idx).store(hash, Ordering::Release);
+        w.write(w.key_word(idx), key);
     }
 
-    fn copy_value_out(&self, idx: u32, out: &mut [u8]) {
-        self.region().read(
-            self.layout.value_off(idx),
+    fn copy_value_out(&self, w: &Words<'_>, idx: u32, out: &mut [u8]) {
+        w.read(
+            w.value_word(idx, 0),
             &mut out[..self.layout.user_value_len()],
         );
     }
 
-    fn write_user_value(&self, idx: u32, value: &[u8]) {
-        self.region().write(
-            self.layout.value_off(idx),
-            &value[..self.layout.user_value_len()],
-        );
+    fn write_user_value(&self, w: &Words<'_>, idx: u32, value: &[u8]) {
+        w.write(w.value_word(idx, 0), &value[..self.layout.user_value_len()]);
     }
 
     fn slot_off(&self, idx: u32, cpu: u32) -> usize {
@@ -677,14 +861,13 @@ impl HashMap {
     }
 
     /// Writes one CPU's slot; `zero_others` clears every other slot (helper insert of a new key).
-    fn write_slot(&self, idx: u32, cpu: u32, value: &[u8], zero_others: bool) {
+    fn write_slot(&self, w: &Words<'_>, idx: u32, cpu: u32, value: &[u8], zero_others: bool) {
         let l = &self.layout;
         if zero_others {
             self.region()
                 .fill(l.value_off(idx), l.slot_stride * l.cpus, 0);
         }
-        self.region()
-            .write(self.slot_off(idx, cpu), &value[..l.value_size]);
+        w.write(w.value_word(idx, cpu), &value[..l.value_size]);
     }
 
     /// Update shared by the syscall and helper paths. `cpu` is `None` for the syscall (all slots
@@ -712,47 +895,51 @@ impl HashMap {
         }
         let hash = self.hash(key);
         let bucket = l.bucket_of(hash);
-        let _guard = self.lock_bucket(bucket)?;
-        let found = self.find(bucket, hash, key);
+        let w = self.words();
+        let _guard = self.lock_bucket_with(&w, bucket)?;
+        let found = self.find_mode(&w, bucket, hash, key, true);
         match (found, flags) {
             (Some(_), BPF_NOEXIST) => return Err(Errno::EEXIST),
             (None, BPF_EXIST) => return Err(Errno::ENOENT),
             _ => {}
         }
-        let head_off = l.bucket_off(bucket);
+        let head = w.head(bucket);
         match found {
             Some(found) if l.percpu => {
                 // PERCPU_HASH updates an existing element in place; the key does not move.
                 match cpu {
-                    Some(cpu) => self.write_slot(found.idx, cpu, value, false),
-                    None => self.write_user_value(found.idx, value),
+                    Some(cpu) => self.write_slot(&w, found.idx, cpu, value, false),
+                    None => self.write_user_value(&w, found.idx, value),
                 }
             }
             Some(old) => {
                 // HASH replaces: publish a fresh element at the head, then unlink the old one.
-                let new = match self.take_spare(bucket) {
+                // When the old element is the head, one store does both.
+                let new = match self.take_spare(&w, bucket) {
                     Some(spare) => spare,
                     None => self.alloc(false)?,
                 };
-                self.prepare(new, hash, key, self.load(head_off));
-                self.region()
-                    .write(l.value_off(new), &value[..l.value_size]);
-                self.store(head_off, new + 1);
-                let prev = Some(old.prev.unwrap_or(new));
-                self.unlink(bucket, Found { prev, idx: old.idx });
-                self.release_replaced(bucket, old.idx)?;
+                let next = match old.prev {
+                    None => w.next(old.idx).load(Ordering::Acquire),
+                    Some(_) => head.load(Ordering::Acquire),
+                };
+                self.prepare(&w, new, hash, key, next);
+                w.write(w.value_word(new, 0), &value[..l.value_size]);
+                head.store(new + 1, Ordering::Release);
+                if old.prev.is_some() {
+                    self.unlink(&w, bucket, old);
+                }
+                self.release_replaced(&w, bucket, old.idx)?;
             }
             None => {
                 let new = self.alloc(true)?;
-                self.prepare(new, hash, key, self.load(head_off));
+                self.prepare(&w, new, hash, key, head.load(Ordering::Acquire));
                 match (l.percpu, cpu) {
-                    (true, Some(cpu)) => self.write_slot(new, cpu, value, true),
-                    (true, None) => self.write_user_value(new, value),
-                    (false, _) => self
-                        .region()
-                        .write(l.value_off(new), &value[..l.value_size]),
+                    (true, Some(cpu)) => self.write_slot(&w, new, cpu, value, true),
+                    (true, None) => self.write_user_value(&w, new, value),
+                    (false, _) => w.write(w.value_word(new, 0), &value[..l.value_size]),
                 }
-                self.store(head_off, new + 1);
+                head.store(new + 1, Ordering::Release);
             }
         }
         Ok(())
@@ -761,12 +948,15 @@ impl HashMap {
     fn delete_inner(&self, key: &[u8], value: Option<&mut [u8]>) -> Result<(), Errno> {
         let hash = self.hash(key);
         let bucket = self.layout.bucket_of(hash);
-        let _guard = self.lock_bucket(bucket)?;
-        let found = self.find(bucket, hash, key).ok_or(Errno::ENOENT)?;
+        let w = self.words();
+        let _guard = self.lock_bucket_with(&w, bucket)?;
+        let found = self
+            .find_mode(&w, bucket, hash, key, true)
+            .ok_or(Errno::ENOENT)?;
         if let Some(value) = value {
-            self.copy_value_out(found.idx, value);
+            self.copy_value_out(&w, found.idx, value);
         }
-        self.unlink(bucket, found);
+        self.unlink(&w, bucket, found);
         self.free(found.idx, true)
     }
 
@@ -928,7 +1118,11 @@ impl HashMap {
                     l.key_off(idx),
                     &mut buffers.keys[at * l.key_size..(at + 1) * l.key_size],
                 );
-                self.copy_value_out(idx, &mut buffers.values[at * vlen..(at + 1) * vlen]);
+                self.copy_value_out(
+                    &self.words(),
+                    idx,
+                    &mut buffers.values[at * vlen..(at + 1) * vlen],
+                );
             }
             if delete && cnt > 0 {
                 // One store unlinks the whole bucket; the elements go back to the pool after
@@ -1082,10 +1276,11 @@ impl Backend for HashMap {
     fn lookup(&self, key: &[u8], value: &mut [u8]) -> MapResult<()> {
         let hash = self.hash(key);
         let bucket = self.layout.bucket_of(hash);
-        let found = self.read_bucket(bucket, |strict| {
-            let found = self.find_mode(bucket, hash, key, strict);
+        let w = self.words();
+        let found = self.read_bucket(&w, bucket, |strict| {
+            let found = self.find_mode(&w, bucket, hash, key, strict);
             if let Some(found) = found {
-                self.copy_value_out(found.idx, value);
+                self.copy_value_out(&w, found.idx, value);
             }
             found.is_some()
         })?;
@@ -1181,8 +1376,11 @@ impl Backend for HashMap {
         }
         let hash = self.hash(key);
         let bucket = l.bucket_of(hash);
+        let w = self.words();
         let found = self
-            .read_bucket(bucket, |strict| self.find_mode(bucket, hash, key, strict))
+            .read_bucket(&w, bucket, |strict| {
+                self.find_mode(&w, bucket, hash, key, strict)
+            })
             .ok()??;
         let offset = if l.percpu {
             self.slot_off(found.idx, cpu)

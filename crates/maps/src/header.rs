@@ -2,7 +2,7 @@
 //! layout. Owns the header's byte layout and its validation; it does not know any map type's
 //! own layout (each type module owns the bytes of its area).
 //!
-//! # File layout (layout version 1)
+//! # File layout (layout version 2)
 //!
 //! All integers are little-endian (the only byte order this engine runs on: x86-64 and aarch64
 //! little-endian hosts), all offsets are from the start of the file.
@@ -29,6 +29,9 @@
 //! | 2048 | 2048 | 32 lock slots of 64 bytes ([`HEADER_LOCKS_OFFSET`]), for the type module |
 //! | 4096 | … | the type's area, laid out by the type module |
 //!
+//! Version 2 changed every lock slot from a glibc robust mutex to [`crate::lock`]'s owner-stamped
+//! lock; a version 1 file is refused rather than misread.
+//!
 //! The fixed fields (everything except id and frozen) are written once by the creator before the
 //! file can be reached by anyone else, and never change. The creator initialises the type area
 //! and its locks before publishing too, so an opener that validates the header can trust the
@@ -45,7 +48,7 @@ use crate::region::Region;
 /// The file's magic number.
 pub const MAGIC: [u8; 8] = *b"BPFMAPS\0";
 /// The layout version this code reads and writes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Where a type module's own header words start (1024 bytes, zeroed at creation).

@@ -9,8 +9,8 @@
 //! ([`UserMap::pin`]) links it to a path. Every live map has an id in a small registry under the
 //! pin root ([`store`]), which is also how [`list`] and [`UserMap::from_id`] find maps.
 //!
-//! Concurrency: structures are protected by robust process-shared mutexes ([`lock`]) that notice a
-//! dead owner, and every update becomes visible in one atomic store, so a process killed at any
+//! Concurrency: structures are protected by owner-stamped process-shared locks ([`lock`]) whose
+//! waiters notice a dead owner, and every update becomes visible in one atomic store, so a process killed at any
 //! point leaves the map usable and loses no acknowledged update (see [`hash`] for the recovery).
 //!
 //! ```no_run

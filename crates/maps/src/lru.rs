@@ -20,7 +20,8 @@
 //!
 //! # Concurrency and crashes
 //!
-//! One robust process-shared mutex (the first 64 bytes of the area) guards the whole area; the
+//! One process-shared lock ([`crate::lock`], in the first 64 bytes of the area) guards the whole
+//! area; the
 //! kernel uses a global LRU lock, per-CPU local-list locks and bucket locks, and one lock gives the
 //! same results for any sequence of whole operations. Elements become visible in one step: a new
 //! element is written completely into a free node before one store links it at its bucket's head;
@@ -138,7 +139,7 @@ pub fn check_definition(def: &MapDef, possible_cpus: u32) -> Result<LruShape, Er
 /// The CPU the calling thread runs on, reduced modulo `cpus` (0 when unknown): the CPU whose
 /// lists a syscall-side update uses.
 pub fn current_cpu(cpus: u32) -> u32 {
-    crate::region::current_cpu().map_or(0, |c| c % cpus.max(1))
+    crate::region::current_cpu().map_or(0, |c| table::reduce_cpu(c, cpus))
 }
 
 /// How many lock-free attempts a syscall lookup makes before it takes the lock.

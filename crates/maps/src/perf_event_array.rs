@@ -54,7 +54,7 @@
 //! | 2080 | 4 | samples since the last wakeup |
 //! | 2088 | 8 | the ring's key (the `id` of `PERF_RECORD_LOST`) |
 //! | 2096 | 4 | pid of the creating process while it holds its reference, 0 after it released it |
-//! | 3072 | 64 | the ring's robust lock (`crate::lock`) |
+//! | 3072 | 64 | the ring's lock slot (`crate::lock`) |
 //! | 4096 | `data_size` | data area (a power of two of pages), not double-mapped |
 
 use std::collections::HashMap;

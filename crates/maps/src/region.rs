@@ -252,6 +252,20 @@ impl Region {
         unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off).cast::<u32>()) }
     }
 
+    /// `count` consecutive 4-byte words at `off` (4-aligned) as atomics, bounds-checked once:
+    /// indexing the slice then costs one comparison. For hot paths that touch many words of one
+    /// array (bucket heads, element headers).
+    #[inline]
+    pub fn atomic_u32_slice(&self, off: usize, count: usize) -> &[AtomicU32] {
+        self.check(off, count.saturating_mul(4), 4);
+        // SAFETY: `count` words from `off` are in bounds and 4-aligned per `check`; as in
+        // `atomic_u32`, atomics over this memory are sound to share, and the slice borrows `self`
+        // so the mapping outlives it.
+        unsafe {
+            std::slice::from_raw_parts(self.base.as_ptr().add(off).cast::<AtomicU32>(), count)
+        }
+    }
+
     /// The 8-byte word at `off` (8-aligned) as an atomic.
     #[inline]
     pub fn atomic_u64(&self, off: usize) -> &AtomicU64 {

@@ -40,7 +40,7 @@
 //!
 //! # Concurrency
 //!
-//! Producers in any number of threads and processes reserve under the robust header lock (a
+//! Producers in any number of threads and processes reserve under the header lock (`crate::lock`) (a
 //! producer killed while holding it is noticed by the next one; `producer_pos` is published last
 //! and `pending_pos` is recomputed, so the only repair is freeing a reservation-table entry the
 //! dead owner made for a record it never published),

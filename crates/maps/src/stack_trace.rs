@@ -13,7 +13,7 @@
 //!
 //! | offset | size | content |
 //! |---|---|---|
-//! | 0 | 64 | robust process-shared mutex ([`crate::lock`]) guarding everything below |
+//! | 0 | 64 | lock slot ([`crate::lock`]) guarding everything below |
 //! | 64 | 4 | magic `STK1` ([`STACK_MAGIC`]) |
 //! | 68 | 4 | number of elements on the free stack |
 //! | 72 | 56 | reserved, zero |

@@ -73,7 +73,6 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bpfmaps_maps::lock::{init_lock, LOCK_SLOT_SIZE};
 use bpfmaps_maps::region::{self, Region};
 
 /// Name of the slot directory under the pin root.
@@ -104,6 +103,44 @@ const SLEEPERS_OFFSET: usize = 20;
 
 /// The largest slot count a file may declare (far above any machine's possible CPUs).
 const MAX_SLOTS: u32 = 1 << 16;
+
+/// Bytes of one slot: a glibc `pthread_mutex_t` (40 bytes on x86-64) in a cache line of its own.
+const LOCK_SLOT_SIZE: usize = 64;
+
+const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= LOCK_SLOT_SIZE);
+
+/// Initialises the slot at `off` as a robust, process-shared mutex. Only for a file no other
+/// process or thread can reach yet.
+fn init_robust_mutex(region: &Region, off: usize) -> io::Result<()> {
+    let mutex = region
+        .ptr_at(off, LOCK_SLOT_SIZE, LOCK_SLOT_SIZE)
+        .cast::<libc::pthread_mutex_t>();
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: `attr` is a local we own; pthread_mutexattr_init initialises it.
+    let rc = unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    // SAFETY: `attr` was initialised above; the setters only write into it, and
+    // pthread_mutex_init writes the LOCK_SLOT_SIZE in-bounds, aligned bytes of the mapping at
+    // `mutex` (checked by `ptr_at`), which nobody else can reach yet (the caller's contract).
+    let rc = unsafe {
+        let mut rc =
+            libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+        if rc == 0 {
+            rc = libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
+        }
+        if rc == 0 {
+            rc = libc::pthread_mutex_init(mutex, attr.as_ptr());
+        }
+        libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
+        rc
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
 
 /// Byte offset of slot `index`'s mutex.
 fn slot_offset(index: usize) -> usize {
@@ -210,7 +247,7 @@ impl CpuSlots {
     /// other process or thread can reach yet.
     fn initialise(region: &Region, count: u32) -> io::Result<()> {
         for index in 0..count as usize {
-            init_lock(region, slot_offset(index)).map_err(io::Error::other)?;
+            init_robust_mutex(region, slot_offset(index))?;
         }
         region.write(VERSION_OFFSET, &SLOT_FILE_VERSION.to_ne_bytes());
         region.write(COUNT_OFFSET, &count.to_ne_bytes());

@@ -1,32 +1,33 @@
 //! Where everything of an LRU hash map lives inside its shared-memory area: the lock, a small
-//! header, the LRU list states, the list links of every node, per-node metadata, the hash
+//! header, the LRU list states, one record per list link (list links and node metadata), the hash
 //! buckets and the elements (key then value).
 //!
 //! Owns the arithmetic from a map definition to byte offsets, nothing else. All offsets are
 //! relative to the region, already including the area's base, and every size is computed with
 //! checked arithmetic so an absurd definition is refused (`E2BIG`/`ENOMEM`) instead of wrapping.
 //!
-//! # Layout (version 1), offsets relative to the area's base (64-aligned)
+//! # Layout (version 2), offsets relative to the area's base (64-aligned)
 //!
 //! | offset | size | content |
 //! |---|---|---|
-//! | 0 | 64 | robust process-shared mutex ([`crate::lock`]) guarding everything below |
-//! | 64 | 4 | magic `LRU1` ([`LRU_MAGIC`]) |
+//! | 0 | 64 | lock slot ([`crate::lock`]) guarding everything below |
+//! | 64 | 4 | magic `LRU2` ([`LRU_MAGIC`]) |
 //! | 68 | 8 | reserved, zero (the seed and the frozen flag live in the file header) |
 //! | 76 | 4 | number of elements linked in the hash table |
 //! | 80 | 4 | sequence counter: odd while a lock holder may be changing the table; lock-free lookups read between two equal even values |
 //! | 84 | 44 | reserved, zero |
 //! | 128 | 16 × lists | per LRU list: `u32` active count, `u32` inactive count, `u32` rotation cursor (a link index), `u32` zero |
 //! | … | 4 × cpus | per CPU (common LRU): `u32` next CPU to steal from |
-//! | … | 4 × links | `prev` link of every list node and list head |
-//! | … | 4 × links | `next` link of every list node and list head |
-//! | … | 4 × nodes | node list type ([`NodeType`] as `u32`) |
-//! | … | 4 × nodes | node CPU (owner of its pending list, or of its list with `NO_COMMON_LRU`) |
-//! | … | 4 × nodes | node reference bit (0 or 1) |
-//! | … | 4 × nodes | node key hash |
-//! | … | 4 × nodes | next node in the same hash bucket, [`NIL`] at the end |
+//! | … (32-aligned) | 32 × links | one record per link, below |
 //! | … | 4 × buckets | first node of each bucket, [`NIL`] when empty |
 //! | … (8-aligned) | elem_stride × nodes | elements: key (`round_up(key_size, 8)` bytes), then the value (`value_size`, or `round_up(value_size, 8) × cpus` for per-CPU maps) |
+//!
+//! A link's record is eight `u32` words, so everything an LRU operation reads or writes about one
+//! node is on one cache line (version 1 kept each field in its own array, which cost one cache
+//! line per field touched): `prev` link, `next` link, then for nodes only (zero for list heads)
+//! the list type ([`NodeType`] as `u32`), the CPU (owner of its pending list, or of its list with
+//! `NO_COMMON_LRU`), the reference bit (0 or 1), the key hash, the next node in the same hash
+//! bucket ([`NIL`] at the end), and a zero word.
 //!
 //! *Links* are list nodes and list heads in one index space, so every list is a circular doubly
 //! linked list with a sentinel head exactly like the kernel's `list_head`: indices
@@ -37,8 +38,11 @@ use bpfmaps_abi::Errno;
 
 use crate::lock::LOCK_SLOT_SIZE;
 
-/// "LRU1" little-endian: marks an initialised LRU area of layout version 1.
-pub const LRU_MAGIC: u32 = u32::from_le_bytes(*b"LRU1");
+/// "LRU2" little-endian: marks an initialised LRU area of layout version 2.
+pub const LRU_MAGIC: u32 = u32::from_le_bytes(*b"LRU2");
+
+/// Bytes of one link record.
+const RECORD: usize = 32;
 
 /// The end of a hash chain (an empty bucket).
 pub const NIL: u32 = u32::MAX;
@@ -118,17 +122,14 @@ pub struct LruLayout {
     pub header: usize,
     lists: usize,
     steal: usize,
-    prev: usize,
-    next: usize,
-    ntype: usize,
-    ncpu: usize,
-    nref: usize,
-    nhash: usize,
-    hnext: usize,
+    records: usize,
     buckets: usize,
     elems: usize,
     /// Total bytes of the area.
     pub size: usize,
+    /// The common LRU's refill batch ([`super::target_free`]), computed once: it costs two
+    /// divisions.
+    pub target_free: u32,
 }
 
 fn round_up(value: usize, to: usize) -> Option<usize> {
@@ -173,14 +174,11 @@ impl LruLayout {
         let header = base.checked_add(LOCK_SLOT_SIZE).ok_or(overflow)?;
         let lists = base.checked_add(128).ok_or(overflow)?;
         let steal = words(lists, 4 * n_lists)?;
-        let prev = words(steal, cpus)?;
-        let next = words(prev, n_links)?;
-        let ntype = words(next, n_links)?;
-        let ncpu = words(ntype, nodes)?;
-        let nref = words(ncpu, nodes)?;
-        let nhash = words(nref, nodes)?;
-        let hnext = words(nhash, nodes)?;
-        let buckets = words(hnext, nodes)?;
+        let records = round_up(words(steal, cpus)?, RECORD).ok_or(overflow)?;
+        let buckets = n_links
+            .checked_mul(RECORD)
+            .and_then(|b| records.checked_add(b))
+            .ok_or(overflow)?;
         let elems = round_up(words(buckets, n_buckets as usize)?, 8).ok_or(overflow)?;
         let end = elem_stride
             .checked_mul(nodes)
@@ -197,17 +195,12 @@ impl LruLayout {
             header,
             lists,
             steal,
-            prev,
-            next,
-            ntype,
-            ncpu,
-            nref,
-            nhash,
-            hnext,
+            records,
             buckets,
             elems,
             size,
             base,
+            target_free: super::table::target_free(shape.nodes, shape.cpus),
             shape,
         })
     }
@@ -236,33 +229,44 @@ impl LruLayout {
     pub fn steal_at(&self, cpu: u32) -> usize {
         self.steal + 4 * cpu as usize
     }
+    #[inline]
+    fn record(&self, link: u32) -> usize {
+        self.records + RECORD * link as usize
+    }
     /// Offset of link `link`'s prev word.
+    #[inline]
     pub fn prev_at(&self, link: u32) -> usize {
-        self.prev + 4 * link as usize
+        self.record(link)
     }
     /// Offset of link `link`'s next word.
+    #[inline]
     pub fn next_at(&self, link: u32) -> usize {
-        self.next + 4 * link as usize
+        self.record(link) + 4
     }
     /// Offset of node `node`'s type word.
+    #[inline]
     pub fn type_at(&self, node: u32) -> usize {
-        self.ntype + 4 * node as usize
+        self.record(node) + 8
     }
     /// Offset of node `node`'s CPU word.
+    #[inline]
     pub fn cpu_at(&self, node: u32) -> usize {
-        self.ncpu + 4 * node as usize
+        self.record(node) + 12
     }
     /// Offset of node `node`'s reference bit.
+    #[inline]
     pub fn ref_at(&self, node: u32) -> usize {
-        self.nref + 4 * node as usize
+        self.record(node) + 16
     }
     /// Offset of node `node`'s hash.
+    #[inline]
     pub fn hash_at(&self, node: u32) -> usize {
-        self.nhash + 4 * node as usize
+        self.record(node) + 20
     }
     /// Offset of node `node`'s hash-chain successor.
+    #[inline]
     pub fn hnext_at(&self, node: u32) -> usize {
-        self.hnext + 4 * node as usize
+        self.record(node) + 24
     }
     /// Offset of bucket `bucket`'s first node.
     pub fn bucket_at(&self, bucket: u32) -> usize {

@@ -16,7 +16,7 @@
 //! * with an empty global list, nodes are stolen round robin from CPUs' local free lists, then
 //!   from their pending lists (unreferenced first).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bpfmaps_abi::{Errno, MapError};
 
@@ -31,6 +31,17 @@ pub const PERCPU_NR_SCANS: u32 = 4;
 pub const LOCAL_FREE_TARGET: u32 = 128;
 /// `PERCPU_FREE_TARGET`: how many nodes a `NO_COMMON_LRU` shrink frees at once.
 pub const PERCPU_FREE_TARGET: u32 = 4;
+
+/// `cpu % cpus` without a division in the usual case (`cpu` already below `cpus`); `cpus` of 0
+/// counts as 1.
+#[inline(always)]
+pub fn reduce_cpu(cpu: u32, cpus: u32) -> u32 {
+    if cpu < cpus {
+        cpu
+    } else {
+        cpu % cpus.max(1)
+    }
+}
 
 /// The common LRU's refill batch: `clamp(nodes / cpus / 2, 1, LOCAL_FREE_TARGET)`.
 pub fn target_free(nodes: u32, cpus: u32) -> u32 {
@@ -69,6 +80,9 @@ impl From<Corrupt> for MapError {
 /// A view of one LRU area, used while its lock is held.
 pub struct Table<'a> {
     region: &'a Region,
+    /// The whole area as 4-byte atomic words, bounds-checked once in [`Table::new`]: every
+    /// access after that is one slice index.
+    words: &'a [AtomicU32],
     layout: &'a LruLayout,
     target_free: u32,
     nr_scans: u32,
@@ -77,7 +91,7 @@ pub struct Table<'a> {
 impl<'a> Table<'a> {
     /// A view of the area `layout` describes in `region`.
     pub fn new(region: &'a Region, layout: &'a LruLayout) -> Table<'a> {
-        let target_free = target_free(layout.shape.nodes, layout.shape.cpus);
+        let target_free = layout.target_free;
         let nr_scans = if layout.shape.percpu_lru {
             PERCPU_NR_SCANS
         } else {
@@ -85,22 +99,32 @@ impl<'a> Table<'a> {
         };
         Table {
             region,
+            words: region.atomic_u32_slice(layout.base, layout.size / 4),
             layout,
             target_free,
             nr_scans,
         }
     }
 
-    fn load(&self, off: usize) -> u32 {
-        self.region.atomic_u32(off).load(Ordering::Relaxed)
+    /// The word at region offset `off` (inside the area, 4-aligned).
+    #[inline(always)]
+    fn word(&self, off: usize) -> &'a AtomicU32 {
+        &self.words[(off - self.layout.base) / 4]
     }
 
+    #[inline(always)]
+    fn load(&self, off: usize) -> u32 {
+        self.word(off).load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
     fn store(&self, off: usize, value: u32) {
-        self.region.atomic_u32(off).store(value, Ordering::Relaxed)
+        self.word(off).store(value, Ordering::Relaxed)
     }
 
     /// A link index read from shared memory, checked against the layout so a corrupt word
     /// cannot send us outside the link arrays.
+    #[inline(always)]
     fn checked_link(&self, link: u32) -> Result<u32, Corrupt> {
         if link < self.layout.n_links {
             Ok(link)
@@ -109,16 +133,19 @@ impl<'a> Table<'a> {
         }
     }
 
+    #[inline(always)]
     fn next(&self, link: u32) -> Result<u32, Corrupt> {
         self.checked_link(self.load(self.layout.next_at(link)))
     }
 
+    #[inline(always)]
     fn prev(&self, link: u32) -> Result<u32, Corrupt> {
         self.checked_link(self.load(self.layout.prev_at(link)))
     }
 
     /// A link met inside a list (not that list's head), which must therefore be an element
     /// node: a link to some other head there is corruption.
+    #[inline(always)]
     fn elem(&self, link: u32) -> Result<u32, Corrupt> {
         if link < self.layout.shape.nodes {
             Ok(link)
@@ -127,16 +154,19 @@ impl<'a> Table<'a> {
         }
     }
 
+    #[inline(always)]
     fn set_next(&self, link: u32, to: u32) {
         self.store(self.layout.next_at(link), to)
     }
 
+    #[inline(always)]
     fn set_prev(&self, link: u32, to: u32) {
         self.store(self.layout.prev_at(link), to)
     }
 
     /// Counts one step of a walk along a list or chain: a walk longer than there are links
     /// can only be going round a cycle that corruption made.
+    #[inline(always)]
     fn step(&self, steps: &mut u32) -> Result<(), Corrupt> {
         *steps += 1;
         if *steps > self.layout.n_links {
@@ -146,57 +176,68 @@ impl<'a> Table<'a> {
     }
 
     /// The list type of `node`.
+    #[inline(always)]
     pub fn node_type(&self, node: u32) -> Option<NodeType> {
         NodeType::from_u32(self.load(self.layout.type_at(node)))
     }
 
+    #[inline(always)]
     fn set_type(&self, node: u32, ty: NodeType) {
         self.store(self.layout.type_at(node), ty as u32)
     }
 
     /// The CPU recorded in `node`, reduced to a valid CPU.
+    #[inline(always)]
     pub fn node_cpu(&self, node: u32) -> u32 {
-        self.load(self.layout.cpu_at(node)) % self.layout.shape.cpus.max(1)
+        reduce_cpu(self.load(self.layout.cpu_at(node)), self.layout.shape.cpus)
     }
 
+    #[inline(always)]
     fn set_cpu(&self, node: u32, cpu: u32) {
         self.store(self.layout.cpu_at(node), cpu)
     }
 
     /// True when `node`'s reference bit is set.
+    #[inline(always)]
     pub fn is_ref(&self, node: u32) -> bool {
         self.load(self.layout.ref_at(node)) != 0
     }
 
     /// Sets `node`'s reference bit (`bpf_lru_node_set_ref`).
+    #[inline(always)]
     pub fn set_ref(&self, node: u32) {
-        let word = self.region.atomic_u32(self.layout.ref_at(node));
+        let word = self.word(self.layout.ref_at(node));
         if word.load(Ordering::Relaxed) == 0 {
             word.store(1, Ordering::Relaxed);
         }
     }
 
+    #[inline(always)]
     fn clear_ref(&self, node: u32) {
         self.store(self.layout.ref_at(node), 0)
     }
 
     /// The hash recorded in `node`.
+    #[inline(always)]
     pub fn node_hash(&self, node: u32) -> u32 {
         self.load(self.layout.hash_at(node))
     }
 
     // ---- circular doubly linked lists with sentinel heads (`list_head`) ----
 
+    #[inline(always)]
     fn list_init(&self, head: u32) {
         self.set_next(head, head);
         self.set_prev(head, head);
     }
 
+    #[inline(always)]
     fn list_is_empty(&self, head: u32) -> Result<bool, Corrupt> {
         Ok(self.next(head)? == head)
     }
 
     /// Inserts `link` right after `head` (`list_add`).
+    #[inline(always)]
     fn list_add(&self, link: u32, head: u32) -> Result<(), Corrupt> {
         let first = self.next(head)?;
         self.set_next(link, first);
@@ -207,6 +248,7 @@ impl<'a> Table<'a> {
     }
 
     /// Unlinks `link` from whatever list holds it (`list_del`, leaving it self-linked).
+    #[inline(always)]
     fn list_del(&self, link: u32) -> Result<(), Corrupt> {
         let prev = self.prev(link)?;
         let next = self.next(link)?;
@@ -216,6 +258,7 @@ impl<'a> Table<'a> {
         Ok(())
     }
 
+    #[inline(always)]
     fn list_move(&self, link: u32, head: u32) -> Result<(), Corrupt> {
         self.list_del(link)?;
         self.list_add(link, head)
@@ -223,6 +266,7 @@ impl<'a> Table<'a> {
 
     // ---- LRU list counts and moves ----
 
+    #[inline(always)]
     fn count_add(&self, list: u32, ty: NodeType, delta: i32) {
         if matches!(ty, NodeType::Active | NodeType::Inactive) {
             let off = self.layout.list_count_at(list, ty);
@@ -231,23 +275,28 @@ impl<'a> Table<'a> {
     }
 
     /// LRU list `list`'s count of active (or inactive) nodes.
+    #[inline(always)]
     pub fn list_count(&self, list: u32, ty: NodeType) -> u32 {
         self.load(self.layout.list_count_at(list, ty))
     }
 
+    #[inline(always)]
     fn rotation(&self, list: u32) -> Result<u32, Corrupt> {
         self.checked_link(self.load(self.layout.rotation_at(list)))
     }
 
+    #[inline(always)]
     fn set_rotation(&self, list: u32, link: u32) {
         self.store(self.layout.rotation_at(list), link)
     }
 
+    #[inline(always)]
     fn head(&self, list: u32, ty: NodeType) -> u32 {
         self.layout.list_head(list, ty)
     }
 
     /// Moves a node of an LRU list's lists onto a free list (`__bpf_lru_node_move_to_free`).
+    #[inline(always)]
     fn move_to_free(
         &self,
         list: u32,
@@ -266,6 +315,7 @@ impl<'a> Table<'a> {
     }
 
     /// Moves a node from a local list into an LRU list (`__bpf_lru_node_move_in`).
+    #[inline(always)]
     fn move_in(&self, list: u32, node: u32, ty: NodeType) -> Result<(), Corrupt> {
         self.count_add(list, ty, 1);
         self.set_type(node, ty);
@@ -274,6 +324,7 @@ impl<'a> Table<'a> {
     }
 
     /// Moves a node within or between an LRU list's lists, to the head (`__bpf_lru_node_move`).
+    #[inline(always)]
     fn move_node(&self, list: u32, node: u32, ty: NodeType) -> Result<(), Corrupt> {
         let old = self.node_type(node);
         if old != Some(ty) {
@@ -451,6 +502,7 @@ impl<'a> Table<'a> {
         Ok(())
     }
 
+    #[inline(always)]
     fn pop_local_free(&self, cpu: u32) -> Result<Option<u32>, Corrupt> {
         let head = self.layout.local_head(cpu, NodeType::LocalFree);
         let node = self.next(head)?;
@@ -481,6 +533,7 @@ impl<'a> Table<'a> {
         Ok(None)
     }
 
+    #[inline(always)]
     fn add_pending(&self, cpu: u32, node: u32, hash: u32) -> Result<(), Corrupt> {
         self.store(self.layout.hash_at(node), hash);
         self.set_cpu(node, cpu);
@@ -494,7 +547,7 @@ impl<'a> Table<'a> {
     /// node exists anywhere (which cannot happen while this process holds the lock).
     pub fn pop_free(&self, hash: u32, cpu: u32) -> Result<Option<u32>, Corrupt> {
         let cpus = self.layout.shape.cpus.max(1);
-        let cpu = cpu % cpus;
+        let cpu = reduce_cpu(cpu, cpus);
         if self.layout.shape.percpu_lru {
             return self.percpu_pop_free(hash, cpu);
         }
@@ -568,10 +621,12 @@ impl<'a> Table<'a> {
 
     // ---- the hash table ----
 
+    #[inline(always)]
     fn bucket_of(&self, hash: u32) -> u32 {
         hash & (self.layout.n_buckets - 1)
     }
 
+    #[inline(always)]
     fn checked_node(&self, node: u32) -> Result<Option<u32>, Corrupt> {
         if node == NIL {
             Ok(None)
@@ -583,17 +638,20 @@ impl<'a> Table<'a> {
     }
 
     /// The first node of bucket `bucket`.
+    #[inline(always)]
     pub fn bucket_first(&self, bucket: u32) -> Result<Option<u32>, Corrupt> {
         self.checked_node(self.load(self.layout.bucket_at(bucket)))
     }
 
     /// The node after `node` in its bucket.
+    #[inline(always)]
     pub fn chain_next(&self, node: u32) -> Result<Option<u32>, Corrupt> {
         self.checked_node(self.load(self.layout.hnext_at(node)))
     }
 
     /// Counts one step along a hash chain: a chain longer than there are nodes has a cycle.
     /// Every walk of a chain calls this once per node.
+    #[inline(always)]
     pub fn chain_step(&self, steps: &mut u32) -> Result<(), Corrupt> {
         *steps += 1;
         if *steps > self.layout.shape.nodes {
