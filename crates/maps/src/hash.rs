@@ -596,6 +596,7 @@ impl HashMap {
         self.store(NEEDS_RECOVERY, 1);
     }
 
+    #[inline(always)]
     fn hash(&self, key: &[u8]) -> u32 {
         htab_hash(key, self.layout.seed)
     }
@@ -609,12 +610,14 @@ impl HashMap {
     }
 
     /// Index of a link (index + 1), or `None` for the end or an invalid link (which flags recovery).
+    #[inline(always)]
     fn link_index(&self, link: u32) -> Option<u32> {
         self.link_index_mode(link, true)
     }
 
     /// [`Self::link_index`]; `strict` is false for optimistic (unlocked) reads, where a strange
     /// link only means the read raced with a writer and will be retried.
+    #[inline(always)]
     fn link_index_mode(&self, link: u32, strict: bool) -> Option<u32> {
         if link == 0 {
             None

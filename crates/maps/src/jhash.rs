@@ -87,6 +87,7 @@ pub fn jhash(key: &[u8], initval: u32) -> u32 {
 
 /// `jhash2(k, length, initval)`: lookup3 over `key.len() / 4` little-endian 32-bit words.
 /// `key.len()` must be a multiple of 4 (trailing bytes are ignored).
+#[inline]
 pub fn jhash2(key: &[u8], initval: u32) -> u32 {
     let words = key.len() / 4;
     let mut a = JHASH_INITVAL
@@ -125,6 +126,7 @@ pub fn jhash2(key: &[u8], initval: u32) -> u32 {
 
 /// The hash the kernel's hash maps use (`htab_map_hash`): `jhash2` when the key size is a
 /// multiple of 4, `jhash` otherwise.
+#[inline]
 pub fn htab_hash(key: &[u8], seed: u32) -> u32 {
     if key.len().is_multiple_of(4) {
         jhash2(key, seed)

@@ -474,6 +474,13 @@ impl LruHashMap {
         Ok(())
     }
 
+    /// How many times the lists were rebuilt because a lock holder died (diagnostics).
+    pub fn repairs(&self) -> u32 {
+        self.region_ref()
+            .atomic_u32(self.layout.repairs_at())
+            .load(Ordering::Acquire)
+    }
+
     /// Checks every structural invariant of the lists and the table (under the lock) and counts
     /// the nodes on each kind of list. For tests and map checking tools.
     pub fn census(&self) -> Result<LruCensus, String> {

@@ -2,7 +2,7 @@
 //! locked or corrupt, and never lose an update that had returned success.
 //!
 //! The writer is this test binary re-run on [`writer_process_entry_point`]. It performs random
-//! updates and deletes on a pinned HASH map and reports each operation before it starts (`B`) and
+//! updates and deletes on a pinned HASH or LRU_HASH map and reports each operation before it starts (`B`) and
 //! its result after it returns (`A`). The parent kills it after a random delay, replays the
 //! acknowledged operations on a model (checking every returned errno against the model), resolves
 //! the one operation that may have been in flight by looking at the map, and then requires the
@@ -17,13 +17,18 @@ use std::time::Duration;
 use bpfmaps_abi::update_flags::*;
 use bpfmaps_abi::{Errno, MapDef, MapError, MapOps, MapType};
 use bpfmaps_maps::hash::HashMap;
+use bpfmaps_maps::lru::LruHashMap;
 use bpfmaps_maps::{Access, UserMap, PIN_ROOT_ENV};
 
 mod common;
 use common::TestStore;
 
 const CHILD_ENV: &str = "BPFMAPS_CRASH_TEST_CHILD";
+/// HASH: small enough that the writers hit a full map (`E2BIG`) often.
 const MAX_ENTRIES: u32 = 24;
+/// LRU_HASH: large enough that [`KEY_SPACE`] keys never make it evict (the free list never
+/// runs dry), so every acknowledged update stays checkable.
+const LRU_MAX_ENTRIES: u32 = 4096;
 const KEY_SPACE: u32 = 40;
 
 struct Rng(u64);
@@ -77,8 +82,9 @@ impl Op {
         }
     }
 
-    /// The result the kernel's rules give on `model`, applying the op when it succeeds.
-    fn apply(self, model: &mut BTreeMap<u32, u64>) -> i32 {
+    /// The result the kernel's rules give on `model` of a map holding at most `capacity` keys,
+    /// applying the op when it succeeds.
+    fn apply(self, model: &mut BTreeMap<u32, u64>, capacity: usize) -> i32 {
         match self {
             Op::Update { key, value, flags } => {
                 let exists = model.contains_key(&key);
@@ -88,7 +94,7 @@ impl Op {
                 if !exists && flags == BPF_EXIST {
                     return Errno::ENOENT.0;
                 }
-                if !exists && model.len() >= MAX_ENTRIES as usize {
+                if !exists && model.len() >= capacity {
                     return Errno::E2BIG.0;
                 }
                 model.insert(key, value);
@@ -182,7 +188,7 @@ fn spawn(root: &Path, task: &str) -> std::process::Child {
         .unwrap()
 }
 
-fn contents(map: &UserMap) -> BTreeMap<u32, u64> {
+fn contents(map: &UserMap, capacity: usize) -> BTreeMap<u32, u64> {
     let mut out = BTreeMap::new();
     let mut next = [0u8; 4];
     let mut prev: Option<[u8; 4]> = None;
@@ -198,10 +204,7 @@ fn contents(map: &UserMap) -> BTreeMap<u32, u64> {
             "a key twice"
         );
         prev = Some(next);
-        assert!(
-            out.len() <= MAX_ENTRIES as usize,
-            "more keys than max_entries"
-        );
+        assert!(out.len() <= capacity, "more keys than max_entries");
     }
     out
 }
@@ -220,21 +223,49 @@ fn wait_for(reader: &mut impl BufRead, word: &str) {
     }
 }
 
+/// The structure check of a map type after each killed writer: consistency and key count.
+fn check_structure(map: &UserMap, keys: usize) -> Result<(), String> {
+    let backend = map.backend().as_any();
+    if let Some(hash) = backend.downcast_ref::<HashMap>() {
+        hash.check_consistency()?;
+        if hash.len() as usize != keys {
+            return Err(format!("count {} for {keys} keys", hash.len()));
+        }
+    } else if let Some(lru) = backend.downcast_ref::<LruHashMap>() {
+        let census = lru.census()?;
+        if census.elements as usize != keys {
+            return Err(format!("{} elements for {keys} keys", census.elements));
+        }
+    } else {
+        return Err("not a hash or LRU map".into());
+    }
+    Ok(())
+}
+
 #[test]
-fn killed_writers_never_corrupt_the_map_or_lose_acknowledged_updates() {
-    let s = TestStore::new("crash", "loop");
+fn killed_writers_never_corrupt_a_hash_map_or_lose_acknowledged_updates() {
+    crash_loop(MapType::Hash, MAX_ENTRIES);
+}
+
+#[test]
+fn killed_writers_never_corrupt_an_lru_map_or_lose_acknowledged_updates() {
+    crash_loop(MapType::LruHash, LRU_MAX_ENTRIES);
+}
+
+fn crash_loop(map_type: MapType, max_entries: u32) {
+    let s = TestStore::new("crash", &format!("loop-{}", map_type.name()));
+    let capacity = max_entries as usize;
     let def = MapDef {
-        map_type: MapType::Hash,
+        map_type,
         key_size: 4,
         value_size: 8,
-        max_entries: MAX_ENTRIES,
+        max_entries,
         map_flags: 0,
         name: "crash".into(),
     };
     let map = UserMap::create_in(&s.store, &def).unwrap();
     let path = s.dir.join("crash");
     map.pin(&path).unwrap();
-    let hash = map.backend().as_any().downcast_ref::<HashMap>().unwrap();
     let mut model: BTreeMap<u32, u64> = BTreeMap::new();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let iterations = 40;
@@ -264,7 +295,7 @@ fn killed_writers_never_corrupt_the_map_or_lose_acknowledged_updates() {
                 let code: i32 = code.parse().unwrap();
                 assert_eq!(
                     code,
-                    op.apply(&mut model),
+                    op.apply(&mut model, capacity),
                     "iteration {iteration}: {op:?} disagrees with the model"
                 );
                 acked_total += 1;
@@ -273,7 +304,7 @@ fn killed_writers_never_corrupt_the_map_or_lose_acknowledged_updates() {
         // The op in flight when the child died happened entirely or not at all.
         if let Some(op) = pending {
             let mut after = model.clone();
-            op.apply(&mut after);
+            op.apply(&mut after, capacity);
             let mut value = [0u8; 8];
             let actual = map
                 .lookup(&op.key().to_le_bytes(), &mut value, 0)
@@ -285,24 +316,33 @@ fn killed_writers_never_corrupt_the_map_or_lose_acknowledged_updates() {
             }
         }
         assert_eq!(
-            contents(&map),
+            contents(&map, capacity),
             model,
             "iteration {iteration}: map contents differ from the acknowledged updates"
         );
-        hash.check_consistency()
-            .unwrap_or_else(|e| panic!("iteration {iteration}: {e}"));
+        check_structure(&map, model.len()).unwrap_or_else(|e| panic!("iteration {iteration}: {e}"));
         // And the map is usable: a fresh key can be inserted if there is room, then removed.
-        if model.len() < MAX_ENTRIES as usize {
+        if model.len() < capacity {
             map.update(&1000u32.to_le_bytes(), &1u64.to_le_bytes(), BPF_NOEXIST)
                 .unwrap();
             map.delete(&1000u32.to_le_bytes()).unwrap();
         }
-        assert_eq!(hash.len() as usize, model.len());
+        check_structure(&map, model.len())
+            .unwrap_or_else(|e| panic!("iteration {iteration}, after a fresh key: {e}"));
     }
+    let backend = map.backend().as_any();
+    let recoveries = match (
+        backend.downcast_ref::<HashMap>(),
+        backend.downcast_ref::<LruHashMap>(),
+    ) {
+        (Some(hash), _) => hash.recoveries(),
+        (_, Some(lru)) => lru.repairs(),
+        _ => 0,
+    };
     eprintln!(
-        "{iterations} writers killed, {acked_total} acknowledged ops checked, {in_flight_applied} \
-         in-flight ops had landed, {} recoveries after a lock owner died",
-        hash.recoveries()
+        "{map_type:?}: {iterations} writers killed, {acked_total} acknowledged ops checked, \
+         {in_flight_applied} in-flight ops had landed, {recoveries} repairs after a lock owner \
+         died"
     );
     assert!(
         acked_total > iterations,

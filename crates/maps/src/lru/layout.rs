@@ -15,7 +15,8 @@
 //! | 68 | 8 | reserved, zero (the seed and the frozen flag live in the file header) |
 //! | 76 | 4 | number of elements linked in the hash table |
 //! | 80 | 4 | sequence counter: odd while a lock holder may be changing the table; lock-free lookups read between two equal even values |
-//! | 84 | 44 | reserved, zero |
+//! | 84 | 4 | number of repairs run after a lock holder died (diagnostics) |
+//! | 88 | 40 | reserved, zero |
 //! | 128 | 16 × lists | per LRU list: `u32` active count, `u32` inactive count, `u32` rotation cursor (a link index), `u32` zero |
 //! | … | 4 × cpus | per CPU (common LRU): `u32` next CPU to steal from |
 //! | … (32-aligned) | 32 × links | one record per link, below |
@@ -216,6 +217,10 @@ impl LruLayout {
     /// Offset of the table's sequence counter (odd while the lock holder changes things).
     pub fn seq_at(&self) -> usize {
         self.header + 16
+    }
+    /// Offset of the repair counter.
+    pub fn repairs_at(&self) -> usize {
+        self.header + 20
     }
     /// Offset of LRU list `list`'s count of nodes of type `ty` (active or inactive).
     pub fn list_count_at(&self, list: u32, ty: NodeType) -> usize {

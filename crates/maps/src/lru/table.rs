@@ -755,6 +755,8 @@ impl<'a> Table<'a> {
     /// their LRU list's inactive list, every other node to its free list; local lists end empty.
     pub fn repair(&self) -> Result<(), Corrupt> {
         let layout = self.layout;
+        let repairs = layout.repairs_at();
+        self.store(repairs, self.load(repairs).wrapping_add(1));
         let nodes = layout.shape.nodes;
         let mut in_table = vec![false; nodes as usize];
         let mut count = 0u32;
