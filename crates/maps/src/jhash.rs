@@ -7,6 +7,7 @@
 
 const JHASH_INITVAL: u32 = 0xdead_beef;
 
+#[inline(always)]
 fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
     *a = a.wrapping_sub(*c);
     *a ^= c.rotate_left(4);
@@ -28,6 +29,7 @@ fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
     *b = b.wrapping_add(*a);
 }
 
+#[inline(always)]
 fn final_mix(a: &mut u32, b: &mut u32, c: &mut u32) {
     *c ^= *b;
     *c = c.wrapping_sub(b.rotate_left(14));
@@ -89,38 +91,37 @@ pub fn jhash(key: &[u8], initval: u32) -> u32 {
 /// `key.len()` must be a multiple of 4 (trailing bytes are ignored).
 #[inline]
 pub fn jhash2(key: &[u8], initval: u32) -> u32 {
-    let words = key.len() / 4;
+    let n = key.len() / 4;
     let mut a = JHASH_INITVAL
-        .wrapping_add((words as u32) << 2)
+        .wrapping_add((n as u32) << 2)
         .wrapping_add(initval);
     let mut b = a;
     let mut c = a;
-    let mut rest = &key[..words * 4];
-    while rest.len() > 12 {
-        a = a.wrapping_add(word(&rest[0..]));
-        b = b.wrapping_add(word(&rest[4..]));
-        c = c.wrapping_add(word(&rest[8..]));
+    let mut words = key
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+    // `words` yields exactly `n` items, so the `unwrap_or(0)`s below never take the 0.
+    let mut next = || words.next().unwrap_or(0);
+    let mut left = n;
+    while left > 3 {
+        a = a.wrapping_add(next());
+        b = b.wrapping_add(next());
+        c = c.wrapping_add(next());
         mix(&mut a, &mut b, &mut c);
-        rest = &rest[12..];
+        left -= 3;
     }
-    match rest.len() / 4 {
-        3 => {
-            c = c.wrapping_add(word(&rest[8..]));
-            b = b.wrapping_add(word(&rest[4..]));
-            a = a.wrapping_add(word(rest));
-            final_mix(&mut a, &mut b, &mut c);
-        }
-        2 => {
-            b = b.wrapping_add(word(&rest[4..]));
-            a = a.wrapping_add(word(rest));
-            final_mix(&mut a, &mut b, &mut c);
-        }
-        1 => {
-            a = a.wrapping_add(word(rest));
-            final_mix(&mut a, &mut b, &mut c);
-        }
-        _ => {}
+    if left == 0 {
+        return c;
     }
+    // The last one to three words: the first to a, the second to b, the third to c.
+    a = a.wrapping_add(next());
+    if left > 1 {
+        b = b.wrapping_add(next());
+    }
+    if left > 2 {
+        c = c.wrapping_add(next());
+    }
+    final_mix(&mut a, &mut b, &mut c);
     c
 }
 
