@@ -83,6 +83,7 @@ use crate::backend::{
 use crate::header::{AREA_OFFSET, TYPE_STATE_OFFSET};
 use crate::jhash::htab_hash;
 use crate::lock::{init_lock, lock, lock_words, LockError, LockGuard, LOCK_SLOT_SIZE};
+use crate::region::{read_words, words_equal, write_words};
 
 /// A held stripe lock whose sequence counter is odd while held: optimistic readers of the
 /// stripe's buckets retry until it is released.
@@ -458,53 +459,20 @@ impl<'r> Words<'r> {
     /// True when element `idx` holds `key` (`key_size` bytes).
     #[inline(always)]
     fn key_equals(&self, idx: u32, key: &[u8]) -> bool {
-        let words = self.span(self.elem(idx) + ELEM_HEADER / 4, key.len());
-        let mut chunks = key.chunks_exact(4);
-        for (word, chunk) in words.iter().zip(&mut chunks) {
-            if word.load(Ordering::Relaxed).to_ne_bytes() != *chunk {
-                return false;
-            }
-        }
-        let tail = chunks.remainder();
-        tail.is_empty()
-            || words[key.len() / 4].load(Ordering::Relaxed).to_ne_bytes()[..tail.len()] == *tail
+        words_equal(self.span(self.elem(idx) + ELEM_HEADER / 4, key.len()), key)
     }
 
     /// Writes `data` into the words from `first`, keeping the bytes of a partial last word that
     /// lie beyond `data`.
     #[inline(always)]
     fn write(&self, first: usize, data: &[u8]) {
-        let words = self.span(first, data.len());
-        let mut chunks = data.chunks_exact(4);
-        for (word, chunk) in words.iter().zip(&mut chunks) {
-            word.store(
-                u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
-                Ordering::Relaxed,
-            );
-        }
-        let tail = chunks.remainder();
-        if !tail.is_empty() {
-            let word = &words[data.len() / 4];
-            let mut bytes = word.load(Ordering::Relaxed).to_ne_bytes();
-            bytes[..tail.len()].copy_from_slice(tail);
-            word.store(u32::from_ne_bytes(bytes), Ordering::Relaxed);
-        }
+        write_words(self.span(first, data.len()), data);
     }
 
     /// Reads `out.len()` bytes from the words from `first`.
     #[inline(always)]
     fn read(&self, first: usize, out: &mut [u8]) {
-        let words = self.span(first, out.len());
-        let len = out.len();
-        let mut chunks = out.chunks_exact_mut(4);
-        for (word, chunk) in words.iter().zip(&mut chunks) {
-            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
-        }
-        let tail = chunks.into_remainder();
-        if !tail.is_empty() {
-            let n = tail.len();
-            tail.copy_from_slice(&words[len / 4].load(Ordering::Relaxed).to_ne_bytes()[..n]);
-        }
+        read_words(self.span(first, out.len()), out);
     }
 
     /// The first word of element `idx`'s key.

@@ -302,6 +302,7 @@ impl LruHashMap {
         &self.file.region
     }
 
+    #[inline(always)]
     fn hash(&self, key: &[u8]) -> u32 {
         crate::jhash::htab_hash(key, self.file.header.hash_seed)
     }
@@ -313,6 +314,7 @@ impl LruHashMap {
     /// Takes the map lock and makes the sequence counter odd until the guard drops, so
     /// lock-free readers ([`LruHashMap::read_optimistic`]) retry around every change. Repairs
     /// the lists first when the previous holder died.
+    #[inline(always)]
     fn lock(&self) -> Result<(WriteGuard<'_>, Table<'_>), Errno> {
         let lock = lock::lock(self.region_ref(), self.layout.base).map_err(|_| Errno::EBUSY)?;
         let seq = self.seq();
@@ -446,11 +448,11 @@ impl LruHashMap {
         }
         // The node is taken before the bucket is searched: a failing update can still evict.
         let node = table.pop_free(hash, cpu)?.ok_or(Errno::ENOMEM)?;
-        region.write(self.layout.key_at(node), key);
+        table.write_bytes(self.layout.key_at(node), key);
         let bytes = match value {
             ValueSource::User(v) | ValueSource::Program(v, _) => v,
         };
-        region.write(self.layout.value_at(node), bytes);
+        table.write_bytes(self.layout.value_at(node), bytes);
         let old = table.find(hash, key)?;
         if let Err(e) = check_flags(old.is_some(), flags) {
             table.push_free(node)?;

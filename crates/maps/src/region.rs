@@ -22,7 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Errors from creating or mapping a region.
 #[derive(Debug, thiserror::Error)]
@@ -290,6 +290,57 @@ impl Drop for Region {
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.len);
         }
+    }
+}
+
+/// True when `words` (at least `bytes.len()` bytes of them, in memory order) begin with `bytes`.
+/// The word-slice counterpart of [`Region::bytes_equal`], for hot paths that checked a slice once
+/// ([`Region::atomic_u32_slice`]).
+#[inline(always)]
+pub fn words_equal(words: &[AtomicU32], bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(4);
+    for (word, chunk) in words.iter().zip(&mut chunks) {
+        if word.load(Ordering::Relaxed).to_ne_bytes() != *chunk {
+            return false;
+        }
+    }
+    let tail = chunks.remainder();
+    tail.is_empty()
+        || words[bytes.len() / 4].load(Ordering::Relaxed).to_ne_bytes()[..tail.len()] == *tail
+}
+
+/// Writes `bytes` into `words` (in memory order), keeping the bytes of a partial last word that
+/// lie beyond `bytes`. The word-slice counterpart of [`Region::write`].
+#[inline(always)]
+pub fn write_words(words: &[AtomicU32], bytes: &[u8]) {
+    let mut chunks = bytes.chunks_exact(4);
+    for (word, chunk) in words.iter().zip(&mut chunks) {
+        word.store(
+            u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+            Ordering::Relaxed,
+        );
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let word = &words[bytes.len() / 4];
+        let mut merged = word.load(Ordering::Relaxed).to_ne_bytes();
+        merged[..tail.len()].copy_from_slice(tail);
+        word.store(u32::from_ne_bytes(merged), Ordering::Relaxed);
+    }
+}
+
+/// Fills `out` from `words` (in memory order). The word-slice counterpart of [`Region::read`].
+#[inline(always)]
+pub fn read_words(words: &[AtomicU32], out: &mut [u8]) {
+    let len = out.len();
+    let mut chunks = out.chunks_exact_mut(4);
+    for (word, chunk) in words.iter().zip(&mut chunks) {
+        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let n = tail.len();
+        tail.copy_from_slice(&words[len / 4].load(Ordering::Relaxed).to_ne_bytes()[..n]);
     }
 }
 

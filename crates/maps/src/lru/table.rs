@@ -90,6 +90,7 @@ pub struct Table<'a> {
 
 impl<'a> Table<'a> {
     /// A view of the area `layout` describes in `region`.
+    #[inline(always)]
     pub fn new(region: &'a Region, layout: &'a LruLayout) -> Table<'a> {
         let target_free = layout.target_free;
         let nr_scans = if layout.shape.percpu_lru {
@@ -104,6 +105,20 @@ impl<'a> Table<'a> {
             target_free,
             nr_scans,
         }
+    }
+
+    /// True when `node`'s element holds `key`.
+    #[inline(always)]
+    fn key_equals(&self, node: u32, key: &[u8]) -> bool {
+        let first = (self.layout.key_at(node) - self.layout.base) / 4;
+        crate::region::words_equal(&self.words[first..first + key.len().div_ceil(4)], key)
+    }
+
+    /// Writes `data` at region offset `off` (inside the area, 4-aligned: a key or a value).
+    #[inline(always)]
+    pub fn write_bytes(&self, off: usize, data: &[u8]) {
+        let first = (off - self.layout.base) / 4;
+        crate::region::write_words(&self.words[first..first + data.len().div_ceil(4)], data);
     }
 
     /// The word at region offset `off` (inside the area, 4-aligned).
@@ -545,6 +560,7 @@ impl<'a> Table<'a> {
     /// Takes a node for a new element whose key hashes to `hash`, on behalf of `cpu`
     /// (`bpf_lru_pop_free`). The node may come from evicting another element. `None` only when no
     /// node exists anywhere (which cannot happen while this process holds the lock).
+    #[inline(always)]
     pub fn pop_free(&self, hash: u32, cpu: u32) -> Result<Option<u32>, Corrupt> {
         let cpus = self.layout.shape.cpus.max(1);
         let cpu = reduce_cpu(cpu, cpus);
@@ -602,6 +618,7 @@ impl<'a> Table<'a> {
 
     /// Gives a node back after its element left the table, or after a failed update
     /// (`bpf_lru_push_free`).
+    #[inline(always)]
     pub fn push_free(&self, node: u32) -> Result<(), Corrupt> {
         let ty = self.node_type(node);
         if matches!(ty, Some(NodeType::Free) | Some(NodeType::LocalFree)) {
@@ -661,14 +678,13 @@ impl<'a> Table<'a> {
     }
 
     /// The node holding `key` (whose hash is `hash`), if any (`lookup_elem_raw`).
+    #[inline(always)]
     pub fn find(&self, hash: u32, key: &[u8]) -> Result<Option<u32>, Corrupt> {
         let mut cur = self.bucket_first(self.bucket_of(hash))?;
         let mut steps = 0;
         while let Some(node) = cur {
             self.chain_step(&mut steps)?;
-            if self.node_hash(node) == hash
-                && self.region.bytes_equal(self.layout.key_at(node), key)
-            {
+            if self.node_hash(node) == hash && self.key_equals(node, key) {
                 return Ok(Some(node));
             }
             cur = self.chain_next(node)?;
@@ -678,6 +694,7 @@ impl<'a> Table<'a> {
 
     /// Links `node` (whose hash is already recorded) at the head of its bucket. The store of the
     /// bucket word publishes it in one step.
+    #[inline(always)]
     pub fn link_head(&self, node: u32) {
         let bucket = self.layout.bucket_at(self.bucket_of(self.node_hash(node)));
         self.store(self.layout.hnext_at(node), self.load(bucket));
@@ -688,6 +705,7 @@ impl<'a> Table<'a> {
 
     /// Unlinks `node` from its bucket; false when it is not linked there (`del_from_htab`'s
     /// search). The single store to the predecessor removes it in one step.
+    #[inline(always)]
     pub fn unlink(&self, node: u32) -> Result<bool, Corrupt> {
         let bucket = self.bucket_of(self.node_hash(node));
         let mut link_word = self.layout.bucket_at(bucket);
