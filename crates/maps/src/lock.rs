@@ -34,14 +34,14 @@
 //! # Dead owners
 //!
 //! The owner word names a thread, so a waiter can ask the kernel whether it still exists. After
-//! [`CHECK_AFTER`] of waiting, and then every [`CHECK_EVERY`], a waiter looks the owner up in
-//! `/proc/<tid>/stat`: no such thread, a dead or zombie one (state `X` or `Z`), or a live thread
-//! whose start time differs from the stamp (the id was reused) means the owner died holding the
-//! lock. The waiter then takes the lock over with one compare-and-swap from the dead owner's id to
+//! [`CHECK_AFTER`] of waiting, and then every [`CHECK_EVERY`], a waiter checks the owner: no such
+//! thread (`kill(tid, 0)` fails with `ESRCH`), a dead or zombie one (state `X` or `Z` in
+//! `/proc/<tid>/stat`), or a live thread whose start time differs from the stamp (the id was
+//! reused) means the owner died holding the lock. The waiter then takes the lock over with one compare-and-swap from the dead owner's id to
 //! its own, and its guard reports [`LockGuard::previous_owner_died`]. Only one waiter can win that
 //! swap, so exactly one repairs. A stamp of 0 (the owner died between its compare-and-swap and its
-//! stamp store, or `/proc` is missing) leaves only the "no such thread" test, made with
-//! `kill(tid, 0)` when `/proc` cannot answer.
+//! stamp store, or `/proc` is missing) leaves the existence and zombie tests; without `/proc`
+//! only the existence test remains, which still never takes a live owner for dead.
 //!
 //! Architecture invariant: processes that share a map share a PID namespace (thread ids are
 //! compared across processes). A stopped (`SIGSTOP`) owner is alive: its lock waits for it, as a
@@ -154,24 +154,30 @@ fn parse_stat(stat: &str) -> Option<(char, u64)> {
 
 /// True when the thread `tid` that took a lock (with start-time stamp `stamp`, 0 when unknown)
 /// no longer exists.
+///
+/// Existence is asked of the kernel with `kill(tid, 0)` (which finds any thread id, and answers
+/// `EPERM`, not `ESRCH`, for another user's thread), so a missing or restricted `/proc`
+/// (`hidepid`) never makes a live owner look dead. `/proc/<tid>/stat` then tells a zombie from a
+/// running thread, and a reused id from the owner by its start time.
 fn owner_is_dead(tid: u32, stamp: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
-        Ok(stat) => match parse_stat(&stat) {
-            Some((state, start)) => {
-                matches!(state, 'X' | 'x' | 'Z') || (stamp != 0 && start as u32 != stamp)
-            }
-            None => false,
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-        Err(_) => {
-            let Ok(pid) = libc::pid_t::try_from(tid) else {
-                return false;
-            };
-            // SAFETY: kill with signal 0 only checks that the target exists; it has no
-            // memory-safety preconditions.
-            let rc = unsafe { libc::kill(pid, 0) };
-            rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    let Ok(pid) = libc::pid_t::try_from(tid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the target exists; it has no memory-safety
+    // preconditions.
+    if unsafe { libc::kill(pid, 0) } != 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{tid}/stat"))
+        .ok()
+        .and_then(|stat| parse_stat(&stat))
+    {
+        Some((state, start)) => {
+            matches!(state, 'X' | 'x' | 'Z') || (stamp != 0 && start as u32 != stamp)
         }
+        None => false,
     }
 }
 
