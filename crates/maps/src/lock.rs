@@ -230,18 +230,30 @@ pub fn lock_words<'r>(
     stamp: &'r AtomicU32,
 ) -> Result<LockGuard<'r>, LockError> {
     let me = current_owner();
-    if owner
-        .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
-        .is_ok()
-    {
-        stamp.store(me.stamp, Ordering::Relaxed);
-        return Ok(LockGuard {
-            owner,
-            stamp,
-            owner_died: false,
-        });
+    match take_from(owner, stamp, me, 0) {
+        Some(guard) => Ok(guard),
+        None => lock_contended(owner, stamp, me),
     }
-    lock_contended(owner, stamp, me)
+}
+
+/// Takes the lock if its owner word still holds `expected` (0: free; a dead owner's id: taking
+/// it over), stamping it with `me`.
+#[inline(always)]
+fn take_from<'r>(
+    owner: &'r AtomicU32,
+    stamp: &'r AtomicU32,
+    me: Owner,
+    expected: u32,
+) -> Option<LockGuard<'r>> {
+    owner
+        .compare_exchange(expected, me.tid, Ordering::Acquire, Ordering::Relaxed)
+        .ok()?;
+    stamp.store(me.stamp, Ordering::Relaxed);
+    Some(LockGuard {
+        owner,
+        stamp,
+        owner_died: expected != 0,
+    })
 }
 
 /// The waiting part of [`lock`]: spin, yield, sleep, and check the owner now and then.
@@ -258,16 +270,8 @@ fn lock_contended<'r>(
     loop {
         let current = owner.load(Ordering::Relaxed);
         if current == 0 {
-            if owner
-                .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                stamp.store(me.stamp, Ordering::Relaxed);
-                return Ok(LockGuard {
-                    owner,
-                    stamp,
-                    owner_died: false,
-                });
+            if let Some(guard) = take_from(owner, stamp, me, 0) {
+                return Ok(guard);
             }
             continue;
         }
@@ -281,18 +285,10 @@ fn lock_contended<'r>(
         }
         if started.elapsed() >= next_check {
             next_check = started.elapsed() + CHECK_EVERY;
-            let held_stamp = stamp.load(Ordering::Relaxed);
-            if owner_is_dead(current, held_stamp)
-                && owner
-                    .compare_exchange(current, me.tid, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                stamp.store(me.stamp, Ordering::Relaxed);
-                return Ok(LockGuard {
-                    owner,
-                    stamp,
-                    owner_died: true,
-                });
+            if owner_is_dead(current, stamp.load(Ordering::Relaxed)) {
+                if let Some(guard) = take_from(owner, stamp, me, current) {
+                    return Ok(guard);
+                }
             }
         }
         if rounds < SPINS + YIELDS {
