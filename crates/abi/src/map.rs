@@ -122,6 +122,29 @@ pub struct BatchBuffers<'a> {
     pub count: u32,
 }
 
+impl BatchBuffers<'_> {
+    /// Checks that `keys` holds `count` keys of `key_size` bytes and `values` holds `count`
+    /// values of `value_size` bytes (0 for a delete batch, which reads no values).
+    pub fn check_room(&self, key_size: usize, value_size: usize) -> MapResult<()> {
+        let count = self.count as usize;
+        let keys_needed = count.saturating_mul(key_size);
+        if self.keys.len() < keys_needed {
+            return Err(MapError::KeySize {
+                expected: keys_needed,
+                got: self.keys.len(),
+            });
+        }
+        let values_needed = count.saturating_mul(value_size);
+        if self.values.len() < values_needed {
+            return Err(MapError::ValueSize {
+                expected: values_needed,
+                got: self.values.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The byte-level operations of a map, with bpf(2) semantics, implemented by both engines.
 ///
 /// Keys and values are the raw bytes user space sees. Every method checks buffer lengths before it

@@ -204,24 +204,12 @@ impl KernelMap {
 
     /// Fails with `ValueSize`/`KeySize` unless the batch buffers hold `count` elements.
     fn check_batch(&self, buffers: &BatchBuffers<'_>, with_values: bool) -> MapResult<()> {
-        let count = buffers.count as usize;
-        let key_bytes = count.saturating_mul(self.info.key_size as usize);
-        if buffers.keys.len() < key_bytes {
-            return Err(MapError::KeySize {
-                expected: key_bytes,
-                got: buffers.keys.len(),
-            });
-        }
-        if with_values {
-            let value_bytes = count.saturating_mul(self.info.user_value_size());
-            if buffers.values.len() < value_bytes {
-                return Err(MapError::ValueSize {
-                    expected: value_bytes,
-                    got: buffers.values.len(),
-                });
-            }
-        }
-        Ok(())
+        let value_size = if with_values {
+            self.info.user_value_size()
+        } else {
+            0
+        };
+        buffers.check_room(self.info.key_size as usize, value_size)
     }
 
     fn check_cursors(&self, in_batch: Option<&[u8]>, out_batch: &[u8]) -> MapResult<()> {

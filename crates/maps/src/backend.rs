@@ -25,7 +25,6 @@ use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
-use bpfmaps_abi::update_flags::BPF_F_LOCK;
 use bpfmaps_abi::{BatchBuffers, Errno, MapDef, MapError, MapResult};
 
 use crate::header::{MapHeader, AREA_OFFSET};
@@ -237,12 +236,58 @@ pub trait Backend: Send + Sync {
 }
 
 /// The kernel's `elem_flags` check shared by every batch path: only 0 or `BPF_F_LOCK`, and
-/// `BPF_F_LOCK` needs a spin lock in the value, which user-engine maps never have: `EINVAL`.
+/// `BPF_F_LOCK` needs a spin lock in the value, which user-engine maps never have; so anything
+/// but 0 is `EINVAL`.
 pub fn check_batch_elem_flags(elem_flags: u64) -> MapResult<()> {
-    if elem_flags & !BPF_F_LOCK != 0 || elem_flags & BPF_F_LOCK != 0 {
+    if elem_flags != 0 {
         return Err(MapError::Errno(Errno::EINVAL));
     }
     Ok(())
+}
+
+/// The common start of the hash tables' bucket-based lookup batches (`HASH`, `PERCPU_HASH`, the
+/// LRU types; kernel doc section 8): checks the flags, the room in `buffers` for their `count`
+/// elements and the 4-byte cursors, and returns the bucket to start from (0 without `in_batch`).
+/// `None` means there is nothing to do (`count` is 0). `buffers.count` is 0 on return, ready to
+/// count what the batch copies; a cursor at or past `n_buckets` is `ENOENT`, as in the kernel.
+pub fn start_bucket_batch(
+    in_batch: Option<&[u8]>,
+    out_batch: &[u8],
+    buffers: &mut BatchBuffers<'_>,
+    sizes: (usize, usize),
+    n_buckets: u32,
+    elem_flags: u64,
+    flags: u64,
+) -> MapResult<Option<u32>> {
+    check_batch_elem_flags(elem_flags)?;
+    if flags != 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    if buffers.count == 0 {
+        return Ok(None);
+    }
+    buffers.check_room(sizes.0, sizes.1)?;
+    if out_batch.len() < 4 {
+        return Err(MapError::KeySize {
+            expected: 4,
+            got: out_batch.len(),
+        });
+    }
+    buffers.count = 0;
+    let bucket = match in_batch {
+        Some(&[a, b, c, d, ..]) => u32::from_ne_bytes([a, b, c, d]),
+        Some(short) => {
+            return Err(MapError::KeySize {
+                expected: 4,
+                got: short.len(),
+            })
+        }
+        None => 0,
+    };
+    if bucket >= n_buckets {
+        return Err(Errno::ENOENT.into());
+    }
+    Ok(Some(bucket))
 }
 
 fn batch_slices<'b>(
@@ -250,26 +295,10 @@ fn batch_slices<'b>(
     key_size: usize,
     value_size: usize,
 ) -> MapResult<(&'b mut [u8], &'b mut [u8], u32)> {
+    buffers.check_room(key_size, value_size)?;
     let count = buffers.count;
-    let n = count as usize;
-    let keys_needed = n
-        .checked_mul(key_size)
-        .ok_or(MapError::Errno(Errno::EFAULT))?;
-    let values_needed = n
-        .checked_mul(value_size)
-        .ok_or(MapError::Errno(Errno::EFAULT))?;
-    if buffers.keys.len() < keys_needed {
-        return Err(MapError::KeySize {
-            expected: keys_needed,
-            got: buffers.keys.len(),
-        });
-    }
-    if buffers.values.len() < values_needed {
-        return Err(MapError::ValueSize {
-            expected: values_needed,
-            got: buffers.values.len(),
-        });
-    }
+    let keys_needed = count as usize * key_size;
+    let values_needed = count as usize * value_size;
     Ok((
         &mut buffers.keys[..keys_needed],
         &mut buffers.values[..values_needed],

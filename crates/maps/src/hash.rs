@@ -73,11 +73,11 @@ use std::sync::Arc;
 
 use bpfmaps_abi::cpus::percpu_stride;
 use bpfmaps_abi::map_flags::*;
-use bpfmaps_abi::update_flags::{BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST};
-use bpfmaps_abi::{BatchBuffers, Errno, MapDef, MapError, MapResult, MapType};
+use bpfmaps_abi::update_flags::{BPF_EXIST, BPF_NOEXIST};
+use bpfmaps_abi::{BatchBuffers, Errno, MapDef, MapResult, MapType};
 
 use crate::backend::{
-    check_batch_elem_flags, generic_delete_batch, generic_update_batch, Backend, MapFile, Plan,
+    generic_delete_batch, generic_update_batch, start_bucket_batch, Backend, MapFile, Plan,
     ValueRef,
 };
 use crate::header::{AREA_OFFSET, TYPE_STATE_OFFSET};
@@ -851,12 +851,9 @@ impl HashMap {
         cpu: Option<u32>,
     ) -> Result<(), Errno> {
         let l = &self.layout;
-        let bad_flags = if l.percpu {
-            flags > BPF_EXIST
-        } else {
-            (flags & !BPF_F_LOCK) > BPF_EXIST
-        };
-        if bad_flags || flags & BPF_F_LOCK != 0 {
+        // Beyond ANY/NOEXIST/EXIST only BPF_F_LOCK exists, and it needs a spin lock in the
+        // value, which user-engine maps never have: EINVAL, like any unknown flag.
+        if flags > BPF_EXIST {
             return Err(Errno::EINVAL);
         }
         if let Some(cpu) = cpu {
@@ -1026,50 +1023,21 @@ impl HashMap {
         flags: u64,
         delete: bool,
     ) -> MapResult<()> {
-        check_batch_elem_flags(elem_flags)?;
-        if flags != 0 {
-            return Err(Errno::EINVAL.into());
-        }
-        let max_count = buffers.count;
-        if max_count == 0 {
-            return Ok(());
-        }
         let l = self.layout;
         let vlen = l.user_value_len();
-        let keys_needed = max_count as usize * l.key_size;
-        let values_needed = max_count as usize * vlen;
-        if buffers.keys.len() < keys_needed {
-            return Err(MapError::KeySize {
-                expected: keys_needed,
-                got: buffers.keys.len(),
-            });
-        }
-        if buffers.values.len() < values_needed {
-            return Err(MapError::ValueSize {
-                expected: values_needed,
-                got: buffers.values.len(),
-            });
-        }
-        if out_batch.len() < 4 {
-            return Err(MapError::KeySize {
-                expected: 4,
-                got: out_batch.len(),
-            });
-        }
-        buffers.count = 0;
-        let mut batch = match in_batch {
-            Some(b) if b.len() >= 4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            Some(b) => {
-                return Err(MapError::KeySize {
-                    expected: 4,
-                    got: b.len(),
-                })
-            }
-            None => 0,
+        let max_count = buffers.count;
+        let Some(mut batch) = start_bucket_batch(
+            in_batch,
+            out_batch,
+            buffers,
+            (l.key_size, vlen),
+            l.n_buckets,
+            elem_flags,
+            flags,
+        )?
+        else {
+            return Ok(());
         };
-        if batch >= l.n_buckets {
-            return Err(Errno::ENOENT.into());
-        }
         let mut total = 0u32;
         let mut result = Ok(());
         loop {

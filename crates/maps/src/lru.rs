@@ -56,7 +56,7 @@ pub use table::{
     PERCPU_NR_SCANS,
 };
 
-use crate::backend::{check_batch_elem_flags, generic_delete_batch, generic_update_batch};
+use crate::backend::{generic_delete_batch, generic_update_batch, start_bucket_batch};
 use crate::backend::{Backend, MapFile, Plan, ValueRef};
 use crate::header::{MapHeader, AREA_OFFSET};
 use crate::lock::{self, LockGuard};
@@ -524,50 +524,21 @@ impl LruHashMap {
         flags: u64,
         delete: bool,
     ) -> MapResult<()> {
-        check_batch_elem_flags(elem_flags)?;
-        if flags != 0 {
-            return Err(Errno::EINVAL.into());
-        }
         let key_size = self.key_size();
         let value_size = self.user_value_size();
         let max = buffers.count as usize;
-        if max == 0 {
+        let Some(mut bucket) = start_bucket_batch(
+            in_batch,
+            out_batch,
+            buffers,
+            (key_size, value_size),
+            self.layout.n_buckets,
+            elem_flags,
+            flags,
+        )?
+        else {
             return Ok(());
-        }
-        let keys_needed = max.checked_mul(key_size).ok_or(Errno::EFAULT)?;
-        let values_needed = max.checked_mul(value_size).ok_or(Errno::EFAULT)?;
-        if buffers.keys.len() < keys_needed {
-            return Err(MapError::KeySize {
-                expected: keys_needed,
-                got: buffers.keys.len(),
-            });
-        }
-        if buffers.values.len() < values_needed {
-            return Err(MapError::ValueSize {
-                expected: values_needed,
-                got: buffers.values.len(),
-            });
-        }
-        if out_batch.len() < 4 {
-            return Err(MapError::KeySize {
-                expected: 4,
-                got: out_batch.len(),
-            });
-        }
-        buffers.count = 0;
-        let mut bucket = match in_batch {
-            Some(&[a, b, c, d, ..]) => u32::from_ne_bytes([a, b, c, d]),
-            Some(short) => {
-                return Err(MapError::KeySize {
-                    expected: 4,
-                    got: short.len(),
-                })
-            }
-            None => 0,
         };
-        if bucket >= self.layout.n_buckets {
-            return Err(Errno::ENOENT.into());
-        }
         let region = self.region_ref();
         let (_guard, table) = self.lock()?;
         let mut total = 0usize;
