@@ -26,6 +26,27 @@ pub struct MapDef {
     pub name: String,
 }
 
+impl MapDef {
+    /// A definition of `map_type` with these sizes, `max_entries` and `map_flags`, named `name`.
+    pub fn new(
+        map_type: MapType,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+        name: &str,
+    ) -> MapDef {
+        MapDef {
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            map_flags,
+            name: name.to_owned(),
+        }
+    }
+}
+
 /// What a map is: its definition plus the identity the engine gave it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapInfo {

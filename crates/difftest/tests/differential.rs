@@ -26,14 +26,14 @@ fn def(
     max_entries: u32,
     map_flags: u32,
 ) -> MapDef {
-    MapDef {
+    MapDef::new(
         map_type,
         key_size,
         value_size,
         max_entries,
         map_flags,
-        name: "difftest".into(),
-    }
+        "difftest",
+    )
 }
 
 /// Runs each definition through the differential suite and fails with the first divergence.

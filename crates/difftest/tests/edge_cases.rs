@@ -17,14 +17,14 @@ fn def(
     max_entries: u32,
     map_flags: u32,
 ) -> MapDef {
-    MapDef {
+    MapDef::new(
         map_type,
         key_size,
         value_size,
         max_entries,
         map_flags,
-        name: "edge".into(),
-    }
+        "edge",
+    )
 }
 
 fn k(n: u32) -> Vec<u8> {

@@ -324,14 +324,7 @@ mod tests {
         max_entries: u32,
         map_flags: u32,
     ) -> MapDef {
-        MapDef {
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name: "a".into(),
-        }
+        MapDef::new(map_type, key_size, value_size, max_entries, map_flags, "a")
     }
 
     #[test]

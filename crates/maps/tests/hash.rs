@@ -22,14 +22,7 @@ fn def(
     max_entries: u32,
     map_flags: u32,
 ) -> MapDef {
-    MapDef {
-        map_type,
-        key_size,
-        value_size,
-        max_entries,
-        map_flags,
-        name: "t".into(),
-    }
+    MapDef::new(map_type, key_size, value_size, max_entries, map_flags, "t")
 }
 
 fn create(s: &TestStore, d: &MapDef) -> UserMap {

@@ -165,14 +165,14 @@ fn def(
     max_entries: u32,
     map_flags: u32,
 ) -> MapDef {
-    MapDef {
+    MapDef::new(
         map_type,
         key_size,
         value_size,
         max_entries,
         map_flags,
-        name: "lru_test".into(),
-    }
+        "lru_test",
+    )
 }
 
 fn user(d: &MapDef) -> LruHashMap {

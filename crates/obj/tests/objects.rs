@@ -21,17 +21,6 @@ fn load(name: &str) -> ObjectSpec {
     ObjectSpec::from_file(&data(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-fn def(map_type: MapType, key: u32, value: u32, max: u32, flags: u32, name: &str) -> MapDef {
-    MapDef {
-        map_type,
-        key_size: key,
-        value_size: value,
-        max_entries: max,
-        map_flags: flags,
-        name: name.to_owned(),
-    }
-}
-
 /// Checks the invariants every relocated program keeps: no fd-style map load is left, every
 /// index-style load names an existing map, and `map_references` lists exactly those loads.
 fn check_relocated(spec: &ObjectSpec) {
@@ -81,13 +70,13 @@ fn btf_map_definitions_are_exact() {
     let expected = [
         (
             "percpu_stats",
-            def(MapType::PercpuArray, 4, 8, 4, 0, "percpu_stats"),
+            MapDef::new(MapType::PercpuArray, 4, 8, 4, 0, "percpu_stats"),
             MapKind::Btf,
             ".maps",
         ),
         (
             "pinned_lru",
-            def(
+            MapDef::new(
                 MapType::LruHash,
                 8,
                 4,
@@ -100,55 +89,55 @@ fn btf_map_definitions_are_exact() {
         ),
         (
             "a_very_long_stack_map_name",
-            def(MapType::StackTrace, 4, 127 * 8, 256, 0, "a_very_long_sta"),
+            MapDef::new(MapType::StackTrace, 4, 127 * 8, 256, 0, "a_very_long_sta"),
             MapKind::Btf,
             ".maps",
         ),
         (
             "events",
-            def(MapType::Ringbuf, 0, 0, 16384, 0, "events"),
+            MapDef::new(MapType::Ringbuf, 0, 0, 16384, 0, "events"),
             MapKind::Btf,
             ".maps",
         ),
         (
             "perf_out",
-            def(MapType::PerfEventArray, 4, 4, 0, 0, "perf_out"),
+            MapDef::new(MapType::PerfEventArray, 4, 4, 0, 0, "perf_out"),
             MapKind::Btf,
             ".maps",
         ),
         (
             "counts",
-            def(MapType::Hash, 4, 32, 1024, 0, "counts"),
+            MapDef::new(MapType::Hash, 4, 32, 1024, 0, "counts"),
             MapKind::Btf,
             ".maps",
         ),
         (
             "maps_btf.rodata",
-            def(MapType::Array, 4, 27, 1, rdonly | mmap, "maps_btf.rodata"),
+            MapDef::new(MapType::Array, 4, 27, 1, rdonly | mmap, "maps_btf.rodata"),
             MapKind::Rodata,
             ".rodata",
         ),
         (
             "maps_btf.data",
-            def(MapType::Array, 4, 8, 1, mmap, "maps_btf.data"),
+            MapDef::new(MapType::Array, 4, 8, 1, mmap, "maps_btf.data"),
             MapKind::Data,
             ".data",
         ),
         (
             ".data.custom",
-            def(MapType::Array, 4, 4, 1, mmap, ".data.custom"),
+            MapDef::new(MapType::Array, 4, 4, 1, mmap, ".data.custom"),
             MapKind::Data,
             ".data.custom",
         ),
         (
             "maps_btf.bss",
-            def(MapType::Array, 4, 4, 1, mmap, "maps_btf.bss"),
+            MapDef::new(MapType::Array, 4, 4, 1, mmap, "maps_btf.bss"),
             MapKind::Bss,
             ".bss",
         ),
         (
             ".rodata.cst32",
-            def(MapType::Array, 4, 32, 1, rdonly, ".rodata.cst32"),
+            MapDef::new(MapType::Array, 4, 32, 1, rdonly, ".rodata.cst32"),
             MapKind::Rodata,
             ".rodata.cst32",
         ),
@@ -503,7 +492,7 @@ fn legacy_maps_are_parsed() {
         summary,
         [
             (
-                def(
+                MapDef::new(
                     MapType::Hash,
                     4,
                     8,
@@ -516,7 +505,7 @@ fn legacy_maps_are_parsed() {
                 "maps"
             ),
             (
-                def(MapType::Array, 4, 16, 10, 0, "legacy_array"),
+                MapDef::new(MapType::Array, 4, 16, 10, 0, "legacy_array"),
                 MapKind::Legacy,
                 Pinning::ByName,
                 "maps"
@@ -683,7 +672,7 @@ fn seed_object_maps_are_exact() {
             .collect()
     };
     let rodata = |obj: &str| {
-        def(
+        MapDef::new(
             MapType::Array,
             4,
             4,
@@ -697,7 +686,7 @@ fn seed_object_maps_are_exact() {
         [
             (
                 "legacy_counts".to_owned(),
-                def(MapType::Hash, 4, 8, 128, 0, "legacy_counts"),
+                MapDef::new(MapType::Hash, 4, 8, 128, 0, "legacy_counts"),
                 Pinning::None
             ),
             (
@@ -712,7 +701,7 @@ fn seed_object_maps_are_exact() {
         [
             (
                 "pinned_counts".to_owned(),
-                def(MapType::Hash, 4, 8, 256, 0, "pinned_counts"),
+                MapDef::new(MapType::Hash, 4, 8, 256, 0, "pinned_counts"),
                 Pinning::ByName
             ),
             (
@@ -727,12 +716,12 @@ fn seed_object_maps_are_exact() {
         [
             (
                 "stack_traces".to_owned(),
-                def(MapType::StackTrace, 4, 1016, 1024, 0, "stack_traces"),
+                MapDef::new(MapType::StackTrace, 4, 1016, 1024, 0, "stack_traces"),
                 Pinning::None
             ),
             (
                 "stack_counts".to_owned(),
-                def(MapType::Hash, 12, 8, 1024, 0, "stack_counts"),
+                MapDef::new(MapType::Hash, 12, 8, 1024, 0, "stack_counts"),
                 Pinning::None
             ),
             (
@@ -746,7 +735,7 @@ fn seed_object_maps_are_exact() {
         maps("ringbuf_events.bpf.o")[0],
         (
             "events".to_owned(),
-            def(MapType::Ringbuf, 0, 0, 16384, 0, "events"),
+            MapDef::new(MapType::Ringbuf, 0, 0, 16384, 0, "events"),
             Pinning::None
         )
     );

@@ -54,14 +54,7 @@ pub fn def(
     flags: u32,
     name: &str,
 ) -> MapDef {
-    MapDef {
-        map_type,
-        key_size: key,
-        value_size: value,
-        max_entries: entries,
-        map_flags: flags,
-        name: name.to_owned(),
-    }
+    MapDef::new(map_type, key, value, entries, flags, name)
 }
 
 /// Creates a map, panicking with the errno on failure.
