@@ -23,6 +23,8 @@ pub mod map_type;
 pub mod ringbuf;
 
 pub use errno::Errno;
-pub use map::{check_sizes, BatchBuffers, MapDef, MapError, MapInfo, MapOps, MapResult};
+pub use map::{
+    check_sizes, is_obj_name_byte, BatchBuffers, MapDef, MapError, MapInfo, MapOps, MapResult,
+};
 pub use map_type::{map_flags, update_flags, MapType, UnknownMapType};
 pub use ringbuf::{PerfRingMemory, RingBufMemory};

@@ -26,7 +26,18 @@ pub struct MapDef {
     pub name: String,
 }
 
+/// True for a byte the kernel accepts in an object name (`bpf_obj_name_cpy`): `[A-Za-z0-9_.]`.
+pub fn is_obj_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'.'
+}
+
 impl MapDef {
+    /// True when the name is one the kernel accepts at creation (`bpf_obj_name_cpy`): at most
+    /// 15 bytes, all of them [`is_obj_name_byte`].
+    pub fn has_valid_name(&self) -> bool {
+        self.name.len() <= 15 && self.name.bytes().all(is_obj_name_byte)
+    }
+
     /// A definition of `map_type` with these sizes, `max_entries` and `map_flags`, named `name`.
     pub fn new(
         map_type: MapType,

@@ -21,7 +21,6 @@
 //! default methods, which return `ENOTSUPP` (524) like a missing `map_ops` entry.
 
 use std::any::Any;
-use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
@@ -42,10 +41,10 @@ pub struct MapFile {
 /// Why a standalone map file (one made outside the registry) could not be laid out.
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
-    /// Creating or resizing the file failed.
+    /// Creating the file failed.
     #[error("{call} failed: {source}")]
     Io {
-        /// The call that failed (`memfd_create`, `ftruncate`).
+        /// The call that failed (`memfd_create`).
         call: &'static str,
         /// The OS error.
         #[source]
@@ -63,32 +62,9 @@ pub enum StandaloneError {
 }
 
 impl MapFile {
-    /// Lays out a standalone map of `def` (id 0, no registry entry) in `file`, a new file nobody
-    /// else has yet: resizes it to `file_size` zero bytes, maps it and writes the header. The
-    /// type's area is left zeroed for the type's own `init`.
-    pub fn create_standalone(
-        file: File,
-        def: &MapDef,
-        max_entries: u32,
-        possible_cpus: u32,
-        hash_seed: u32,
-        file_size: u64,
-    ) -> Result<MapFile, StandaloneError> {
-        let resize = |len| {
-            file.set_len(len).map_err(|source| StandaloneError::Io {
-                call: "ftruncate",
-                source,
-            })
-        };
-        resize(0)?;
-        resize(file_size)?;
-        let region = Region::map(file)?;
-        let header = MapHeader::new(def, max_entries, possible_cpus, hash_seed, file_size);
-        header.write(&region);
-        Ok(MapFile { region, header })
-    }
-
-    /// [`MapFile::create_standalone`] in an anonymous memory file (memfd) sized by `plan`.
+    /// Lays out a standalone map of `def` (id 0, no registry entry) in a new anonymous memory
+    /// file (memfd) sized by `plan`: maps it and writes the header. The type's area is left
+    /// zeroed for the type's own `init`.
     pub fn create_anonymous(
         def: &MapDef,
         plan: &Plan,
@@ -104,14 +80,16 @@ impl MapFile {
             call: "memfd_create",
             source,
         })?;
-        Self::create_standalone(
-            memfd,
+        let region = Region::map(memfd)?;
+        let header = MapHeader::new(
             def,
             plan.max_entries,
             possible_cpus,
             plan.hash_seed,
             file_size,
-        )
+        );
+        header.write(&region);
+        Ok(MapFile { region, header })
     }
 }
 

@@ -78,7 +78,7 @@ use bpfmaps_abi::{
 use crate::backend::{Backend, MapFile, Plan, StandaloneError};
 use crate::header::{header_lock_offset, HeaderError, MapHeader, AREA_OFFSET, TYPE_STATE_OFFSET};
 use crate::lock::{init_lock, lock, LockError};
-use crate::region::{create_memfd, Region, RegionError};
+use crate::region::{Region, RegionError};
 use crate::ringbuf::shm;
 use crate::ringbuf::{lookup_flags_known, no_spin_lock};
 use crate::UserMapError;
@@ -159,14 +159,9 @@ impl From<StandaloneError> for PerfError {
 /// PRESERVE_ELEMS` and not both `RDONLY` and `WRONLY`, and a valid name; `EINVAL` otherwise.
 pub fn check_def(def: &MapDef) -> Result<(), Errno> {
     let allowed = BPF_F_NUMA_NODE | BPF_F_RDONLY | BPF_F_WRONLY | BPF_F_PRESERVE_ELEMS;
-    let name_ok = def.name.len() < 16
-        && def
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
     let both_access = def.map_flags & (BPF_F_RDONLY | BPF_F_WRONLY) == BPF_F_RDONLY | BPF_F_WRONLY;
     if def.map_type != MapType::PerfEventArray
-        || !name_ok
+        || !def.has_valid_name()
         || def.key_size != 4
         || def.value_size != 4
         || def.max_entries == 0
@@ -741,23 +736,12 @@ impl std::fmt::Debug for PerfEventArray {
 
 impl PerfEventArray {
     /// Creates a perf event array of definition `def` in an anonymous memory file.
+    /// The same [`plan`] and slot lock as a map made through [`crate::UserMap`], without a
+    /// registry entry.
     pub fn create(def: &MapDef) -> Result<PerfEventArray, PerfError> {
-        check_def(def).map_err(PerfError::Refused)?;
-        let file = create_memfd(file_size(def.max_entries)).map_err(|source| PerfError::Io {
-            call: "memfd_create",
-            source,
-        })?;
-        Self::create_in(file, def)
-    }
-
-    /// Creates a perf event array of definition `def` in `file`, a new file nobody else has yet;
-    /// it is resized to [`file_size`] and zeroed. (Maps made through [`crate::UserMap`] use
-    /// [`plan`], [`init`] and [`open`] instead.)
-    pub fn create_in(file: File, def: &MapDef) -> Result<PerfEventArray, PerfError> {
-        check_def(def).map_err(PerfError::Refused)?;
-        let len = file_size(def.max_entries);
-        let map_file =
-            MapFile::create_standalone(file, def, def.max_entries, crate::possible_cpus(), 0, len)?;
+        let cpus = crate::possible_cpus();
+        let plan = plan(def, cpus).map_err(PerfError::Refused)?;
+        let map_file = MapFile::create_anonymous(def, &plan, cpus)?;
         init_lock(&map_file.region, header_lock_offset(SLOT_LOCK))?;
         Self::from_map_file(Arc::new(map_file))
     }

@@ -82,7 +82,7 @@ use bpfmaps_abi::{Errno, MapDef, MapError, MapInfo, MapOps, MapResult, MapType, 
 use crate::backend::{Backend, MapFile, Plan, StandaloneError};
 use crate::header::{header_lock_offset, HeaderError, MapHeader, AREA_OFFSET, TYPE_STATE_OFFSET};
 use crate::lock::{init_lock, lock, LockError};
-use crate::region::{create_memfd, Region, RegionError};
+use crate::region::{Region, RegionError};
 use crate::UserMapError;
 use shm::Mapping;
 
@@ -202,13 +202,8 @@ impl RecordHandle {
 pub fn check_def(def: &MapDef) -> Result<(), Errno> {
     let page = shm::page_size() as u64;
     let size = u64::from(def.max_entries);
-    let name_ok = def.name.len() < 16
-        && def
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
     if def.map_type != MapType::Ringbuf
-        || !name_ok
+        || !def.has_valid_name()
         || def.map_flags & !BPF_F_NUMA_NODE != 0
         || def.key_size != 0
         || def.value_size != 0
@@ -482,23 +477,12 @@ impl std::fmt::Debug for RingBuf {
 
 impl RingBuf {
     /// Creates a ring buffer of definition `def` in an anonymous memory file (not pinnable).
+    /// The same [`plan`] and reservation lock as a map made through [`crate::UserMap`], without
+    /// a registry entry.
     pub fn create(def: &MapDef) -> Result<RingBuf, RingBufError> {
-        check_def(def).map_err(RingBufError::Refused)?;
-        let file = create_memfd(file_size(def.max_entries)).map_err(|source| RingBufError::Io {
-            call: "memfd_create",
-            source,
-        })?;
-        Self::create_in(file, def)
-    }
-
-    /// Creates a ring buffer of definition `def` in `file`, which must be a new file nobody else
-    /// has yet. The file is resized to [`file_size`] and zeroed. (Maps made through
-    /// [`crate::UserMap`] use [`plan`], [`init`] and [`open`] instead.)
-    pub fn create_in(file: File, def: &MapDef) -> Result<RingBuf, RingBufError> {
-        check_def(def).map_err(RingBufError::Refused)?;
-        let len = file_size(def.max_entries);
-        let map_file =
-            MapFile::create_standalone(file, def, def.max_entries, crate::possible_cpus(), 0, len)?;
+        let cpus = crate::possible_cpus();
+        let plan = plan(def, cpus).map_err(RingBufError::Refused)?;
+        let map_file = MapFile::create_anonymous(def, &plan, cpus)?;
         init_lock(&map_file.region, header_lock_offset(RESERVE_LOCK_SLOT))?;
         Self::from_map_file(Arc::new(map_file))
     }
@@ -691,22 +675,9 @@ impl RingBuf {
         at: u64,
         bytes: &[u8],
     ) -> Result<(), RingBufError> {
-        let len = bytes.len() as u64;
-        if at
-            .checked_add(len)
-            .is_none_or(|end| end > u64::from(handle.size))
-        {
-            return Err(RingBufError::OutsideRecord {
-                at,
-                len,
-                size: handle.size,
-            });
-        }
-        // The payload lies inside the double-mapped data (span ≤ data size), so the offset
-        // fits the mapping; `Mapping::write` checks it again.
-        let offset = usize::try_from(handle.payload_offset + at)
-            .map_err(|_| RingBufError::NotReserved(handle.payload_offset))?;
-        self.inner.ring.write(offset, bytes);
+        self.inner
+            .ring
+            .write(payload_offset(handle, at, bytes.len())?, bytes);
         Ok(())
     }
 
@@ -717,20 +688,9 @@ impl RingBuf {
         at: u64,
         out: &mut [u8],
     ) -> Result<(), RingBufError> {
-        let len = out.len() as u64;
-        if at
-            .checked_add(len)
-            .is_none_or(|end| end > u64::from(handle.size))
-        {
-            return Err(RingBufError::OutsideRecord {
-                at,
-                len,
-                size: handle.size,
-            });
-        }
-        let offset = usize::try_from(handle.payload_offset + at)
-            .map_err(|_| RingBufError::NotReserved(handle.payload_offset))?;
-        self.inner.ring.read(offset, out);
+        self.inner
+            .ring
+            .read(payload_offset(handle, at, out.len())?, out);
         Ok(())
     }
 
@@ -1025,6 +985,25 @@ impl Backend for RingBuf {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+}
+
+/// The mapping offset of `len` payload bytes at `at` in the reserved record `handle`;
+/// `OutsideRecord` when they do not lie inside its payload. The payload lies inside the
+/// double-mapped data (span ≤ data size), so the offset fits the mapping, which checks it again.
+fn payload_offset(handle: &RecordHandle, at: u64, len: usize) -> Result<usize, RingBufError> {
+    let len = len as u64;
+    if at
+        .checked_add(len)
+        .is_none_or(|end| end > u64::from(handle.size))
+    {
+        return Err(RingBufError::OutsideRecord {
+            at,
+            len,
+            size: handle.size,
+        });
+    }
+    usize::try_from(handle.payload_offset + at)
+        .map_err(|_| RingBufError::NotReserved(handle.payload_offset))
 }
 
 #[cfg(test)]

@@ -137,18 +137,6 @@ pub fn possible_cpus() -> u32 {
         .unwrap_or(1)
 }
 
-/// Checks a map name the way `bpf_obj_name_cpy` does: at most 15 bytes of `[A-Za-z0-9_.]`.
-fn check_name(name: &str) -> Result<(), Errno> {
-    if name.len() > 15
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-    {
-        return Err(Errno::EINVAL);
-    }
-    Ok(())
-}
-
 fn plan_backend(def: &MapDef, cpus: u32) -> Result<Plan, UserMapError> {
     let refuse = |errno| UserMapError::Create {
         name: def.name.clone(),
@@ -229,7 +217,9 @@ impl UserMap {
             map_type: def.map_type,
             errno,
         };
-        check_name(&def.name).map_err(refuse)?;
+        if !def.has_valid_name() {
+            return Err(refuse(Errno::EINVAL));
+        }
         let access = Access::from_flags(def.map_flags).map_err(refuse)?;
         let cpus = possible_cpus();
         let plan = plan_backend(def, cpus)?;
@@ -256,7 +246,17 @@ impl UserMap {
         init_backend(&map_file)?;
         let id = store.register(map_file.region.file())?;
         MapHeader::set_id(&map_file.region, id);
-        let file = Arc::new(map_file);
+        UserMap::assemble(store, map_file, access, id)
+    }
+
+    /// A handle over a map file whose header is written and validated: opens its backend.
+    fn assemble(
+        store: &Store,
+        file: MapFile,
+        access: Access,
+        id: u32,
+    ) -> Result<UserMap, UserMapError> {
+        let file = Arc::new(file);
         let backend = open_backend(file.clone())?;
         let user_value_size = file.header.info(&file.region).user_value_size();
         Ok(UserMap {
@@ -285,17 +285,7 @@ impl UserMap {
             source,
         })?;
         let id = MapHeader::id(&region);
-        let file = Arc::new(MapFile { region, header });
-        let backend = open_backend(file.clone())?;
-        let user_value_size = file.header.info(&file.region).user_value_size();
-        Ok(UserMap {
-            file,
-            backend,
-            access,
-            store: store.clone(),
-            id,
-            user_value_size,
-        })
+        UserMap::assemble(store, MapFile { region, header }, access, id)
     }
 
     /// Opens a pinned map (a file created by [`UserMap::pin`]) with the given access, in the

@@ -14,7 +14,6 @@ use bpfmaps_maps::{possible_cpus, Access, UserMap, UserMapError};
 mod common;
 use common::TestStore;
 
-/// A store in a fresh directory, removed when dropped.
 fn def(
     map_type: MapType,
     key_size: u32,

@@ -18,7 +18,7 @@ use bpfmaps_maps::lru::LruHashMap;
 mod kernel {
     use bpfmaps_abi::Errno;
 
-    const SYS_BPF: libc::c_long = 321;
+    const SYS_BPF: libc::c_long = libc::SYS_bpf;
 
     fn bpf(cmd: u32, attr: &mut [u8; 128]) -> Result<i64, Errno> {
         // SAFETY: `attr` is a valid 128-byte buffer that outlives the call; the pointers stored

@@ -15,7 +15,14 @@ mod kernel {
     fn bpf(cmd: u32, attr: &mut [u8; 128]) -> Result<i64, Errno> {
         // SAFETY: `attr` is a valid 128-byte buffer; pointers stored in it point at live buffers
         // of the sizes the command uses.
-        let rc = unsafe { libc::syscall(321, cmd as libc::c_long, attr.as_mut_ptr(), 128usize) };
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd as libc::c_long,
+                attr.as_mut_ptr(),
+                128usize,
+            )
+        };
         if rc < 0 {
             Err(Errno(
                 std::io::Error::last_os_error().raw_os_error().unwrap_or(0),

@@ -300,7 +300,7 @@ pub fn internal_map_name(object_name: &str, section: &str) -> String {
     name.truncate(OBJ_NAME_MAX);
     name.iter()
         .map(|&b| {
-            if b.is_ascii_alphanumeric() || b == b'_' || b == b'.' {
+            if bpfmaps_abi::is_obj_name_byte(b) {
                 char::from(b)
             } else {
                 '_'

@@ -10,7 +10,7 @@
 
 use std::os::raw::c_long;
 
-const SYS_BPF: c_long = 321;
+const SYS_BPF: c_long = libc::SYS_bpf;
 const ATTR_SIZE: usize = 144;
 
 /// bpf(2) command numbers.
