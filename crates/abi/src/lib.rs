@@ -25,6 +25,7 @@ pub mod ringbuf;
 pub use errno::Errno;
 pub use map::{
     check_sizes, is_obj_name_byte, BatchBuffers, MapDef, MapError, MapInfo, MapOps, MapResult,
+    PinnedMapField,
 };
 pub use map_type::{map_flags, update_flags, MapType, UnknownMapType};
 pub use ringbuf::{PerfRingMemory, RingBufMemory};

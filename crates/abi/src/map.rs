@@ -31,7 +31,58 @@ pub fn is_obj_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'.'
 }
 
+/// A field in which a pinned map differs from the object definition that would reuse it,
+/// checked in libbpf's `map_is_reuse_compat` order by [`MapDef::reuse_mismatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinnedMapField {
+    /// The map type (values are kernel type numbers).
+    MapType,
+    /// The key size.
+    KeySize,
+    /// The value size.
+    ValueSize,
+    /// `max_entries`.
+    MaxEntries,
+    /// `map_flags`.
+    MapFlags,
+}
+
+impl std::fmt::Display for PinnedMapField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PinnedMapField::MapType => "map type",
+            PinnedMapField::KeySize => "key size",
+            PinnedMapField::ValueSize => "value size",
+            PinnedMapField::MaxEntries => "max_entries",
+            PinnedMapField::MapFlags => "map flags",
+        })
+    }
+}
+
 impl MapDef {
+    /// The first field, in libbpf's `map_is_reuse_compat` order, in which the pinned map `found`
+    /// differs from this definition, with this definition's value and the pinned map's; `None`
+    /// when the pinned map can be reused.
+    pub fn reuse_mismatch(&self, found: &MapInfo) -> Option<(PinnedMapField, u32, u32)> {
+        [
+            (
+                PinnedMapField::MapType,
+                self.map_type.as_u32(),
+                found.map_type.as_u32(),
+            ),
+            (PinnedMapField::KeySize, self.key_size, found.key_size),
+            (PinnedMapField::ValueSize, self.value_size, found.value_size),
+            (
+                PinnedMapField::MaxEntries,
+                self.max_entries,
+                found.max_entries,
+            ),
+            (PinnedMapField::MapFlags, self.map_flags, found.map_flags),
+        ]
+        .into_iter()
+        .find(|(_, wanted, pinned)| wanted != pinned)
+    }
+
     /// True when the name is one the kernel accepts at creation (`bpf_obj_name_cpy`): at most
     /// 15 bytes, all of them [`is_obj_name_byte`].
     pub fn has_valid_name(&self) -> bool {

@@ -30,7 +30,8 @@ use crate::signal;
 pub struct RunArgs {
     /// The BPF object file (ELF, as clang -target bpf writes it).
     object: PathBuf,
-    /// Pin every declared map at DIR/NAME (DIR on bpffs; created if missing).
+    /// Pin every declared map at DIR/NAME (DIR on bpffs for the kernel engine, on the pin root's
+    /// file system for the user engine; created if missing).
     #[arg(long, value_name = "DIR")]
     pin_maps: Option<PathBuf>,
     /// Stop after this many seconds (without CMD: the default is to wait for Ctrl-C).

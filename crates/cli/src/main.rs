@@ -36,7 +36,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Inspect and change maps: list, show, dump, lookup, getnext, update, delete, create, pin, events.
+    /// Inspect and change maps: list, show, dump, lookup, getnext, update, delete, create, pin, freeze,
+    /// events.
     Map(cmd_map::MapArgs),
     /// Load an object, attach every program, run a command (or wait), then print every map.
     Run(cmd_run::RunArgs),

@@ -1,5 +1,5 @@
 //! The kernel engine: bpf(2), perf_event_open(2), mmap of kernel rings, object loading through aya,
-//! and tracepoint attachment. The only bpfmaps crate that sees file descriptors.
+//! and tracepoint attachment. The only bpfmaps crate that holds BPF object file descriptors.
 
 pub mod attach;
 pub mod btf;

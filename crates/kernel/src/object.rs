@@ -154,32 +154,7 @@ pub struct ObjectProgram {
     pub kind: ProgramKind,
 }
 
-/// The field of a pinned map that differs from the object's definition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PinnedMapField {
-    /// The map type (values are kernel type numbers).
-    MapType,
-    /// The key size.
-    KeySize,
-    /// The value size.
-    ValueSize,
-    /// `max_entries`.
-    MaxEntries,
-    /// `map_flags`.
-    MapFlags,
-}
-
-impl fmt::Display for PinnedMapField {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PinnedMapField::MapType => "map type",
-            PinnedMapField::KeySize => "key size",
-            PinnedMapField::ValueSize => "value size",
-            PinnedMapField::MaxEntries => "max_entries",
-            PinnedMapField::MapFlags => "map flags",
-        })
-    }
-}
+pub use bpfmaps_abi::PinnedMapField;
 
 /// Why an object could not be opened, loaded or inspected.
 #[derive(Debug, thiserror::Error)]
@@ -515,32 +490,14 @@ fn check_pinned(name: &str, path: &Path, def: &MapDef) -> Result<(), ObjectError
         path: path.to_owned(),
         source,
     })?;
-    let info = pinned.info();
-    let pairs = [
-        (
-            PinnedMapField::MapType,
-            def.map_type.as_u32(),
-            info.map_type.as_u32(),
-        ),
-        (PinnedMapField::KeySize, def.key_size, info.key_size),
-        (PinnedMapField::ValueSize, def.value_size, info.value_size),
-        (
-            PinnedMapField::MaxEntries,
-            def.max_entries,
-            info.max_entries,
-        ),
-        (PinnedMapField::MapFlags, def.map_flags, info.map_flags),
-    ];
-    for (field, expected, found) in pairs {
-        if expected != found {
-            return Err(ObjectError::PinnedMapMismatch {
-                map: name.to_owned(),
-                path: path.to_owned(),
-                field,
-                expected,
-                found,
-            });
-        }
+    if let Some((field, expected, found)) = def.reuse_mismatch(&pinned.info()) {
+        return Err(ObjectError::PinnedMapMismatch {
+            map: name.to_owned(),
+            path: path.to_owned(),
+            field,
+            expected,
+            found,
+        });
     }
     Ok(())
 }

@@ -25,7 +25,8 @@
 //! PERCPU_HASH `round_up(value_size, 8) × possible_cpus` bytes in CPU order (the user-space layout).
 //!
 //! Because links are indices + 1 and a fresh file is all zeros, a new map needs no initialisation
-//! beyond its locks; elements are handed out by the bump counter first and the free list after.
+//! beyond its locks; elements come from the free list when it is not empty, else from the bump
+//! counter.
 //!
 //! # Concurrency and crashes
 //!

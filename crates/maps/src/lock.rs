@@ -19,7 +19,7 @@
 //! | 8 | 8 | zero (reserved) |
 //!
 //! All zeros is a free lock, so a fresh file needs no initialisation ([`init_lock`] only zeroes
-//! the slot). Nothing in a slot is an address, so processes mapping the file at different
+//! the lock's 16 bytes). Nothing in a slot is an address, so processes mapping the file at different
 //! addresses share it.
 //!
 //! # Taking and releasing

@@ -4,8 +4,9 @@
 //!
 //! Owns the LRU map type ([`LruHashMap`]): creation rules ([`plan`]), the area's initialisation
 //! ([`init`]) and the kernel's `map_ops` for these types as a [`Backend`] ([`open`]), including
-//! the helper-side operations a program uses ([`Backend::helper_lookup`], the only operation that
-//! sets a node's reference bit, `helper_update`, `helper_delete`). The list algorithm lives in
+//! the helper-side operations a program uses ([`Backend::helper_lookup`], which sets a node's
+//! reference bit as an update that replaces a key does, while syscall lookups never do;
+//! `helper_update`, `helper_delete`). The list algorithm lives in
 //! `lru/table.rs`, the byte layout of the area in `lru/layout.rs`. It does not own the map file's
 //! header, pinning, ids or the syscall-side permission checks ([`crate::UserMap`] does); for
 //! tests and tools [`LruHashMap::create_anonymous`] makes a standalone map whose [`MapOps`]

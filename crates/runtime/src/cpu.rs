@@ -2,8 +2,8 @@
 //! as a BPF program owns its CPU (migration disabled) in the kernel. That is what makes per-CPU
 //! map values safe to update without atomics, and what `bpf_get_smp_processor_id` returns.
 //!
-//! Owns the slot file's layout and the few pthread and futex calls on it; the mapping itself and
-//! the mutex initialisation come from `bpfmaps_maps::region` and `bpfmaps_maps::lock`.
+//! Owns the slot file's layout and the few pthread and futex calls on it, the robust mutexes'
+//! initialisation included (`init_robust_mutex`); the mapping comes from `bpfmaps_maps::region`.
 //!
 //! # Exclusivity across processes
 //!

@@ -5,38 +5,11 @@
 //! Traps of a running program are not errors of this module: they are
 //! [`bpfmaps_vm::Trap`] values returned by an invocation.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use bpfmaps_abi::Errno;
 
-/// The field of a pinned map that differs from the object's definition, checked in this order
-/// (the order the kernel engine checks them too).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PinField {
-    /// The map type (values are kernel type numbers).
-    MapType,
-    /// The key size.
-    KeySize,
-    /// The value size.
-    ValueSize,
-    /// `max_entries`.
-    MaxEntries,
-    /// `map_flags`.
-    MapFlags,
-}
-
-impl fmt::Display for PinField {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PinField::MapType => "map type",
-            PinField::KeySize => "key size",
-            PinField::ValueSize => "value size",
-            PinField::MaxEntries => "max_entries",
-            PinField::MapFlags => "map flags",
-        })
-    }
-}
+pub use bpfmaps_abi::PinnedMapField as PinField;
 
 /// Why an object could not be loaded on the user engine.
 #[derive(Debug, thiserror::Error)]

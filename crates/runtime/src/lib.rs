@@ -3,7 +3,8 @@
 //! the shared-memory maps of `bpfmaps-maps`.
 //!
 //! - [`UserObject`] ([`loader`]): an object's maps created (or reused from `LIBBPF_PIN_BY_NAME`
-//!   pins after the kernel engine's compatibility check), data sections written, `.rodata`
+//!   pins after the same compatibility check as the kernel engine's: type, key and value
+//!   size, max_entries, flags), data sections written, `.rodata`
 //!   frozen, programs checked with their map references resolved.
 //! - [`Program`] ([`program`]): invoke a program on a context buffer from any thread and get r0
 //!   back; [`Program::test_run`] is the user engine's `BPF_PROG_TEST_RUN`.

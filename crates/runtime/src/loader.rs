@@ -18,14 +18,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bpfmaps_abi::insn::pseudo;
-use bpfmaps_abi::{map_flags, MapInfo, MapOps, MapType};
+use bpfmaps_abi::{map_flags, MapOps, MapType};
 use bpfmaps_maps::{Access as MapAccess, Store, UserMap, ValueRef};
 use bpfmaps_obj::{MapKind, MapSpec, ObjectSpec, Pinning, ProgramKind};
 use bpfmaps_vm::memory::fixed_region_address;
 use bpfmaps_vm::{Access, Config, Executable, HelperSet, PseudoResolver};
 
 use crate::cpu::CpuSlots;
-use crate::error::{PinField, RuntimeError};
+use crate::error::RuntimeError;
 use crate::helpers::supported_helpers;
 use crate::program::{Program, ProgramInner};
 
@@ -79,41 +79,6 @@ pub struct UserObject {
     programs: Vec<Program>,
 }
 
-fn pin_check(
-    map: &str,
-    path: &Path,
-    spec_def: &MapInfo,
-    found: &MapInfo,
-) -> Result<(), RuntimeError> {
-    let fields = [
-        (
-            PinField::MapType,
-            spec_def.map_type.as_u32(),
-            found.map_type.as_u32(),
-        ),
-        (PinField::KeySize, spec_def.key_size, found.key_size),
-        (PinField::ValueSize, spec_def.value_size, found.value_size),
-        (
-            PinField::MaxEntries,
-            spec_def.max_entries,
-            found.max_entries,
-        ),
-        (PinField::MapFlags, spec_def.map_flags, found.map_flags),
-    ];
-    for (field, expected, got) in fields {
-        if expected != got {
-            return Err(RuntimeError::PinnedMapMismatch {
-                map: map.to_owned(),
-                path: path.to_owned(),
-                field,
-                expected,
-                found: got,
-            });
-        }
-    }
-    Ok(())
-}
-
 fn map_error(name: &str) -> impl FnOnce(bpfmaps_maps::UserMapError) -> RuntimeError + '_ {
     move |source| RuntimeError::Map {
         map: name.to_owned(),
@@ -147,21 +112,15 @@ fn load_map(
         if path.exists() {
             let map = UserMap::open_pinned_in(store, path, MapAccess::ReadWrite)
                 .map_err(map_error(name))?;
-            let found = map.info();
-            // Compare against what creation would report: create a throwaway info from the def.
-            let wanted = MapInfo {
-                map_type: def.map_type,
-                id: 0,
-                key_size: def.key_size,
-                value_size: def.value_size,
-                max_entries: def.max_entries,
-                map_flags: def.map_flags,
-                name: def.name.clone(),
-                possible_cpus: cpus,
-                btf_id: 0,
-                frozen: false,
-            };
-            pin_check(name, path, &wanted, &found)?;
+            if let Some((field, expected, found)) = def.reuse_mismatch(&map.info()) {
+                return Err(RuntimeError::PinnedMapMismatch {
+                    map: name.to_owned(),
+                    path: path.to_owned(),
+                    field,
+                    expected,
+                    found,
+                });
+            }
             reused = Some(map);
         }
     }
