@@ -284,6 +284,7 @@ impl<'p> Host<'p> {
                 Ok(0)
             }
             Err(_) => {
+                mem.check_writable(dst, len)?;
                 let zeros =
                     vec![0u8; usize::try_from(len).map_err(|_| bad_arg(2, "size too large"))?];
                 mem.write(dst, &zeros)?;
@@ -301,7 +302,7 @@ impl<'p> Host<'p> {
             return Ok(0);
         }
         // Check the destination first, as the kernel's verifier would have.
-        mem.read_vec(dst, size)?;
+        mem.check_writable(dst, size)?;
         let mut out = Vec::new();
         let limit = size - 1;
         while (out.len() as u64) < limit {
@@ -558,6 +559,7 @@ impl HelperHost for Host<'_> {
             }
             ids::get_current_comm => {
                 let size = args[1] & 0xffff_ffff;
+                mem.check_writable(args[0], size)?;
                 let len = usize::try_from(size).map_err(|_| bad_arg(2, "size too large"))?;
                 let comm = current_comm();
                 let mut out = vec![0u8; len];

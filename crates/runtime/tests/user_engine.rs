@@ -140,6 +140,33 @@ fn probe_reads_reach_only_the_programs_own_memory() {
 }
 
 #[test]
+fn helpers_refuse_a_destination_size_larger_than_the_destination() {
+    // probe_read_user, get_current_comm and probe_read_user_str with a 4 GiB - 1 size for a
+    // 16-byte stack buffer: the destination is checked before anything is built for it, and
+    // the run stops with a write fault of exactly that size.
+    let object = load(&data("helpers.bpf.o"));
+    let program = object.program("oversized").unwrap();
+    for (which, helper) in [(0u64, 112u32), (1, 16), (2, 114)] {
+        let mut context = ctx(which);
+        context[24..32].copy_from_slice(&0xffff_ffffu64.to_ne_bytes());
+        match program.run(&mut context) {
+            Err(bpfmaps_vm::Trap::Helper {
+                id,
+                error: bpfmaps_vm::HelperError::Memory(fault),
+                ..
+            }) => {
+                assert_eq!(id, helper);
+                assert_eq!((fault.len, fault.write), (0xffff_ffff, true), "{fault}");
+            }
+            other => panic!("helper {helper}: {other:?}"),
+        }
+        // A size that fits runs normally.
+        context[24..32].copy_from_slice(&16u64.to_ne_bytes());
+        program.run(&mut context).expect("a fitting size");
+    }
+}
+
+#[test]
 fn trace_printk_formats_and_appends_to_the_trace_pipe() {
     let object = load(&data("helpers.bpf.o"));
     let marker = u64::from(std::process::id()) * 1000 + 7;

@@ -464,6 +464,13 @@ impl<'a> Memory<'a> {
         Ok(buf)
     }
 
+    /// Checks that `len` guest bytes at `addr` are mapped and writable, without touching them:
+    /// for helpers that must know a destination is valid before they build what they write, so
+    /// a guest-chosen length never sizes a host allocation larger than a region that exists.
+    pub fn check_writable(&mut self, addr: u64, len: u64) -> Result<(), MemFault> {
+        self.locate_mut(addr, len).map(|_| ())
+    }
+
     /// Copies `data` into guest memory at `addr` (for helpers).
     pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
         let (backing, start) = self.locate_mut(addr, data.len() as u64)?;
@@ -529,6 +536,18 @@ mod tests {
         assert_eq!(
             mem.load::<8>(STACK_BASE + 9).unwrap_err().kind,
             FaultKind::OutOfBounds
+        );
+        // check_writable: the whole span, writable, or the fault a write would get.
+        assert_eq!(mem.check_writable(STACK_BASE, 16), Ok(()));
+        assert_eq!(
+            mem.check_writable(STACK_BASE + 8, 0xffff_ffff)
+                .unwrap_err()
+                .kind,
+            FaultKind::OutOfBounds
+        );
+        assert_eq!(
+            mem.check_writable(CONTEXT_BASE, 1).unwrap_err().kind,
+            FaultKind::ReadOnly
         );
     }
 

@@ -171,3 +171,22 @@ int for_each(struct trace_event_raw_sys_enter *ctx)
 }
 
 char LICENSE[] SEC("license") = "GPL";
+
+/* Helpers given a destination size the program chose (args[1]) that is larger than the
+ * destination: args[0] picks the helper (0 probe_read_user, 1 get_current_comm,
+ * 2 probe_read_user_str). The run must stop on the destination, never size anything by it. */
+SEC("tracepoint/helpers/oversized")
+int oversized(struct trace_event_raw_sys_enter *ctx)
+{
+	char dst[16] = {};
+	__u32 size = (__u32)ctx->args[1];
+
+	if (ctx->args[0] == 0)
+		bpf_probe_read_user(dst, size, (void *)0);
+	else if (ctx->args[0] == 1)
+		bpf_get_current_comm(dst, size);
+	else
+		bpf_probe_read_user_str(dst, size, (void *)0);
+	put(R_PROBE_BAD, dst[0]);
+	return 0;
+}
