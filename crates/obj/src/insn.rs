@@ -7,9 +7,11 @@ pub(crate) use bpfmaps_abi::insn::INSN_SIZE;
 /// Opcodes the loader looks at.
 pub(crate) mod opcode {
     /// `BPF_LD | BPF_IMM | BPF_DW`: the first slot of a 64-bit immediate load.
-    pub(crate) const LDDW: u8 = 0x18;
+    pub(crate) const LDDW: u8 = class::LD | mode::IMM | size::DW;
     /// `BPF_JMP | BPF_CALL`.
-    pub(crate) const CALL: u8 = 0x85;
+    pub(crate) const CALL: u8 = class::JMP | jmp_op::CALL;
+
+    use bpfmaps_abi::insn::{class, jmp_op, mode, size};
 }
 
 /// `src_reg` of a call to a bpf-to-bpf function (`BPF_PSEUDO_CALL`).

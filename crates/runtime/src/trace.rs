@@ -249,17 +249,12 @@ pub(crate) fn trace_printk(
     let comm = crate::helpers::current_comm();
     let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     let tid = crate::helpers::current_pid_tgid() & 0xffff_ffff;
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = crate::helpers::clock_ns(libc::CLOCK_MONOTONIC);
     let mut line = format!(
         "{}-{tid} [{cpu:03}] {}.{:06}: bpf_trace_printk: ",
         String::from_utf8_lossy(&comm[..comm_len]),
-        ts.tv_sec,
-        ts.tv_nsec / 1000
+        now / 1_000_000_000,
+        now % 1_000_000_000 / 1000
     )
     .into_bytes();
     line.extend_from_slice(&message);
