@@ -105,8 +105,8 @@ enum MapCommand {
         #[arg(long)]
         count: Option<u64>,
         /// Stop after this many seconds.
-        #[arg(long = "for", value_name = "SECONDS")]
-        duration: Option<f64>,
+        #[arg(long = "for", value_name = "SECONDS", value_parser = crate::words::parse_seconds)]
+        duration: Option<Duration>,
     },
 }
 
@@ -131,13 +131,7 @@ pub fn run(args: MapArgs, format: Format) -> Result<ExitCode> {
             words,
             count,
             duration,
-        } => events(
-            &words,
-            choice,
-            count,
-            duration.map(Duration::from_secs_f64),
-            format,
-        ),
+        } => events(&words, choice, count, duration, format),
     }
     .map(|()| ExitCode::SUCCESS)
 }

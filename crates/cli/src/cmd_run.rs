@@ -35,8 +35,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pin_maps: Option<PathBuf>,
     /// Stop after this many seconds (without CMD: the default is to wait for Ctrl-C).
-    #[arg(long = "for", value_name = "SECONDS")]
-    duration: Option<f64>,
+    #[arg(long = "for", value_name = "SECONDS", value_parser = crate::words::parse_seconds)]
+    duration: Option<Duration>,
     /// The engine to run on.
     #[arg(long, value_enum, default_value_t = RunEngine::Kernel)]
     engine: RunEngine,
@@ -188,9 +188,7 @@ fn finish(
 /// CMD the deadline (`--for`) or Ctrl-C. Returns CMD's status.
 fn wait_for_end(args: &RunArgs, interrupted: &AtomicBool) -> Result<Option<ExitStatus>> {
     let started = Instant::now();
-    let deadline = args
-        .duration
-        .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = args.duration.map(|d| started + d);
     if args.command.is_empty() {
         let until = deadline.unwrap_or(started + Duration::from_secs(u64::from(u32::MAX)));
         signal::sleep_until(until, interrupted);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bpfmaps::events::{Event, EventStream};
 use bpfmaps::program::Object;
 use bpfmaps::{Engine, Map, MapType};
@@ -64,16 +64,7 @@ fn parse_ctx(text: &str) -> Result<Vec<u8>> {
         .bytes()
         .filter(|b| !b.is_ascii_whitespace() && *b != b':')
         .collect();
-    if !digits.len().is_multiple_of(2) {
-        bail!("--ctx: an odd number of hex digits ({})", digits.len());
-    }
-    digits
-        .chunks(2)
-        .map(|pair| {
-            let s = std::str::from_utf8(pair).unwrap_or("??");
-            u8::from_str_radix(s, 16).with_context(|| format!("--ctx: `{s}` is not a hex byte"))
-        })
-        .collect()
+    crate::words::decode_hex(&digits, "--ctx")
 }
 
 /// Drains a ring buffer's available records.

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use bpfmaps::top::{OpenatCounter, ProcessRow, TopConfig};
 use clap::Args;
 use serde_json::json;
@@ -17,11 +17,11 @@ use crate::signal;
 #[derive(Args, Debug)]
 pub struct TopArgs {
     /// Seconds between samples.
-    #[arg(long, default_value_t = 1.0, value_name = "S")]
-    interval: f64,
+    #[arg(long, default_value = "1", value_name = "S", value_parser = crate::words::parse_interval)]
+    interval: Duration,
     /// Stop after this many seconds.
-    #[arg(long = "for", value_name = "S")]
-    duration: Option<f64>,
+    #[arg(long = "for", value_name = "S", value_parser = crate::words::parse_seconds)]
+    duration: Option<Duration>,
     /// Print one table after one interval and exit.
     #[arg(long)]
     once: bool,
@@ -35,20 +35,12 @@ pub struct TopArgs {
 
 /// Runs `bpfmaps top`.
 pub fn run(args: TopArgs, format: Format) -> Result<ExitCode> {
-    if !(args.interval > 0.0 && args.interval.is_finite()) {
-        bail!(
-            "--interval must be a positive number of seconds, got {}",
-            args.interval
-        );
-    }
     let interrupted = signal::on_interrupt()?;
     let mut counter = OpenatCounter::start(TopConfig {
         target_tgid: args.pid,
     })?;
-    let interval = Duration::from_secs_f64(args.interval);
-    let deadline = args
-        .duration
-        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let interval = args.interval;
+    let deadline = args.duration.map(|d| Instant::now() + d);
     let live = !args.once && format == Format::Plain && std::io::stdout().is_terminal();
     loop {
         let mut wake = Instant::now() + interval;

@@ -25,8 +25,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 #[derive(Args, Debug)]
 pub struct TraceArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
-    #[arg(long = "for", value_name = "SECONDS")]
-    duration: Option<f64>,
+    #[arg(long = "for", value_name = "SECONDS", value_parser = crate::words::parse_seconds)]
+    duration: Option<Duration>,
     /// Read the kernel's trace pipe (`/sys/kernel/tracing/trace_pipe`) instead of the user
     /// engine's.
     #[arg(long)]
@@ -35,14 +35,7 @@ pub struct TraceArgs {
 
 /// Runs `bpfmaps trace`.
 pub fn run(args: TraceArgs, _format: Format) -> Result<ExitCode> {
-    let deadline = match args.duration {
-        Some(seconds) => {
-            let duration = Duration::try_from_secs_f64(seconds)
-                .with_context(|| format!("--for {seconds}: not a duration in seconds"))?;
-            Some(Instant::now() + duration)
-        }
-        None => None,
-    };
+    let deadline = args.duration.map(|d| Instant::now() + d);
     let interrupted = crate::signal::on_interrupt()?;
     let mut source: Box<dyn FnMut() -> Result<Vec<u8>>> = if args.kernel {
         bpfmaps::kernel::fs::ensure_tracefs().context("mounting tracefs")?;

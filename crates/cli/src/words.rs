@@ -87,15 +87,13 @@ impl<'a> Words<'a> {
             }
             if hex {
                 let digits = w.strip_prefix("0x").unwrap_or(w);
-                if digits.is_empty() || digits.len() % 2 != 0 {
-                    bail!("bad hex byte string `{w}`: expected an even number of hex digits");
+                if digits.is_empty() {
+                    bail!("bad hex byte string `{w}`: no hex digits");
                 }
-                for i in (0..digits.len()).step_by(2) {
-                    out.push(
-                        u8::from_str_radix(&digits[i..i + 2], 16)
-                            .with_context(|| format!("bad hex byte `{}`", &digits[i..i + 2]))?,
-                    );
-                }
+                out.extend(decode_hex(
+                    digits.as_bytes(),
+                    &format!("hex byte string `{w}`"),
+                )?);
             } else {
                 out.push(parse_byte(w)?);
             }
@@ -106,6 +104,54 @@ impl<'a> Words<'a> {
         }
         Ok(out)
     }
+}
+
+/// Decodes pairs of hex digits; an odd count or anything but `[0-9a-fA-F]` is an error naming
+/// `what`. Works on bytes, so any input (not only ASCII) gets an error, never a panic.
+pub fn decode_hex(digits: &[u8], what: &str) -> Result<Vec<u8>> {
+    if !digits.len().is_multiple_of(2) {
+        bail!("{what}: an odd number of hex digits ({})", digits.len());
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let nibble = |b: u8| char::from(b).to_digit(16);
+            match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(hi), Some(lo)) => Ok((hi * 16 + lo) as u8),
+                _ => bail!(
+                    "{what}: `{}` is not a hex byte",
+                    String::from_utf8_lossy(pair)
+                ),
+            }
+        })
+        .collect()
+}
+
+/// The most seconds `--for` and `--interval` accept: about 31 years, so every deadline computed
+/// from them fits an `Instant`.
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// Parses a number of seconds for `--for` (clap value parser): finite, from 0 to
+/// [`MAX_SECONDS`].
+pub fn parse_seconds(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(0.0..=MAX_SECONDS).contains(&seconds) {
+        return Err(format!(
+            "`{text}`: expected a number of seconds from 0 to {MAX_SECONDS}"
+        ));
+    }
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// Parses an interval in seconds (clap value parser): as [`parse_seconds`], and above 0.
+pub fn parse_interval(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let interval = parse_seconds(text)?;
+    if interval.is_zero() {
+        return Err(format!("`{text}`: an interval must be above 0 seconds"));
+    }
+    Ok(interval)
 }
 
 /// Parses one byte as bpftool does: decimal (`255`), hex with `0x` (`0xff`), octal with `0`.
@@ -135,6 +181,35 @@ mod tests {
     }
 
     #[test]
+    fn hex_of_any_text_decodes_or_says_why() {
+        assert_eq!(decode_hex(b"00ffA1", "x").unwrap(), vec![0, 0xff, 0xa1]);
+        let err = |bytes: &[u8]| decode_hex(bytes, "x").unwrap_err().to_string();
+        assert_eq!(err(b"abc"), "x: an odd number of hex digits (3)");
+        assert_eq!(err(b"+f"), "x: `+f` is not a hex byte");
+        // Non-ASCII: two bytes of one character, an error rather than a slicing panic.
+        assert_eq!(
+            err("0\u{e9}0".as_bytes()),
+            "x: `0\u{fffd}` is not a hex byte"
+        );
+        let list = words("hex 0\u{e9}0");
+        assert!(Words::new(&list).bytes(&[]).is_err());
+    }
+
+    #[test]
+    fn seconds_are_finite_in_range_and_intervals_above_zero() {
+        assert_eq!(
+            parse_seconds("0.5"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(parse_seconds("0"), Ok(std::time::Duration::ZERO));
+        for bad in ["inf", "NaN", "-1", "1e300", "soon"] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+        assert!(parse_interval("0").is_err());
+        assert_eq!(parse_interval("2"), Ok(std::time::Duration::from_secs(2)));
+    }
+
+    #[test]
     fn bytes_in_every_bpftool_form() {
         let w = words("1 0 0 0 value 0x10 0x00 hex 0a0b 0c");
         let mut c = Words::new(&w);
@@ -152,7 +227,7 @@ mod tests {
         assert!(format!("{err:#}").contains("out of range"), "{err:#}");
         let w = words("hex abc");
         let err = Words::new(&w).bytes(&[]).unwrap_err();
-        assert!(format!("{err:#}").contains("even number"), "{err:#}");
+        assert!(format!("{err:#}").contains("odd number"), "{err:#}");
     }
 
     #[test]

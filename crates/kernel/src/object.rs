@@ -452,7 +452,8 @@ fn effective_def(name: &str, map: &aya_obj::Map, cpus: u32) -> Result<MapDef, Ob
         MapType::PerfEventArray if max_entries == 0 => max_entries = cpus,
         MapType::Ringbuf => {
             value_size = 0;
-            max_entries = ringbuf_size(max_entries, page_size());
+            let page = u32::try_from(crate::sys::page_size()).unwrap_or(4096);
+            max_entries = ringbuf_size(max_entries, page);
         }
         _ => {}
     }
@@ -474,13 +475,6 @@ fn ringbuf_size(declared: u32, page: u32) -> u32 {
     }
     let pages = declared.div_ceil(page).checked_next_power_of_two();
     pages.and_then(|p| p.checked_mul(page)).unwrap_or(declared)
-}
-
-/// The system page size.
-fn page_size() -> u32 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u32::try_from(size).unwrap_or(4096)
 }
 
 /// Checks the map pinned at `path` against `def` the way libbpf's `map_is_reuse_compat` does.

@@ -780,7 +780,11 @@ fn pin_rules() {
         Some(Errno::EPERM)
     );
     let no_dir = pin.0.join("child");
-    assert!(m.pin(&no_dir).is_err());
+    assert_eq!(
+        m.pin(&no_dir).err().map(|e| sys_errno(&e)),
+        Some(Errno::ENOTDIR),
+        "a pin path below a pinned map (a file, not a directory)"
+    );
     let missing_dir = PinPath::new("missing_dir");
     assert_eq!(
         m.pin(&missing_dir.0.join("x")).err().map(|e| sys_errno(&e)),

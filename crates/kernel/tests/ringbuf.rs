@@ -113,7 +113,7 @@ fn ringbuf_callback_error_stops_and_keeps_the_rest() {
     let map = create(MapType::Ringbuf, 0, 0, 4096, 0);
     let prog = ringbuf_output_prog(map.fd(), 8);
     for i in 0..5 {
-        run(&prog, i, None);
+        assert_eq!(run(&prog, i, None), 0, "record {i}");
     }
     let mut consumer = KernelRingBuf::new(&map).unwrap().into_consumer();
     let mut calls = 0;
