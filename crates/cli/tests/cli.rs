@@ -423,13 +423,32 @@ fn top_once_prints_one_table() {
         return;
     }
     let cli = Cli::new("top");
-    let v = cli.json(&["top", "--once", "--interval", "0.5"]);
+    // This process opens a file every 5 ms for as long as `top` runs, so its table must have a
+    // row for this pid with those opens.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let v = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                drop(std::fs::File::open("/proc/self/stat"));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+        let v = cli.json(&["top", "--once", "--interval", "0.5", "--limit", "0"]);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        v
+    });
     assert_eq!(v["interval_s"], 0.5);
     let procs = v["processes"].as_array().unwrap();
     for p in procs {
         assert!(p["pid"].as_u64().unwrap() > 0);
         assert!(p["opens"].as_u64().unwrap() >= p["delta"].as_u64().unwrap());
     }
+    let me = u64::from(std::process::id());
+    let mine = procs
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(me))
+        .unwrap_or_else(|| panic!("no row for this test process {me}: {v}"));
+    assert!(mine["delta"].as_u64().unwrap() >= 10, "{mine}");
 }
 
 fn bpftool_json(args: &[&str]) -> Value {
