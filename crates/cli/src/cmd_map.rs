@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bpfmaps::events::{Event, EventStream};
-use bpfmaps::{Engine, EngineChoice, Map, MapDef, MapError, MapType};
+use bpfmaps::{EngineChoice, Map, MapDef, MapError, MapType};
 use bpfmaps_abi::update_flags::{BPF_ANY, BPF_EXIST, BPF_NOEXIST};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::output::{
     element_json_with, element_plain, hex_json, hex_plain, info_json, info_plain, BpftoolWriter,
     BtfFormatter, Format,
 };
+use crate::words::EngineArg;
 use crate::words::{parse_number, Words};
 
 /// Arguments of `bpfmaps map`.
@@ -27,13 +28,6 @@ pub struct MapArgs {
     engine: Option<EngineArg>,
     #[command(subcommand)]
     command: MapCommand,
-}
-
-/// The `--engine` values.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum EngineArg {
-    Kernel,
-    User,
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,8 +108,7 @@ enum MapCommand {
 pub fn run(args: MapArgs, format: Format) -> Result<ExitCode> {
     let choice = match args.engine {
         None => EngineChoice::Any,
-        Some(EngineArg::Kernel) => EngineChoice::Only(Engine::Kernel),
-        Some(EngineArg::User) => EngineChoice::Only(Engine::User),
+        Some(engine) => EngineChoice::Only(engine.into()),
     };
     match args.command {
         MapCommand::List { map } => list(&map, choice, format),

@@ -18,12 +18,13 @@ use bpfmaps::events::{Event, EventStream};
 use bpfmaps::kernel::object::{KernelObject, LoadConfig};
 use bpfmaps::program::Object;
 use bpfmaps::{Engine, Map, MapType};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde_json::{json, Map as JsonMap, Value};
 
 use crate::cmd_map::{dump_json, dump_plain};
 use crate::output::Format;
 use crate::signal;
+use crate::words::EngineArg;
 
 /// Arguments of `bpfmaps run`.
 #[derive(Args, Debug)]
@@ -38,21 +39,14 @@ pub struct RunArgs {
     #[arg(long = "for", value_name = "SECONDS", value_parser = crate::words::parse_seconds)]
     duration: Option<Duration>,
     /// The engine to run on.
-    #[arg(long, value_enum, default_value_t = RunEngine::Kernel)]
-    engine: RunEngine,
+    #[arg(long, value_enum, default_value_t = EngineArg::Kernel)]
+    engine: EngineArg,
     /// Set a `const volatile` global before load: NAME=VALUE (a u32, decimal or 0x hex).
-    #[arg(long = "set", value_name = "NAME=VALUE")]
-    globals: Vec<String>,
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::words::parse_global)]
+    globals: Vec<(String, u32)>,
     /// The command to run while the programs are attached; `run` exits with its status.
     #[arg(last = true)]
     command: Vec<String>,
-}
-
-/// The engines `run` accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum RunEngine {
-    Kernel,
-    User,
 }
 
 struct StreamCounter {
@@ -64,18 +58,12 @@ struct StreamCounter {
 
 /// Runs `bpfmaps run`.
 pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
-    if args.engine == RunEngine::User {
+    if args.engine == EngineArg::User {
         return run_user(args, format);
     }
     let mut config = LoadConfig::default();
-    for g in &args.globals {
-        let (name, value) = g
-            .split_once('=')
-            .with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
-        let v = crate::words::parse_number(value)?;
-        let v = u32::try_from(v)
-            .with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
-        config = config.with_global(name, &v.to_ne_bytes());
+    for (name, value) in &args.globals {
+        config = config.with_global(name, &value.to_ne_bytes());
     }
     let interrupted = signal::on_interrupt()?;
     let mut object = KernelObject::load_file(&args.object, &config)
@@ -217,14 +205,8 @@ fn wait_for_end(args: &RunArgs, interrupted: &AtomicBool) -> Result<Option<ExitS
 fn run_user(args: RunArgs, format: Format) -> Result<ExitCode> {
     let mut object = Object::open(&args.object)
         .with_context(|| format!("cannot open {}", args.object.display()))?;
-    for g in &args.globals {
-        let (name, value) = g
-            .split_once('=')
-            .with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
-        let v = crate::words::parse_number(value)?;
-        let v = u32::try_from(v)
-            .with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
-        object.set_global(name, &v.to_ne_bytes())?;
+    for (name, value) in &args.globals {
+        object.set_global(name, &value.to_ne_bytes())?;
     }
     let interrupted = signal::on_interrupt()?;
     let loaded = object

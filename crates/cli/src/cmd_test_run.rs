@@ -16,11 +16,12 @@ use anyhow::{Context, Result};
 use bpfmaps::events::{Event, EventStream};
 use bpfmaps::program::Object;
 use bpfmaps::{Engine, Map, MapType};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde_json::{json, Map as JsonMap, Value};
 
 use crate::cmd_map::{dump_json, dump_plain};
 use crate::output::{hex_json, hex_plain, Format};
+use crate::words::EngineArg;
 
 /// Arguments of `bpfmaps test-run`.
 #[derive(Args, Debug)]
@@ -39,18 +40,11 @@ pub struct TestRunArgs {
     #[arg(long, default_value_t = 1)]
     repeat: u32,
     /// The engine to run on.
-    #[arg(long, value_enum, default_value_t = TestRunEngine::User)]
-    engine: TestRunEngine,
+    #[arg(long, value_enum, default_value_t = EngineArg::User)]
+    engine: EngineArg,
     /// Set a global before load: NAME=VALUE (a u32, decimal or 0x hex).
-    #[arg(long = "set", value_name = "NAME=VALUE")]
-    globals: Vec<String>,
-}
-
-/// The engines `test-run` accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum TestRunEngine {
-    Kernel,
-    User,
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::words::parse_global)]
+    globals: Vec<(String, u32)>,
 }
 
 /// Parses `--ctx`: hex digits (whitespace, `:` and a leading `0x` ignored) or `@FILE`.
@@ -86,19 +80,10 @@ pub fn run(args: TestRunArgs, format: Format) -> Result<ExitCode> {
     let ctx = parse_ctx(&args.ctx)?;
     let mut object = Object::open(&args.object)
         .with_context(|| format!("cannot open {}", args.object.display()))?;
-    for g in &args.globals {
-        let (name, value) = g
-            .split_once('=')
-            .with_context(|| format!("--set `{g}`: expected NAME=VALUE"))?;
-        let v = crate::words::parse_number(value)?;
-        let v = u32::try_from(v)
-            .with_context(|| format!("--set {name}: {value} does not fit a u32"))?;
-        object.set_global(name, &v.to_ne_bytes())?;
+    for (name, value) in &args.globals {
+        object.set_global(name, &value.to_ne_bytes())?;
     }
-    let engine = match args.engine {
-        TestRunEngine::User => Engine::User,
-        TestRunEngine::Kernel => Engine::Kernel,
-    };
+    let engine = Engine::from(args.engine);
     let loaded = object.load(engine).with_context(|| {
         format!(
             "cannot load {} on the {engine} engine",

@@ -127,6 +127,36 @@ pub fn decode_hex(digits: &[u8], what: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
+/// Parses `--set NAME=VALUE` (clap value parser): a `const volatile` global and its u32 value
+/// (decimal, `0x` hex or `0` octal, as [`parse_number`]).
+pub fn parse_global(text: &str) -> std::result::Result<(String, u32), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected NAME=VALUE"))?;
+    let number = parse_number(value).map_err(|e| format!("`{text}`: {e:#}"))?;
+    let number =
+        u32::try_from(number).map_err(|_| format!("`{text}`: {value} does not fit a u32"))?;
+    Ok((name.to_owned(), number))
+}
+
+/// The `--engine` values of the commands that take one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    /// The kernel engine.
+    Kernel,
+    /// The user engine.
+    User,
+}
+
+impl From<EngineArg> for bpfmaps::Engine {
+    fn from(arg: EngineArg) -> bpfmaps::Engine {
+        match arg {
+            EngineArg::Kernel => bpfmaps::Engine::Kernel,
+            EngineArg::User => bpfmaps::Engine::User,
+        }
+    }
+}
+
 /// The most seconds `--for` and `--interval` accept: about 31 years, so every deadline computed
 /// from them fits an `Instant`.
 pub const MAX_SECONDS: f64 = 1e9;
@@ -193,6 +223,20 @@ mod tests {
         );
         let list = words("hex 0\u{e9}0");
         assert!(Words::new(&list).bytes(&[]).is_err());
+    }
+
+    #[test]
+    fn globals_are_a_name_and_a_u32() {
+        assert_eq!(
+            parse_global("target_tgid=0x10"),
+            Ok(("target_tgid".into(), 16))
+        );
+        assert_eq!(parse_global("x=7"), Ok(("x".into(), 7)));
+        assert!(parse_global("x").unwrap_err().contains("NAME=VALUE"));
+        assert!(parse_global("x=4294967296")
+            .unwrap_err()
+            .contains("does not fit a u32"));
+        assert!(parse_global("x=seven").is_err());
     }
 
     #[test]
