@@ -83,6 +83,17 @@ impl MapDef {
         .find(|(_, wanted, pinned)| wanted != pinned)
     }
 
+    /// `max_entries` as map creation uses it on a machine with `possible_cpus` CPUs: a
+    /// PERF_EVENT_ARRAY declared without it gets one entry per possible CPU, as libbpf and aya
+    /// do before creating it; every other value is unchanged.
+    pub fn creation_max_entries(&self, possible_cpus: u32) -> u32 {
+        if self.map_type == MapType::PerfEventArray && self.max_entries == 0 {
+            possible_cpus
+        } else {
+            self.max_entries
+        }
+    }
+
     /// True when the name is one the kernel accepts at creation (`bpf_obj_name_cpy`): at most
     /// 15 bytes, all of them [`is_obj_name_byte`].
     pub fn has_valid_name(&self) -> bool {
@@ -135,6 +146,16 @@ pub struct MapInfo {
 }
 
 impl MapInfo {
+    /// The size of a batch cursor for this map: 4 (a bucket index) for hash maps, `key_size`
+    /// for the generic (array) path.
+    pub fn batch_cursor_size(&self) -> usize {
+        if self.map_type.is_hash() {
+            4
+        } else {
+            self.key_size as usize
+        }
+    }
+
     /// Size of the value buffer user space passes to lookup and update: for per-CPU maps
     /// `round_up(value_size, 8) × possible_cpus`, for a perf event array 4 (an fd), otherwise
     /// `value_size`.
@@ -300,12 +321,7 @@ pub trait MapOps: Send + Sync {
     /// The size of a batch cursor: 4 (a bucket index) for hash maps, `key_size` for the generic
     /// (array) path.
     fn batch_cursor_size(&self) -> usize {
-        let info = self.info();
-        if info.map_type.is_hash() {
-            4
-        } else {
-            info.key_size as usize
-        }
+        self.info().batch_cursor_size()
     }
 }
 

@@ -442,13 +442,9 @@ impl MapOps for KernelMap {
     }
 
     fn batch_cursor_size(&self) -> usize {
-        // Same rule as the trait's default, from the cached info: the default calls `info()`,
-        // which reads fdinfo (about 20 µs) on every batch call.
-        if self.info.map_type.is_hash() {
-            4
-        } else {
-            self.info.key_size as usize
-        }
+        // The cached info: the trait's default calls `info()`, which reads fdinfo (about 20 µs)
+        // on every batch call.
+        self.info.batch_cursor_size()
     }
 
     fn freeze(&self) -> MapResult<()> {

@@ -446,25 +446,21 @@ fn effective_def(name: &str, map: &aya_obj::Map, cpus: u32) -> Result<MapDef, Ob
     let map_type = MapType::from_u32(map.map_type()).ok_or_else(|| {
         ObjectError::Malformed(format!("map {name:?} has unknown type {}", map.map_type()))
     })?;
-    let mut max_entries = map.max_entries();
-    let mut value_size = map.value_size();
-    match map_type {
-        MapType::PerfEventArray if max_entries == 0 => max_entries = cpus,
-        MapType::Ringbuf => {
-            value_size = 0;
-            let page = u32::try_from(crate::sys::page_size()).unwrap_or(4096);
-            max_entries = ringbuf_size(max_entries, page);
-        }
-        _ => {}
-    }
-    Ok(MapDef {
+    let mut def = MapDef::new(
         map_type,
-        key_size: map.key_size(),
-        value_size,
-        max_entries,
-        map_flags: map.map_flags(),
-        name: name.to_owned(),
-    })
+        map.key_size(),
+        map.value_size(),
+        map.max_entries(),
+        map.map_flags(),
+        name,
+    );
+    def.max_entries = def.creation_max_entries(cpus);
+    if map_type == MapType::Ringbuf {
+        def.value_size = 0;
+        let page = u32::try_from(crate::sys::page_size()).unwrap_or(4096);
+        def.max_entries = ringbuf_size(def.max_entries, page);
+    }
+    Ok(def)
 }
 
 /// A ring buffer's size rounded up to a power-of-two number of pages, as libbpf and aya do

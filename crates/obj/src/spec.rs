@@ -109,9 +109,7 @@ impl MapSpec {
     /// and aya do before creating it. Every other definition is returned unchanged.
     pub fn creation_def(&self, possible_cpus: u32) -> MapDef {
         let mut def = self.def.clone();
-        if def.map_type == MapType::PerfEventArray && def.max_entries == 0 {
-            def.max_entries = possible_cpus;
-        }
+        def.max_entries = def.creation_max_entries(possible_cpus);
         def
     }
 }
