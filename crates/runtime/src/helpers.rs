@@ -364,18 +364,26 @@ impl Host<'_> {
         }
         let cpu = self.cpu;
         let mut failure = None;
+        // Every element's key is lent at one address, replaced element after element, so a pass
+        // over a large map does not grow the region table by one entry per element.
+        let mut key_addr = None;
         let result = map.map.for_each(cpu, &mut |key, value| {
             let step = (|| -> Result<bool, HelperError> {
-                let key_addr = mem.map(Region::owned(key.to_vec(), Access::ReadOnly))?;
+                let key_region = Region::owned(key.to_vec(), Access::ReadOnly);
+                let key_at = match key_addr {
+                    Some(at) => {
+                        mem.replace(at, key_region)?;
+                        at
+                    }
+                    None => {
+                        let at = mem.map(key_region)?;
+                        key_addr = Some(at);
+                        at
+                    }
+                };
                 let value_addr = self.lend(index, map, value, mem)?;
-                let stop = callbacks.invoke(
-                    self,
-                    mem,
-                    callback,
-                    2,
-                    [handle, key_addr, value_addr, ctx, 0],
-                );
-                mem.unmap(key_addr);
+                let stop =
+                    callbacks.invoke(self, mem, callback, 2, [handle, key_at, value_addr, ctx, 0]);
                 Ok(stop? == 0)
             })();
             match step {
@@ -386,6 +394,9 @@ impl Host<'_> {
                 }
             }
         });
+        if let Some(at) = key_addr {
+            mem.unmap(at);
+        }
         if let Some(error) = failure {
             return Err(error);
         }

@@ -279,6 +279,30 @@ impl<'a> Memory<'a> {
         Ok(index << REGION_SHIFT)
     }
 
+    /// Replaces the region [`Memory::map`] mapped at `addr` with `region`, keeping the address:
+    /// for a helper that lends a series of short-lived buffers (one key per callback of
+    /// `bpf_for_each_map_elem`) without growing the region table by one entry per buffer.
+    /// `Unmapped` when no dynamic region is mapped at `addr`.
+    pub fn replace(&mut self, addr: u64, region: Region<'a>) -> Result<(), MemFault> {
+        let (index, _) = split(addr);
+        let fault = |kind| MemFault {
+            addr,
+            len: region.len,
+            write: false,
+            kind,
+        };
+        if region.len > MAX_REGION_LEN {
+            return Err(fault(FaultKind::NoSpace));
+        }
+        match self.regions.get_mut(index) {
+            Some(slot @ Some(_)) if index >= FIRST_DYNAMIC_REGION as usize => {
+                *slot = Some(region);
+                Ok(())
+            }
+            _ => Err(fault(FaultKind::Unmapped)),
+        }
+    }
+
     /// Maps a region at fixed slot `slot` (see [`fixed_region_address`]), replacing what was
     /// there, and returns its address.
     pub fn map_fixed(&mut self, slot: u32, region: Region<'a>) -> Result<u64, MemFault> {
@@ -565,7 +589,23 @@ mod tests {
         mem.store::<4>(addr + 4, 5).unwrap();
         assert_eq!(mem.atomic_update(addr + 4, 4, &mut |old| old + 1), Ok(5));
         assert_eq!(mem.load::<4>(addr + 4), Ok(6));
+        // replace keeps the address and swaps the bytes behind it.
+        mem.replace(addr, Region::owned(vec![7; 4], Access::ReadOnly))
+            .unwrap();
+        assert_eq!(mem.load::<4>(addr), Ok(0x0707_0707));
+        assert_eq!(
+            mem.replace(STACK_BASE, Region::owned(vec![0; 4], Access::ReadOnly))
+                .unwrap_err()
+                .kind,
+            FaultKind::Unmapped
+        );
         assert!(mem.unmap(addr).is_some());
+        assert_eq!(
+            mem.replace(addr, Region::owned(vec![0; 4], Access::ReadOnly))
+                .unwrap_err()
+                .kind,
+            FaultKind::Unmapped
+        );
         assert_eq!(mem.load::<4>(addr).unwrap_err().kind, FaultKind::Unmapped);
         let fixed = mem
             .map_fixed(0, Region::owned(vec![7], Access::ReadOnly))
