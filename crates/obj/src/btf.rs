@@ -465,6 +465,14 @@ impl BtfInfo {
         usize_of(offset) < self.strings.len()
     }
 
+    /// The name of `FUNC` type `id` ("" when it is not one).
+    pub(crate) fn func_name(&self, id: u32) -> &str {
+        match self.record(id) {
+            Some(t) if t.kind == BtfKind::Func => self.string(t.name_off),
+            _ => "",
+        }
+    }
+
     /// The string at `offset`, for `.BTF.ext` section names and access strings.
     pub(crate) fn string_at(&self, offset: u32) -> &str {
         self.string(offset)

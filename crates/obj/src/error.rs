@@ -108,6 +108,20 @@ pub enum ObjError {
         /// What went wrong.
         message: String,
     },
+    /// A target BTF (the kernel's, or a file given for it) is malformed.
+    #[error("bad target BTF {what}: at byte offset {offset:#x}: {reason}")]
+    BadTargetBtf {
+        /// What was parsed (`vmlinux`, a module name, a file path).
+        what: String,
+        /// Byte offset of the problem inside the blob.
+        offset: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A CO-RE relocation cannot be applied: libbpf refuses to load the object in the same case.
+    /// (A relocation that merely finds nothing in the target poisons its instruction instead.)
+    #[error(transparent)]
+    CoreRelocation(Box<CoreFailure>),
     /// aya-obj panicked on this input during `stage`. The loader validates input before handing it
     /// to aya-obj so this should not happen; the panic is caught and reported instead of
     /// unwinding into the caller.
@@ -139,4 +153,26 @@ pub enum GlobalError {
         /// The number of bytes given.
         got: usize,
     },
+}
+
+/// Why a CO-RE relocation could not be applied, with where it sits.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("CO-RE relocation #{index} of program `{program}` at instruction {insn} ({kind} `{access}` on [{type_id}] {type_name}): {reason}")]
+pub struct CoreFailure {
+    /// The program.
+    pub program: String,
+    /// The relocation's index among the object's records.
+    pub index: usize,
+    /// The instruction index in the program.
+    pub insn: usize,
+    /// libbpf's name of the relocation kind.
+    pub kind: String,
+    /// The access string.
+    pub access: String,
+    /// The local type id.
+    pub type_id: u32,
+    /// The local type's name.
+    pub type_name: String,
+    /// What went wrong.
+    pub reason: String,
 }

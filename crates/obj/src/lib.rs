@@ -37,14 +37,16 @@
 
 mod btf;
 pub mod btf_value;
+mod co_re;
 mod elf;
 mod error;
 mod insn;
 mod spec;
 
 pub use btf::{BtfKind, BtfTypeInfo, CoreRelocation};
-pub use error::{GlobalError, ObjError};
+pub use co_re::{poisoned, CoreKind, CoreOutcome, CoreReport, TargetBtf, POISON_HELPER_ID};
+pub use error::{CoreFailure, GlobalError, ObjError};
 pub use spec::{
-    internal_map_name, object_name_from_path, GlobalVar, MapKind, MapReference, MapSpec,
-    ObjectSpec, Pinning, ProgramKind, ProgramSpec, OBJ_NAME_MAX,
+    internal_map_name, object_name_from_path, GlobalVar, LinkedFunction, MapKind, MapReference,
+    MapSpec, ObjectSpec, Pinning, ProgramKind, ProgramSpec, OBJ_NAME_MAX,
 };

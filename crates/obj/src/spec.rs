@@ -22,6 +22,7 @@ use bpfmaps_abi::{map_flags, MapDef, MapType};
 use object::SymbolKind;
 
 use crate::btf::{parse_btf_ext, BtfInfo, BtfTypeInfo, CoreRelocation};
+use crate::co_re::{CoreReport, TargetBtf};
 use crate::elf::{self, ElfFacts, SectionRole};
 use crate::insn::opcode;
 use crate::{GlobalError, ObjError};
@@ -215,9 +216,29 @@ pub struct ProgramSpec {
     pub map_references: Vec<MapReference>,
     /// The object's license (`GPL`, `Dual BSD/GPL`, ...).
     pub license: String,
-    /// CO-RE relocations recorded for this program's own function. The user engine runs the
-    /// instructions as compiled (the local type layout); a kernel loader would relocate them.
+    /// CO-RE relocations recorded for this program's own function (those of linked
+    /// subprograms are found through [`ProgramSpec::functions`]).
+    /// [`ObjectSpec::relocate_core`] applies them.
     pub core_relocations: Vec<CoreRelocation>,
+    /// Where each function linked into `instructions` came from, in instruction order: the
+    /// program's own function first, then each bpf-to-bpf callee. Complete when the object has
+    /// `.BTF.ext` function info (clang's `-g`); otherwise only the program's own function.
+    pub functions: Vec<LinkedFunction>,
+}
+
+/// One function linked into a program's instructions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkedFunction {
+    /// The function's name.
+    pub name: String,
+    /// The ELF section holding it (`.text`, or the program's section).
+    pub section: String,
+    /// Byte offset of its first instruction inside that section.
+    pub section_offset: u64,
+    /// Index of its first instruction in [`ProgramSpec::instructions`].
+    pub insn_index: usize,
+    /// Its number of instruction slots.
+    pub insn_count: usize,
 }
 
 impl ProgramSpec {
@@ -265,8 +286,12 @@ pub struct ObjectSpec {
     pub programs: Vec<ProgramSpec>,
     /// Global variables of all data sections.
     pub globals: Vec<GlobalVar>,
-    /// Every CO-RE relocation record of `.BTF.ext` (none needed by the user engine).
+    /// Every CO-RE relocation record of `.BTF.ext`, in record order.
     pub core_relocations: Vec<CoreRelocation>,
+    /// The object's raw `.BTF` section (the local types CO-RE records refer to), if any.
+    pub btf: Option<Vec<u8>>,
+    /// What [`ObjectSpec::relocate_core`] did, once it has run.
+    core_report: Option<CoreReport>,
 }
 
 /// The name libbpf gives an object opened from `path`: the file name up to its first `.`
@@ -376,6 +401,7 @@ impl ObjectSpec {
             Some(s) => Some(BtfInfo::parse(&s.data)?),
             None => None,
         };
+        let btf_bytes = facts.section_by_name(".BTF").map(|s| s.data.clone());
         let core_relocations = match (&btf, facts.section_by_name(".BTF.ext")) {
             (Some(btf), Some(ext)) => parse_btf_ext(&ext.data, btf)?,
             _ => Vec::new(),
@@ -433,7 +459,14 @@ impl ObjectSpec {
 
         let maps: Vec<MapSpec> = planned.into_iter().map(|p| p.spec).collect();
         let license = object.license.to_string_lossy().into_owned();
-        let programs = build_programs(&object, &facts, &maps, &license, &core_relocations)?;
+        let programs = build_programs(
+            &object,
+            &facts,
+            btf.as_ref(),
+            &maps,
+            &license,
+            &core_relocations,
+        )?;
         let globals = build_globals(&facts, btf.as_ref(), &maps)?;
         Ok(ObjectSpec {
             name: object_name.to_owned(),
@@ -443,14 +476,40 @@ impl ObjectSpec {
             programs,
             globals,
             core_relocations,
+            btf: btf_bytes,
+            core_report: None,
         })
     }
 
-    /// True when the object carries CO-RE relocations, which only a kernel loader can resolve
-    /// against kernel BTF. The user engine runs such programs against the object's own (local)
-    /// type layout, which is what the instructions encode as compiled.
+    /// True when the object carries CO-RE relocations not yet applied by
+    /// [`ObjectSpec::relocate_core`]: its instructions still hold the offsets of the types it
+    /// was compiled against.
     pub fn needs_core(&self) -> bool {
-        !self.core_relocations.is_empty()
+        !self.core_relocations.is_empty() && self.core_report.is_none()
+    }
+
+    /// What [`ObjectSpec::relocate_core`] did, once it has run.
+    pub fn core_report(&self) -> Option<&CoreReport> {
+        self.core_report.as_ref()
+    }
+
+    /// Applies every CO-RE relocation against `target`, rewriting each program's instructions
+    /// in place as libbpf does before load: offsets, sizes, existence and signedness of fields,
+    /// bitfield shifts, type ids, existence, sizes and matches, enumerator existence and values.
+    /// A relocation that cannot be satisfied poisons its instruction (see
+    /// [`crate::POISON_HELPER_ID`]); the report lists every outcome. A no-op returning an empty
+    /// report when [`ObjectSpec::needs_core`] is false.
+    ///
+    /// Errors ([`ObjError::CoreRelocation`]) are libbpf's load errors: a malformed access
+    /// string, ambiguous candidates, an instruction whose compiled value is not the local one, a
+    /// relocation on an instruction that cannot carry one.
+    pub fn relocate_core(&mut self, target: &TargetBtf) -> Result<CoreReport, ObjError> {
+        if !self.needs_core() {
+            return Ok(self.core_report.clone().unwrap_or_default());
+        }
+        let report = crate::co_re::apply(self, target)?;
+        self.core_report = Some(report.clone());
+        Ok(report)
     }
 
     /// The map named `name` (its full name, or the 15-byte kernel name).
@@ -832,6 +891,7 @@ fn data_map(
 fn build_programs(
     object: &Object,
     facts: &ElfFacts,
+    btf: Option<&BtfInfo>,
     maps: &[MapSpec],
     license: &str,
     core: &[CoreRelocation],
@@ -872,6 +932,7 @@ fn build_programs(
             })
             .cloned()
             .collect();
+        let functions = linked_functions(object, facts, btf, name, program, function, &section);
         programs.push(ProgramSpec {
             name: name.clone(),
             kind: ProgramKind::from_section(&section),
@@ -881,9 +942,76 @@ fn build_programs(
             map_references,
             license: license.to_owned(),
             core_relocations,
+            functions,
         });
     }
     Ok(programs)
+}
+
+/// Where each function of a linked program came from. aya-obj appends every callee to the
+/// program and records its function info at the callee's first instruction; the BTF `FUNC` named
+/// there identifies the callee.
+fn linked_functions(
+    object: &Object,
+    facts: &ElfFacts,
+    btf: Option<&BtfInfo>,
+    name: &str,
+    program: &aya_obj::Program,
+    linked: &aya_obj::Function,
+    section: &str,
+) -> Vec<LinkedFunction> {
+    let total = linked.instructions.len();
+    let mut starts: Vec<(usize, LinkedFunction)> = vec![(
+        0,
+        LinkedFunction {
+            name: name.to_owned(),
+            section: section.to_owned(),
+            section_offset: program.address,
+            insn_index: 0,
+            insn_count: 0,
+        },
+    )];
+    if let Some(btf) = btf {
+        for info in &linked.func_info.func_info {
+            let start = usize::try_from(info.insn_off).unwrap_or(usize::MAX);
+            if start == 0 || start >= total || starts.iter().any(|(s, _)| *s == start) {
+                continue;
+            }
+            let fname = btf.func_name(info.type_id);
+            let mut found = object.functions.values().filter(|f| f.name == fname);
+            let (Some(f), None) = (found.next(), found.next()) else {
+                continue;
+            };
+            let Some(fsection) = facts.section(f.section_index.0) else {
+                continue;
+            };
+            starts.push((
+                start,
+                LinkedFunction {
+                    name: fname.to_owned(),
+                    section: fsection.name.clone(),
+                    section_offset: u64::try_from(f.section_offset).unwrap_or(u64::MAX),
+                    insn_index: start,
+                    insn_count: 0,
+                },
+            ));
+        }
+    }
+    starts.sort_by_key(|(s, _)| *s);
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .map(|(s, _)| *s)
+        .chain(std::iter::once(total))
+        .collect();
+    starts
+        .into_iter()
+        .zip(ends)
+        .map(|((start, mut f), end)| {
+            f.insn_count = end - start;
+            f
+        })
+        .collect()
 }
 
 /// Turns aya-obj's fd-style map loads (`imm` = our map index) into index-style ones.
