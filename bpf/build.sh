@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds bpfmaps' BPF programs: every bpf/NAME.bpf.c becomes bpf/obj/NAME.bpf.o, and every
+# Builds bpfmaps' BPF programs: every bpf/NAME.bpf.c becomes bpf/obj/NAME.bpf.o, every
 # bpf/rejected/NAME.bpf.c (programs the verifier must refuse, for tests of the loader's errors)
-# becomes bpf/obj/rejected/NAME.bpf.o.
+# becomes bpf/obj/rejected/NAME.bpf.o, and every bpf/core/NAME.bpf.c (CO-RE programs in the
+# style of libbpf-tools) becomes bpf/obj/core/NAME.bpf.o, compiled against a vmlinux.h that is
+# generated from this machine's BTF into bpf/build/ (never committed).
 #
 #   bpf/build.sh               rebuild the committed objects in bpf/obj/
 #   bpf/build.sh --out DIR     build into DIR instead (created if missing)
@@ -11,7 +13,8 @@
 #                              the directory; tests run on those objects with
 #                              BPFMAPS_BPF_OBJ_DIR=DIR.
 #
-# Needs clang (-target bpf), libbpf-dev (bpf/bpf_helpers.h) and, for --check, bpftool and root.
+# Needs clang (-target bpf), libbpf-dev (bpf/bpf_helpers.h), bpftool (vmlinux.h) and, for --check,
+# root.
 # Missing Debian packages are installed when apt-get is available and we are root.
 set -euo pipefail
 
@@ -37,9 +40,7 @@ command -v clang >/dev/null || need_packages+=(clang llvm)
 [ -e /usr/include/bpf/bpf_helpers.h ] || need_packages+=(libbpf-dev)
 [ -e /usr/include/asm/types.h ] || [ -e /usr/include/x86_64-linux-gnu/asm/types.h ] \
     || need_packages+=(linux-libc-dev)
-if [ "$check" = 1 ]; then
-    command -v bpftool >/dev/null || need_packages+=(bpftool)
-fi
+command -v bpftool >/dev/null || need_packages+=(bpftool)
 if [ ${#need_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "build.sh: installing ${need_packages[*]}" >&2
@@ -57,8 +58,15 @@ if [ -n "$multiarch" ] && [ -d "/usr/include/$multiarch" ]; then
     arch_include="-I/usr/include/$multiarch"
 fi
 
-mkdir -p "$out" "$out/rejected"
+mkdir -p "$out" "$out/rejected" "$out/core"
 out="$(cd "$out" && pwd)"
+# vmlinux.h for the CO-RE programs, from the running kernel's BTF (or $BPFMAPS_VMLINUX_BTF).
+vmlinux_btf="${BPFMAPS_VMLINUX_BTF:-/sys/kernel/btf/vmlinux}"
+mkdir -p "$here/build"
+if [ ! -s "$here/build/vmlinux.h" ] || [ "$vmlinux_btf" -nt "$here/build/vmlinux.h" ]; then
+    bpftool btf dump file "$vmlinux_btf" format c > "$here/build/vmlinux.h.tmp"
+    mv "$here/build/vmlinux.h.tmp" "$here/build/vmlinux.h"
+fi
 # Compile from inside bpf/ with relative paths and a relative compilation directory, so no
 # absolute path reaches the debug info or BTF line info: the objects are the same byte for byte
 # wherever the repository is cloned.
@@ -70,6 +78,11 @@ for src in *.bpf.c rejected/*.bpf.c; do
     # shellcheck disable=SC2086 # arch_include is empty or one flag
     clang -target bpf -g -O2 -Wall -Werror -I include $arch_include \
         -fdebug-compilation-dir=. -c "$src" -o "$dest/$name.o"
+done
+for src in core/*.bpf.c; do
+    name="$(basename "$src" .c)"
+    clang -target bpf -g -O2 -Wall -Werror -D__TARGET_ARCH_x86 -I build -I include \
+        -fdebug-compilation-dir=. -c "$src" -o "$out/core/$name.o"
 done
 cd - >/dev/null
 echo "build.sh: built $(ls "$out"/*.bpf.o | wc -l) objects in $out" >&2
@@ -124,6 +137,17 @@ if [ "$check" = 1 ]; then
             status=1
         fi
         rm -rf "$pins/$name" "$pins/$name-maps"
+    done
+    for obj in "$out"/core/*.bpf.o; do
+        name="core-$(basename "$obj" .bpf.o)"
+        if bpftool prog loadall "$obj" "$pins/$name" >/dev/null 2>"$log"; then
+            echo "loads: $name" >&2
+        else
+            echo "FAILED to load: $name" >&2
+            cat "$log" >&2
+            status=1
+        fi
+        rm -rf "$pins/$name"
     done
     for obj in "$out"/rejected/*.bpf.o; do
         name="$(basename "$obj" .bpf.o)"

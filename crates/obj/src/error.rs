@@ -161,7 +161,7 @@ pub enum GlobalError {
 pub struct CoreFailure {
     /// The program.
     pub program: String,
-    /// The relocation's index among the object's records.
+    /// The relocation's index among the records of its section (libbpf's `relo #N`).
     pub index: usize,
     /// The instruction index in the program.
     pub insn: usize,

@@ -132,7 +132,7 @@ pub struct CoreOutcome {
     pub program: String,
     /// Index of the relocated instruction in [`crate::ProgramSpec::instructions`].
     pub insn_index: usize,
-    /// The relocation's index among the object's CO-RE records (libbpf's `relo #N`).
+    /// The relocation's index among the CO-RE records of its ELF section (libbpf's `relo #N`).
     pub relocation_index: usize,
     /// The relocation kind.
     pub kind: CoreKind,
@@ -140,7 +140,7 @@ pub struct CoreOutcome {
     pub access: String,
     /// The access in local terms (`[12] struct task_struct.real_parent (0:57) @ bit 19264`).
     pub spec: String,
-    /// The value the compiler wrote (the local one).
+    /// The value the instruction held before (what the compiler wrote).
     pub old_value: u64,
     /// The value written for the target; meaningless when poisoned.
     pub new_value: u64,
@@ -188,7 +188,12 @@ pub(crate) fn apply(
     let mut cache = CandidateCache::new(target);
     let mut report = CoreReport::default();
     let records = spec.core_relocations.clone();
-    for (index, record) in records.iter().enumerate() {
+    let mut per_section: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for record in records.iter() {
+        // libbpf numbers relocations within their section (`relo #N`).
+        let counter = per_section.entry(record.section.as_str()).or_insert(0);
+        let index = *counter;
+        *counter += 1;
         // Every (program, instruction) holding this record's instruction.
         let mut sites: Vec<(usize, usize)> = Vec::new();
         for (p, program) in spec.programs.iter().enumerate() {
@@ -252,7 +257,7 @@ pub(crate) fn apply(
         let (described, res) = resolve(&local, record.type_id, &record.access, kind_, &mut cache)
             .map_err(|e| error_at(first_prog, first_insn, e))?;
         for (p, insn) in sites {
-            let poisoned = patch(&mut spec.programs[p].instructions, insn, &res)
+            let (poisoned, old_value) = patch(&mut spec.programs[p].instructions, insn, &res)
                 .map_err(|e| error_at(p, insn, e))?;
             report.relocations.push(CoreOutcome {
                 program: spec.programs[p].name.clone(),
@@ -261,7 +266,7 @@ pub(crate) fn apply(
                 kind: kind_,
                 access: record.access.clone(),
                 spec: described.clone(),
-                old_value: res.orig_val,
+                old_value,
                 new_value: res.new_val,
                 poisoned,
             });
@@ -269,3 +274,6 @@ pub(crate) fn apply(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests;

@@ -917,7 +917,12 @@ pub(crate) fn resolve(
 }
 
 /// Patches instruction `at` of `insns` with a resolution (libbpf's `bpf_core_patch_insn`).
-pub(crate) fn patch(insns: &mut [RawInsn], at: usize, res: &Resolution) -> Result<bool, String> {
+/// Returns whether it was poisoned and the value the instruction held before.
+pub(crate) fn patch(
+    insns: &mut [RawInsn],
+    at: usize,
+    res: &Resolution,
+) -> Result<(bool, u64), String> {
     use bpfmaps_abi::insn::class;
     let insn = *insns
         .get(at)
@@ -933,8 +938,9 @@ pub(crate) fn patch(insns: &mut [RawInsn], at: usize, res: &Resolution) -> Resul
     };
     if res.poison {
         poison(insns);
-        return Ok(true);
+        return Ok((true, res.orig_val));
     }
+    let old;
     match insn.code & 0x07 {
         class::ALU | class::ALU64 => {
             if insn.code & 0x08 != 0 {
@@ -948,6 +954,7 @@ pub(crate) fn patch(insns: &mut [RawInsn], at: usize, res: &Resolution) -> Resul
                     insn.imm, res.orig_val, res.new_val
                 ));
             }
+            old = i64::from(insn.imm) as u64;
             insns[at].imm = res.new_val as i32;
         }
         class::LDX | class::ST | class::STX => {
@@ -966,8 +973,9 @@ pub(crate) fn patch(insns: &mut [RawInsn], at: usize, res: &Resolution) -> Resul
             if res.fail_memsz_adjust {
                 // libbpf poisons an access whose size would change unsafely.
                 poison(insns);
-                return Ok(true);
+                return Ok((true, res.orig_val));
             }
+            old = i64::from(insn.off) as u64;
             insns[at].off = res.new_val as i16;
             if res.new_sz != res.orig_sz {
                 let bytes = match insn.code & 0x18 {
@@ -1012,6 +1020,7 @@ pub(crate) fn patch(insns: &mut [RawInsn], at: usize, res: &Resolution) -> Resul
                     res.orig_val, res.new_val
                 ));
             }
+            old = imm;
             insns[at].imm = res.new_val as u32 as i32;
             insns[at + 1].imm = (res.new_val >> 32) as u32 as i32;
         }
@@ -1022,7 +1031,7 @@ pub(crate) fn patch(insns: &mut [RawInsn], at: usize, res: &Resolution) -> Resul
             ))
         }
     }
-    Ok(false)
+    Ok((false, old))
 }
 
 /// The instruction libbpf writes in place of one whose relocation cannot be satisfied.
