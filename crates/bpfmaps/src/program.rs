@@ -181,6 +181,7 @@ impl Object {
                 let options = LoadOptions {
                     pin_dir: self.pin_dir.clone(),
                     vm_config: None,
+                    target_btf: None,
                 };
                 Loaded::User(UserObject::load(self.spec.clone(), &options)?)
             }

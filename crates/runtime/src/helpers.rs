@@ -20,6 +20,8 @@
 //! | `get_prandom_u32` | a per-thread xorshift generator |
 //! | `trace_printk` | formats the kernel's subset and appends a line to [`crate::trace::trace_pipe_path`] |
 //! | `probe_read_user/kernel(_str)`, `probe_read(_str)` | read only from regions the program was given; anything else zero-fills and returns `-EFAULT` |
+//! | `get_current_task`, `get_current_task_btf` | an opaque non-null handle per thread ([`crate::task::TASK_HANDLE_BASE`]` + tid`): no task struct exists, so reading through it with `probe_read_kernel` zero-fills and returns `-EFAULT`, and a direct load traps |
+//! | `get_stack` | `BPF_F_USER_STACK`: the calling thread's stack as for `get_stackid` (with `BPF_F_USER_BUILD_ID`: records of status `BPF_STACK_BUILD_ID_IP`); a kernel stack: `-EFAULT`, buffer zeroed |
 //! | `loop` | calls the callback up to `nr_loops` times (`-EINVAL` for flags, `-E2BIG` above 2^23 loops), returns the number of calls |
 //! | `for_each_map_elem` | calls the callback with the map, a read-only copy of the key and the lent value, in the map's iteration order; returns the number of calls |
 
@@ -37,6 +39,7 @@ use bpfmaps_vm::{Access, Callbacks, HelperError, HelperHost, Memory, Region};
 use crate::lent::{MapValue, RingRecord};
 use crate::loader::{LoadedMap, MAP_HANDLE_BASE};
 use crate::program::ProgramInner;
+use crate::task;
 
 /// The helper ids the user engine provides; a program calling another is refused at load.
 pub fn supported_helpers() -> &'static [u32] {
@@ -68,6 +71,9 @@ pub fn supported_helpers() -> &'static [u32] {
         ids::map_lookup_percpu_elem,
         ids::loop_,
         ids::for_each_map_elem,
+        task::GET_CURRENT_TASK,
+        task::GET_CURRENT_TASK_BTF,
+        ids::get_stack,
     ]
 }
 
@@ -592,6 +598,12 @@ impl HelperHost for Host<'_> {
             ids::probe_read_str | ids::probe_read_user_str | ids::probe_read_kernel_str => {
                 self.probe_read_str(args, mem)
             }
+            task::GET_CURRENT_TASK | task::GET_CURRENT_TASK_BTF => Ok(task::current_task()),
+            ids::get_stack => task::get_stack(args, mem, |max| {
+                capture_user_stack(
+                    max.min(bpfmaps_maps::stack_trace::perf_event_max_stack() as usize + 256),
+                )
+            }),
             _ => Err(HelperError::Unavailable),
         }
     }

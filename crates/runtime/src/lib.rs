@@ -12,6 +12,8 @@
 //! - [`cpu`]: the CPU slots invocations own (exclusive across processes sharing a pin root), which
 //!   per-CPU maps and `get_smp_processor_id` see.
 //! - [`trace`]: `bpf_trace_printk`'s format and trace pipe.
+//! - [`task`]: the current-task helpers that have no task struct behind them
+//!   (`get_current_task(_btf)`'s opaque handle, `get_stack`).
 //!
 //! ```no_run
 //! use bpfmaps_runtime::{LoadOptions, UserObject};
@@ -37,8 +39,10 @@ pub mod helpers;
 mod lent;
 pub mod loader;
 pub mod program;
+pub mod task;
 pub mod trace;
 
 pub use error::{PinField, RuntimeError};
 pub use loader::{LoadOptions, LoadedMap, UserObject, MAP_HANDLE_BASE};
 pub use program::{Program, TestRunResult};
+pub use task::TASK_HANDLE_BASE;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use bpfmaps_abi::insn::pseudo;
 use bpfmaps_abi::{map_flags, MapOps, MapType};
 use bpfmaps_maps::{Access as MapAccess, Store, UserMap, ValueRef};
-use bpfmaps_obj::{MapKind, MapSpec, ObjectSpec, Pinning, ProgramKind};
+use bpfmaps_obj::{CoreReport, MapKind, MapSpec, ObjectSpec, Pinning, ProgramKind, TargetBtf};
 use bpfmaps_vm::memory::fixed_region_address;
 use bpfmaps_vm::{Access, Config, Executable, HelperSet, PseudoResolver};
 
@@ -42,6 +42,10 @@ pub struct LoadOptions {
     /// The VM configuration every program of the object runs with; `None` means
     /// [`Config::default`] (the context access is decided per program type).
     pub vm_config: Option<Config>,
+    /// The BTF CO-RE relocations are resolved against (a raw BTF file or an ELF with `.BTF`, as
+    /// libbpf's `btf_custom_path`); `None` means the running kernel's
+    /// (`/sys/kernel/btf/vmlinux`). Only read when the object has CO-RE relocations.
+    pub target_btf: Option<PathBuf>,
 }
 
 /// One map of a loaded object.
@@ -197,6 +201,29 @@ impl PseudoResolver for Resolver<'_> {
     }
 }
 
+/// Explains each poisoned instruction of program `name` for the trap it raises if it runs.
+fn add_poison_notes(mut exe: Executable, name: &str, report: &CoreReport) -> Executable {
+    for o in report
+        .relocations
+        .iter()
+        .filter(|o| o.poisoned && o.program == name)
+    {
+        let note = format!(
+            "program `{name}` instruction {}: CO-RE relocation #{} ({} `{}`, {}) could not be \
+             satisfied by the target BTF",
+            o.insn_index,
+            o.relocation_index,
+            o.kind.name(),
+            o.access,
+            o.spec
+        );
+        exe = exe
+            .with_poison_note(o.insn_index, note.clone())
+            .with_poison_note(o.insn_index + 1, note);
+    }
+    exe
+}
+
 /// The context access a program type has: tracing contexts are read-only in the kernel.
 fn context_access(kind: ProgramKind) -> Access {
     match kind {
@@ -217,9 +244,19 @@ impl UserObject {
         UserObject::load(spec, options)
     }
 
-    /// Loads `spec` (globals already set with [`ObjectSpec::set_global`]): creates its maps in
-    /// the default user-engine store, then checks its programs.
-    pub fn load(spec: ObjectSpec, options: &LoadOptions) -> Result<UserObject, RuntimeError> {
+    /// Loads `spec` (globals already set with [`ObjectSpec::set_global`]): applies its CO-RE
+    /// relocations against the target BTF (see [`LoadOptions::target_btf`]) unless already
+    /// applied, creates its maps in the default user-engine store, then checks its programs.
+    /// An instruction poisoned by an unsatisfiable relocation does not fail the load: it traps
+    /// ([`bpfmaps_vm::Trap::Poisoned`], naming program, instruction and access string) if it runs.
+    pub fn load(mut spec: ObjectSpec, options: &LoadOptions) -> Result<UserObject, RuntimeError> {
+        if spec.needs_core() {
+            let target = match &options.target_btf {
+                Some(path) => TargetBtf::from_file(path)?,
+                None => TargetBtf::from_kernel()?,
+            };
+            spec.relocate_core(&target)?;
+        }
         let store = Store::default_root()?;
         let pin_dir = options
             .pin_dir
@@ -242,12 +279,14 @@ impl UserObject {
                 maps: &maps,
                 fixed: Vec::new(),
             };
-            let exe = Executable::new(&prog.instructions, helpers.clone(), &mut resolver).map_err(
-                |source| RuntimeError::Program {
+            let mut exe = Executable::new(&prog.instructions, helpers.clone(), &mut resolver)
+                .map_err(|source| RuntimeError::Program {
                     program: prog.name.clone(),
                     source,
-                },
-            )?;
+                })?;
+            if let Some(report) = spec.core_report() {
+                exe = add_poison_notes(exe, &prog.name, report);
+            }
             let fixed = resolver.fixed;
             prepared.push((prog, exe, fixed));
         }

@@ -64,6 +64,7 @@ fn user_load(name: &str, pin_dir: Option<&Path>) -> UserObject {
     let options = LoadOptions {
         pin_dir: pin_dir.map(Path::to_owned),
         vm_config: None,
+        target_btf: None,
     };
     UserObject::load(spec, &options).unwrap_or_else(|e| panic!("user load {name}: {e}"))
 }

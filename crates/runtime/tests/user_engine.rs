@@ -374,6 +374,7 @@ fn a_mismatched_pin_is_refused_naming_the_field() {
     let options = LoadOptions {
         pin_dir: Some(dir.clone()),
         vm_config: None,
+        target_btf: None,
     };
     let result = UserObject::load(spec, &options);
     let _ = std::fs::remove_dir_all(&dir);

@@ -170,6 +170,15 @@ pub enum Trap {
         /// The host's error.
         error: HelperError,
     },
+    /// A poisoned instruction ran: a call to helper `0xbad2310` that a loader wrote where a
+    /// CO-RE relocation could not be satisfied (see [`crate::POISONED_CALL_ID`]).
+    #[error("instruction {pc}: poisoned instruction ran (call to 0xbad2310): {note}")]
+    Poisoned {
+        /// Slot index.
+        pc: usize,
+        /// The loader's explanation (program, relocation, access string); may be empty.
+        note: String,
+    },
     /// A helper failed.
     #[error("instruction {pc}: helper {id}: {error}")]
     Helper {
@@ -192,6 +201,7 @@ impl Trap {
             | Trap::CallDepthExceeded { pc, .. }
             | Trap::UnknownHelper { pc, .. }
             | Trap::IllegalInstruction { pc }
+            | Trap::Poisoned { pc, .. }
             | Trap::Helper { pc, .. } => pc,
         }
     }

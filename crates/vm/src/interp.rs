@@ -11,7 +11,7 @@
 use crate::error::{HelperError, Trap};
 use crate::helper::{Callbacks, HelperHost};
 use crate::memory::{Access, Memory, Region, CONTEXT_BASE, STACK_BASE};
-use crate::program::{Executable, Op};
+use crate::program::{Executable, Op, POISONED_SRC};
 
 /// How a [`Vm`] runs programs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -441,6 +441,9 @@ impl Run<'_> {
                         self.remaining = remaining;
                         tri!(self.call_helper(cur, imm as u32, mem, regs, host));
                         remaining = self.remaining;
+                    } else if op.src == POISONED_SRC {
+                        let note = self.exe.poison_note(cur).unwrap_or("").to_owned();
+                        tri!(Err(Trap::Poisoned { pc: cur, note }));
                     } else {
                         tri!(self.call_local(cur, pc, mem, regs));
                         pc = op.target as usize;

@@ -12,7 +12,7 @@
 //! Architecture invariant: an `Executable` is immutable and holds no per-run state, so one can be
 //! shared by many [`Vm`](crate::Vm)s on many threads.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bpfmaps_abi::insn::{self, CallTarget, Insn, RawInsn};
 
@@ -22,6 +22,14 @@ use crate::memory::CALLBACK_BASE;
 
 /// The most slots a program may have (the kernel's limit for privileged programs).
 pub const MAX_SLOTS: usize = 1_000_000;
+
+/// The helper id a loader writes in place of an instruction whose CO-RE relocation could not be
+/// satisfied (libbpf's `0xbad2310`). Such a call is accepted at load, as the kernel's verifier
+/// accepts it on a dead path, and traps with [`crate::Trap::Poisoned`] when it executes.
+pub const POISONED_CALL_ID: i32 = 0x0bad_2310;
+
+/// The `src` the pre-decoded op of a poisoned call carries (no real call kind uses it).
+pub(crate) const POISONED_SRC: u8 = 0x0f;
 
 /// One pre-decoded slot. The interpreter dispatches on `code`, the raw opcode byte; immediates are
 /// already sign-extended (`lddw` joined), branch and local-call targets already absolute.
@@ -49,6 +57,8 @@ pub struct Executable {
     helpers: HelperSet,
     /// Slots that `lddw` function references (`BPF_PSEUDO_FUNC`) name: the only valid callbacks.
     callbacks: BTreeSet<u32>,
+    /// What the loader says about poisoned calls, by slot (shown when one traps).
+    poison_notes: BTreeMap<usize, String>,
 }
 
 fn relative_target(index: usize, offset: i64) -> i64 {
@@ -114,6 +124,7 @@ impl Executable {
                 Insn::Jump { offset, .. } => {
                     op.target = check_target(index, relative_target(index, offset.into()))?;
                 }
+                Insn::Call(CallTarget::Helper(POISONED_CALL_ID)) => op.src = POISONED_SRC,
                 Insn::Call(CallTarget::Helper(id)) if id < 0 || !helpers.contains(id as u32) => {
                     return Err(LoadError::UnknownHelper {
                         index,
@@ -176,7 +187,20 @@ impl Executable {
             ops,
             helpers,
             callbacks,
+            poison_notes: BTreeMap::new(),
         })
+    }
+
+    /// Attaches the loader's explanation of the poisoned call at `slot` (which relocation of
+    /// which program), shown by [`crate::Trap::Poisoned`] if it runs.
+    pub fn with_poison_note(mut self, slot: usize, note: String) -> Self {
+        self.poison_notes.insert(slot, note);
+        self
+    }
+
+    /// The loader's explanation of the poisoned call at `slot`, if any.
+    pub fn poison_note(&self, slot: usize) -> Option<&str> {
+        self.poison_notes.get(&slot).map(String::as_str)
     }
 
     /// Like [`Executable::new`] from the program's bytes (a multiple of 8).

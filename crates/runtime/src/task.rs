@@ -1,0 +1,86 @@
+//! The "current task" helpers of the user engine that have no task struct behind them:
+//! `get_current_task` (35) and `get_current_task_btf` (158) return an opaque, non-null handle
+//! (an address in no VM region, distinct per thread), so `if (!task)` tests pass as in the kernel
+//! while any read of it fails: `probe_read_kernel` through it zero-fills and returns `-EFAULT`,
+//! a direct load traps. `get_stack` (67) captures the calling thread's user stack like
+//! `get_stackid`; a kernel stack does not exist here (`-EFAULT`).
+
+use bpfmaps_abi::map_type::stackid_flags;
+use bpfmaps_abi::Errno;
+use bpfmaps_vm::{HelperError, Memory};
+
+/// `bpf_get_current_task`.
+pub(crate) const GET_CURRENT_TASK: u32 = 35;
+/// `bpf_get_current_task_btf`.
+pub(crate) const GET_CURRENT_TASK_BTF: u32 = 158;
+/// `BPF_F_USER_BUILD_ID`: `get_stack` returns `struct bpf_stack_build_id` records.
+const BPF_F_USER_BUILD_ID: u64 = 1 << 11;
+/// `sizeof(struct bpf_stack_build_id)`.
+const BUILD_ID_RECORD: u64 = 32;
+/// `BPF_STACK_BUILD_ID_IP`: a record holding an address, its build id unknown.
+const BUILD_ID_STATUS_IP: i32 = 2;
+
+/// Task handles: `TASK_HANDLE_BASE + tid`. The upper half selects a VM region index no run maps.
+pub const TASK_HANDLE_BASE: u64 = 0xffff_fffd_0000_0000;
+
+/// The handle `get_current_task(_btf)` returns for the calling thread.
+pub(crate) fn current_task() -> u64 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    TASK_HANDLE_BASE + u64::from(tid.unsigned_abs())
+}
+
+/// `bpf_get_stack(ctx, buf, size, flags)`, the kernel's checks in the kernel's order: unknown
+/// flags, a build id asked of the kernel stack, or a size that is not a multiple of the record
+/// size give `-EINVAL`; a kernel stack gives `-EFAULT`; the buffer is zeroed on every error.
+/// Otherwise the user stack (after `flags & 0xff` skipped frames) fills `buf` (addresses, or
+/// `bpf_stack_build_id` records with status `BPF_STACK_BUILD_ID_IP`), the rest is zeroed, and
+/// the number of bytes written is returned.
+pub(crate) fn get_stack(
+    args: [u64; 5],
+    mem: &mut Memory<'_>,
+    capture: impl FnOnce(usize) -> Vec<u64>,
+) -> Result<u64, HelperError> {
+    let [_, buf, size, flags, _] = args;
+    let size = size & 0xffff_ffff;
+    mem.check_writable(buf, size)?;
+    let len = usize::try_from(size).unwrap_or(usize::MAX);
+    let fail = |mem: &mut Memory<'_>, errno: Errno| -> Result<u64, HelperError> {
+        mem.write(buf, &vec![0u8; len])?;
+        Ok(errno.as_helper_return())
+    };
+    let known = stackid_flags::BPF_F_SKIP_FIELD_MASK
+        | stackid_flags::BPF_F_USER_STACK
+        | BPF_F_USER_BUILD_ID;
+    let user = flags & stackid_flags::BPF_F_USER_STACK != 0;
+    let build_id = flags & BPF_F_USER_BUILD_ID != 0;
+    if flags & !known != 0 || (!user && build_id) {
+        return fail(mem, Errno::EINVAL);
+    }
+    let record = if build_id { BUILD_ID_RECORD } else { 8 };
+    if size % record != 0 {
+        return fail(mem, Errno::EINVAL);
+    }
+    if !user {
+        return fail(mem, Errno::EFAULT);
+    }
+    let skip = usize::try_from(flags & stackid_flags::BPF_F_SKIP_FIELD_MASK).unwrap_or(0);
+    let wanted = usize::try_from(size / record).unwrap_or(0);
+    let ips = capture(wanted + skip + 1);
+    if ips.len() < skip {
+        return fail(mem, Errno::EFAULT);
+    }
+    let ips = &ips[skip..ips.len().min(skip + wanted)];
+    let mut out = vec![0u8; len];
+    for (i, ip) in ips.iter().enumerate() {
+        if build_id {
+            let at = i * BUILD_ID_RECORD as usize;
+            out[at..at + 4].copy_from_slice(&BUILD_ID_STATUS_IP.to_le_bytes());
+            out[at + 24..at + 32].copy_from_slice(&ip.to_le_bytes());
+        } else {
+            out[i * 8..i * 8 + 8].copy_from_slice(&ip.to_le_bytes());
+        }
+    }
+    mem.write(buf, &out)?;
+    Ok(ips.len() as u64 * record)
+}
