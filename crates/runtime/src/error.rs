@@ -67,6 +67,17 @@ pub enum RuntimeError {
         /// The check that failed.
         source: bpfmaps_vm::LoadError,
     },
+    /// A program calls, on a path the object's frozen `.rodata` leaves live, a helper the user
+    /// engine does not implement (or a kernel function).
+    #[error("program {program:?}: instruction {insn} calls {helper}, which the user engine does not support (the call is on a live path with the object's .rodata values)")]
+    UnsupportedHelper {
+        /// The program's name.
+        program: String,
+        /// The instruction index.
+        insn: usize,
+        /// `bpf_NAME (ID)`, `helper ID`, or `kernel function (BTF id ID)`.
+        helper: String,
+    },
     /// The pin root's CPU slot file (`<pin root>/.cpus/slots`) could not be created or opened.
     #[error("the CPU slots under {}: {source}", root.display())]
     CpuSlots {

@@ -39,6 +39,7 @@ pub mod helpers;
 mod lent;
 pub mod loader;
 pub mod program;
+mod prune;
 pub mod task;
 pub mod trace;
 

@@ -28,6 +28,7 @@ use crate::cpu::CpuSlots;
 use crate::error::RuntimeError;
 use crate::helpers::supported_helpers;
 use crate::program::{Program, ProgramInner};
+use crate::prune::prune;
 
 /// Map handles: the value an `lddw` of map `i` loads is `MAP_HANDLE_BASE + i`. The upper half
 /// selects a VM region index no run ever maps, so dereferencing a handle traps.
@@ -201,6 +202,20 @@ impl PseudoResolver for Resolver<'_> {
     }
 }
 
+/// How an error names a call: `bpf_get_current_cgroup_id (80)`, `helper 9999`, or a kfunc.
+fn describe_call(id: i32, kfunc: bool) -> String {
+    if kfunc {
+        return format!("a kernel function (BTF id {id})");
+    }
+    match u32::try_from(id)
+        .ok()
+        .and_then(bpfmaps_abi::helper::helper_name)
+    {
+        Some(name) => format!("bpf_{name} ({id})"),
+        None => format!("helper {id}"),
+    }
+}
+
 /// Explains each poisoned instruction of program `name` for the trap it raises if it runs.
 fn add_poison_notes(mut exe: Executable, name: &str, report: &CoreReport) -> Executable {
     for o in report
@@ -279,13 +294,31 @@ impl UserObject {
                 maps: &maps,
                 fixed: Vec::new(),
             };
-            let mut exe = Executable::new(&prog.instructions, helpers.clone(), &mut resolver)
+            let pruned = prune(&prog.instructions, &spec.maps, &helpers);
+            if let Some(&(insn, id, kfunc)) = pruned.live_missing.first() {
+                return Err(RuntimeError::UnsupportedHelper {
+                    program: prog.name.clone(),
+                    insn,
+                    helper: describe_call(id, kfunc),
+                });
+            }
+            let mut exe = Executable::new(&pruned.instructions, helpers.clone(), &mut resolver)
                 .map_err(|source| RuntimeError::Program {
                     program: prog.name.clone(),
                     source,
                 })?;
             if let Some(report) = spec.core_report() {
                 exe = add_poison_notes(exe, &prog.name, report);
+            }
+            for dead in &pruned.dead {
+                let note = format!(
+                    "program `{}` instruction {}: {} was pruned at load as dead with the \
+                     object's .rodata values",
+                    prog.name,
+                    dead.insn,
+                    describe_call(dead.id, prog.instructions[dead.insn].src == 2)
+                );
+                exe = exe.with_poison_note(dead.insn, note);
             }
             let fixed = resolver.fixed;
             prepared.push((prog, exe, fixed));

@@ -9,7 +9,7 @@ use bpfmaps_abi::{Errno, MapOps};
 use bpfmaps_obj::ObjectSpec;
 use bpfmaps_runtime::{LoadOptions, RuntimeError, UserObject};
 use bpfmaps_vm::memory::FaultKind;
-use bpfmaps_vm::{HelperError, LoadError, Trap};
+use bpfmaps_vm::{HelperError, Trap};
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -145,9 +145,24 @@ fn ring_buffer_record_used_after_submit_traps() {
 fn unknown_helper_is_refused_at_load_naming_the_instruction() {
     let spec = ObjectSpec::from_file(&data("unknown_helper.bpf.o")).expect("parse");
     match UserObject::load(spec, &LoadOptions::default()) {
-        Err(RuntimeError::Program { program, source }) => {
-            assert_eq!(program, "unknown_helper");
-            assert_eq!(source, LoadError::UnknownHelper { index: 0, id: 9999 });
+        Err(e @ RuntimeError::UnsupportedHelper { .. }) => {
+            let message = e.to_string();
+            let RuntimeError::UnsupportedHelper {
+                program,
+                insn,
+                helper,
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!(
+                (program.as_str(), insn, helper.as_str()),
+                ("unknown_helper", 0, "helper 9999")
+            );
+            assert!(
+                message.contains("instruction 0 calls helper 9999"),
+                "{message}"
+            );
         }
         other => panic!(
             "expected a load error, got {:?}",
