@@ -108,6 +108,8 @@ pub(crate) struct SectionFact {
     pub size: u64,
     /// Contents (empty for `SHT_NOBITS`); kept only for code, BTF and data sections.
     pub data: Vec<u8>,
+    /// Where the contents start in the file (`None` for `SHT_NOBITS`).
+    pub file_offset: Option<u64>,
 }
 
 /// One symbol.
@@ -125,6 +127,22 @@ pub(crate) struct SymbolFact {
     pub size: u64,
     /// `object`'s symbol kind.
     pub kind: SymbolKind,
+    /// `STB_WEAK` binding.
+    pub weak: bool,
+}
+
+/// A relocation of a code section against an extern symbol (a `.kconfig` or `.ksyms` extern,
+/// or something no loader can resolve; `spec` decides which).
+#[derive(Clone, Debug)]
+pub(crate) struct ExternReloc {
+    /// The code section it patches.
+    pub section: usize,
+    /// Byte offset of the patched instruction.
+    pub offset: u64,
+    /// The extern symbol's name.
+    pub name: String,
+    /// True for a call (`R_BPF_64_32` on `call`), false for an `lddw` (`R_BPF_64_64`).
+    pub call: bool,
 }
 
 /// One relocation of a code section.
@@ -147,6 +165,8 @@ pub(crate) struct ElfFacts {
     pub symbols: Vec<SymbolFact>,
     /// Relocations of code sections.
     pub relocations: Vec<RelocFact>,
+    /// Relocations of code sections against extern symbols, checked for shape only.
+    pub extern_relocations: Vec<ExternReloc>,
 }
 
 impl ElfFacts {
@@ -282,6 +302,7 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
             role,
             size: section.size(),
             data: if keep { data.to_vec() } else { Vec::new() },
+            file_offset: section.file_range().map(|(offset, _)| offset),
         });
     }
 
@@ -337,6 +358,7 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
             address: symbol.address(),
             size: symbol.size(),
             kind: symbol.kind(),
+            weak: symbol.is_weak(),
         });
     }
 
@@ -344,6 +366,7 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
         sections,
         symbols,
         relocations: Vec::new(),
+        extern_relocations: Vec::new(),
     };
     for section in file.sections() {
         let index = section.index().0;
@@ -372,14 +395,36 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfFacts, ObjError> {
                 offset,
                 symbol: symbol.0,
             });
-            check_relocation(&facts, index, offset, symbol.0, r_type).map_err(|p| match p {
-                RelocProblem::Extern(symbol) => ObjError::UnresolvedExtern {
-                    symbol,
-                    section: name.clone(),
-                    offset,
-                },
-                RelocProblem::Bad(reason) => bad(reason),
-            })?;
+            match check_relocation(&facts, index, offset, symbol.0, r_type) {
+                Ok(()) => {}
+                Err(RelocProblem::Extern(symbol)) => {
+                    let insn = facts
+                        .section(index)
+                        .and_then(|f| f.data.get(usize::try_from(offset).unwrap_or(usize::MAX)..))
+                        .and_then(|d| d.get(..2 * INSN_SIZE).or_else(|| d.get(..INSN_SIZE)))
+                        .map(<[u8]>::to_vec);
+                    let call = match (r_type, insn) {
+                        (R_BPF_64_32, Some(ref i)) if i[0] == opcode::CALL => true,
+                        (R_BPF_64_64, Some(ref i))
+                            if i[0] == opcode::LDDW && i.len() == 2 * INSN_SIZE =>
+                        {
+                            false
+                        }
+                        _ => {
+                            return Err(bad(format!(
+                                "relocation type {r_type} against extern `{symbol}` is not on a call or lddw"
+                            )))
+                        }
+                    };
+                    facts.extern_relocations.push(ExternReloc {
+                        section: index,
+                        offset,
+                        name: symbol,
+                        call,
+                    });
+                }
+                Err(RelocProblem::Bad(reason)) => return Err(bad(reason)),
+            }
         }
         check_calls(&facts, index)?;
     }

@@ -58,10 +58,9 @@ pub enum ObjError {
         /// What is wrong.
         reason: String,
     },
-    /// A relocation refers to a symbol the object does not define: a kfunc, a `__ksym`, a
-    /// `.kconfig` extern or a function of another object. The user engine has no kernel to
-    /// resolve it against.
-    #[error("unresolved extern `{symbol}` referenced from section `{section}` at byte offset {offset:#x} (kfuncs, ksyms and kconfig externs are not supported)")]
+    /// A relocation refers to a symbol the object does not define and that is not a `.kconfig`
+    /// or `.ksyms` extern of its BTF (a function of another object, say).
+    #[error("unresolved extern `{symbol}` referenced from section `{section}` at byte offset {offset:#x} (only .kconfig and .ksyms externs can be resolved)")]
     UnresolvedExtern {
         /// The symbol name.
         symbol: String,
@@ -107,6 +106,14 @@ pub enum ObjError {
         program: String,
         /// What went wrong.
         message: String,
+    },
+    /// A `.kconfig` or `.ksyms` extern cannot be laid out or resolved (as libbpf refuses it).
+    #[error("extern `{name}`: {reason}")]
+    BadExtern {
+        /// The extern's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
     },
     /// A target BTF (the kernel's, or a file given for it) is malformed.
     #[error("bad target BTF {what}: at byte offset {offset:#x}: {reason}")]

@@ -40,12 +40,17 @@ pub mod btf_value;
 mod co_re;
 mod elf;
 mod error;
+mod externs;
 mod insn;
 mod spec;
 
 pub use btf::{BtfKind, BtfTypeInfo, CoreRelocation};
 pub use co_re::{poisoned, CoreKind, CoreOutcome, CoreReport, TargetBtf, POISON_HELPER_ID};
 pub use error::{CoreFailure, GlobalError, ObjError};
+pub use externs::{
+    kernel_version_code, libbpf_kernel_version, parse_kernel_config, ExternKind, ExternSite,
+    ExternSpec, KconfigType, KernelConfig, POISON_KFUNC_BASE,
+};
 pub use spec::{
     internal_map_name, object_name_from_path, GlobalVar, LinkedFunction, MapKind, MapReference,
     MapSpec, ObjectSpec, Pinning, ProgramKind, ProgramSpec, OBJ_NAME_MAX,

@@ -22,8 +22,10 @@ use bpfmaps_abi::{map_flags, MapDef, MapType};
 use object::SymbolKind;
 
 use crate::btf::{parse_btf_ext, BtfInfo, BtfTypeInfo, CoreRelocation};
+use crate::co_re::types::Types;
 use crate::co_re::{CoreReport, TargetBtf};
 use crate::elf::{self, ElfFacts, SectionRole};
+use crate::externs::{self, ExternKind, ExternSite, ExternSpec, KernelConfig};
 use crate::insn::opcode;
 use crate::{GlobalError, ObjError};
 
@@ -48,12 +50,18 @@ pub enum MapKind {
     Rodata,
     /// A `.bss` or `.bss.*` section (one-element ARRAY, zero-initialised).
     Bss,
+    /// The `.kconfig` externs (one-element ARRAY, read-only for programs, frozen), filled by
+    /// [`ObjectSpec::fill_kconfig`].
+    Kconfig,
 }
 
 impl MapKind {
     /// True for the maps made from a data section.
     pub fn is_data_section(self) -> bool {
-        matches!(self, MapKind::Data | MapKind::Rodata | MapKind::Bss)
+        matches!(
+            self,
+            MapKind::Data | MapKind::Rodata | MapKind::Bss | MapKind::Kconfig
+        )
     }
 }
 
@@ -290,6 +298,8 @@ pub struct ObjectSpec {
     pub core_relocations: Vec<CoreRelocation>,
     /// The object's raw `.BTF` section (the local types CO-RE records refer to), if any.
     pub btf: Option<Vec<u8>>,
+    /// The `.kconfig` and `.ksyms` externs, in libbpf's order, with the instructions using them.
+    pub externs: Vec<ExternSpec>,
     /// What [`ObjectSpec::relocate_core`] did, once it has run.
     core_report: Option<CoreReport>,
 }
@@ -408,6 +418,40 @@ impl ObjectSpec {
         };
         check_legacy_defs(&facts)?;
         check_no_pseudo_loads(&facts)?;
+        let local_types = match &btf_bytes {
+            Some(b) if !facts.extern_relocations.is_empty() => {
+                Some(Types::parse(b.clone(), ".BTF")?)
+            }
+            _ => None,
+        };
+        let mut extern_specs = externs::collect(&facts, local_types.as_ref())?;
+        // A kfunc call is emitted as a bpf-to-bpf call to the extern; mark it a kfunc call
+        // (src_reg 2) so the linker leaves it alone, as libbpf does.
+        let patched;
+        let bytes = if facts.extern_relocations.iter().any(|r| r.call) {
+            let mut copy = bytes.to_vec();
+            for r in facts.extern_relocations.iter().filter(|r| r.call) {
+                let at = facts
+                    .section(r.section)
+                    .and_then(|s| s.file_offset)
+                    .and_then(|o| o.checked_add(r.offset)?.checked_add(1))
+                    .and_then(|o| usize::try_from(o).ok())
+                    .filter(|&o| o < copy.len())
+                    .ok_or_else(|| ObjError::BadRelocation {
+                        section: facts
+                            .section(r.section)
+                            .map(|s| s.name.clone())
+                            .unwrap_or_default(),
+                        offset: r.offset,
+                        reason: "kfunc call outside the file".to_owned(),
+                    })?;
+                copy[at] = (copy[at] & 0x0f) | (bpfmaps_abi::insn::call_kind::KFUNC << 4);
+            }
+            patched = copy;
+            patched.as_slice()
+        } else {
+            bytes
+        };
 
         let mut object = guarded("parse", || Object::parse(bytes))?.map_err(|e| match e {
             aya_obj::ParseError::InvalidProgramSection { section } => {
@@ -457,9 +501,9 @@ impl ObjectSpec {
             }
         })?;
 
-        let maps: Vec<MapSpec> = planned.into_iter().map(|p| p.spec).collect();
+        let mut maps: Vec<MapSpec> = planned.into_iter().map(|p| p.spec).collect();
         let license = object.license.to_string_lossy().into_owned();
-        let programs = build_programs(
+        let mut programs = build_programs(
             &object,
             &facts,
             btf.as_ref(),
@@ -468,6 +512,14 @@ impl ObjectSpec {
             &core_relocations,
         )?;
         let globals = build_globals(&facts, btf.as_ref(), &maps)?;
+        place_externs(
+            &facts,
+            btf.as_ref(),
+            object_name,
+            &mut extern_specs,
+            &mut maps,
+            &mut programs,
+        )?;
         Ok(ObjectSpec {
             name: object_name.to_owned(),
             license,
@@ -477,6 +529,7 @@ impl ObjectSpec {
             globals,
             core_relocations,
             btf: btf_bytes,
+            externs: extern_specs,
             core_report: None,
         })
     }
@@ -486,6 +539,129 @@ impl ObjectSpec {
     /// was compiled against.
     pub fn needs_core(&self) -> bool {
         !self.core_relocations.is_empty() && self.core_report.is_none()
+    }
+
+    /// True when the object has `CONFIG_*` externs, which need the kernel configuration
+    /// ([`KernelConfig::from_system`] with `with_config`).
+    pub fn needs_kernel_config(&self) -> bool {
+        self.externs
+            .iter()
+            .any(|e| matches!(e.kind, ExternKind::Kconfig { .. }) && e.name.starts_with("CONFIG_"))
+    }
+
+    /// True when some `.kconfig` extern is not filled yet.
+    pub fn needs_kconfig(&self) -> bool {
+        self.externs
+            .iter()
+            .any(|e| matches!(e.kind, ExternKind::Kconfig { .. }) && !e.resolved)
+    }
+
+    /// Fills the `.kconfig` map's initial value as libbpf does: `LINUX_KERNEL_VERSION`,
+    /// `LINUX_HAS_BPF_COOKIE`, `LINUX_HAS_SYSCALL_WRAPPER`, and `CONFIG_*` from
+    /// `config.entries` (`y`/`m`/`n`, numbers, strings, by the extern's type). A weak extern
+    /// with no value stays zero; a strong one is an error naming it, as is a value that does
+    /// not fit its type, or an unknown `LINUX_*` name that is not weak.
+    pub fn fill_kconfig(&mut self, config: &KernelConfig) -> Result<(), ObjError> {
+        let Some(map_index) = self.maps.iter().position(|m| m.kind == MapKind::Kconfig) else {
+            return Ok(());
+        };
+        let mut value = self.maps[map_index]
+            .initial_value
+            .clone()
+            .unwrap_or_default();
+        for e in &mut self.externs {
+            let ExternKind::Kconfig {
+                offset,
+                size,
+                value_type,
+            } = e.kind
+            else {
+                continue;
+            };
+            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+            let end = start.saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
+            let Some(slot) = value.get_mut(start..end) else {
+                continue;
+            };
+            let number = match e.name.as_str() {
+                "LINUX_KERNEL_VERSION" => {
+                    if config.version == 0 {
+                        return Err(ObjError::BadExtern {
+                            name: e.name.clone(),
+                            reason: "failed to get the kernel version".to_owned(),
+                        });
+                    }
+                    Some(u64::from(config.version))
+                }
+                "LINUX_HAS_BPF_COOKIE" => Some(u64::from(config.has_bpf_cookie)),
+                "LINUX_HAS_SYSCALL_WRAPPER" => Some(u64::from(config.has_syscall_wrapper)),
+                _ => None,
+            };
+            if let Some(n) = number {
+                externs::write_number(&e.name, value_type, slot, n)?;
+                e.resolved = true;
+            } else if e.name.starts_with("CONFIG_") {
+                if let Some(v) = config.entries.as_ref().and_then(|m| m.get(&e.name)) {
+                    externs::write_value(&e.name, value_type, slot, v)?;
+                    e.resolved = true;
+                }
+            } else if !(e.name.starts_with("LINUX_") && e.weak) {
+                return Err(ObjError::BadExtern {
+                    name: e.name.clone(),
+                    reason: "unrecognized virtual extern (only CONFIG_* and LINUX_* exist)"
+                        .to_owned(),
+                });
+            }
+            if !e.resolved && !e.weak {
+                return Err(ObjError::BadExtern {
+                    name: e.name.clone(),
+                    reason: "strong extern not found in the kernel configuration (ESRCH)"
+                        .to_owned(),
+                });
+            }
+            // A weak extern without a value keeps its zero bytes and counts as handled.
+            e.resolved = true;
+        }
+        self.maps[map_index].initial_value = Some(value);
+        Ok(())
+    }
+
+    /// Resolves every `.ksyms` extern to "absent", for an engine without kernel symbols: an
+    /// `lddw` of one loads 0 (`bpf_ksym_exists` is false) and a call to a kfunc is poisoned as
+    /// libbpf poisons a missing weak kfunc (a call to helper [`crate::POISON_KFUNC_BASE`] +
+    /// extern index, which fails only if it runs). A strong ksym is an error naming it.
+    pub fn resolve_ksyms_absent(&mut self) -> Result<(), ObjError> {
+        for (index, e) in self.externs.iter_mut().enumerate() {
+            if !matches!(e.kind, ExternKind::Ksym { .. }) || e.resolved {
+                continue;
+            }
+            if !e.weak {
+                return Err(ObjError::BadExtern {
+                    name: e.name.clone(),
+                    reason: "strong kernel symbol (__ksym without __weak): this engine has no \
+                             kernel symbols to resolve it against (ESRCH)"
+                        .to_owned(),
+                });
+            }
+            for site in &e.sites {
+                let Some(p) = self.programs.iter_mut().find(|p| p.name == site.program) else {
+                    continue;
+                };
+                if site.call {
+                    if let Some(insn) = p.instructions.get_mut(site.insn_index) {
+                        *insn = externs::poisoned_kfunc_call(index);
+                    }
+                } else if let Some(pair) =
+                    p.instructions.get_mut(site.insn_index..site.insn_index + 2)
+                {
+                    pair[0].src = 0;
+                    pair[0].imm = 0;
+                    pair[1].imm = 0;
+                }
+            }
+            e.resolved = true;
+        }
+        Ok(())
     }
 
     /// What [`ObjectSpec::relocate_core`] did, once it has run.
@@ -579,6 +755,103 @@ impl ObjectSpec {
         slot.copy_from_slice(bytes);
         Ok(())
     }
+}
+
+/// Adds the `.kconfig` map when the object has `.kconfig` externs, and finds every instruction
+/// using an extern: a `.kconfig` `lddw` becomes a map-value reference into that map.
+fn place_externs(
+    facts: &ElfFacts,
+    btf: Option<&BtfInfo>,
+    object_name: &str,
+    specs: &mut [ExternSpec],
+    maps: &mut Vec<MapSpec>,
+    programs: &mut [ProgramSpec],
+) -> Result<(), ObjError> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    let size = externs::kconfig_size(specs);
+    let kconfig_index = if size > 0 {
+        let name = internal_map_name(object_name, ".kconfig");
+        let value_type = btf
+            .and_then(|b| b.datasec_id(".kconfig").and_then(|id| b.type_info(id)))
+            .map(|mut t| {
+                t.size = Some(size);
+                t
+            });
+        maps.push(MapSpec {
+            def: MapDef {
+                map_type: MapType::Array,
+                key_size: 4,
+                value_size: size,
+                max_entries: 1,
+                map_flags: map_flags::BPF_F_RDONLY_PROG | map_flags::BPF_F_MMAPABLE,
+                name: kernel_name(&name),
+            },
+            name,
+            kind: MapKind::Kconfig,
+            section: ".kconfig".to_owned(),
+            pinning: Pinning::None,
+            map_extra: 0,
+            initial_value: Some(vec![0; usize::try_from(size).unwrap_or(0)]),
+            frozen: true,
+            key_type: None,
+            value_type,
+            inner: None,
+        });
+        Some(maps.len() - 1)
+    } else {
+        None
+    };
+    for r in &facts.extern_relocations {
+        let Some(spec) = specs.iter_mut().find(|s| s.name == r.name) else {
+            continue;
+        };
+        let section = facts
+            .section(r.section)
+            .map(|s| s.name.as_str())
+            .unwrap_or("");
+        for p in programs.iter_mut() {
+            let Some(at) = p.functions.iter().find_map(|f| {
+                let end = f.section_offset + (f.insn_count as u64) * INSN_SIZE as u64;
+                (f.section == section && r.offset >= f.section_offset && r.offset < end).then(
+                    || f.insn_index + ((r.offset - f.section_offset) / INSN_SIZE as u64) as usize,
+                )
+            }) else {
+                continue;
+            };
+            if let (ExternKind::Kconfig { offset, .. }, Some(map_index)) =
+                (&spec.kind, kconfig_index)
+            {
+                let (Some(first), Some(_)) = (p.instructions.get(at), p.instructions.get(at + 1))
+                else {
+                    continue;
+                };
+                if first.code != opcode::LDDW {
+                    return Err(ObjError::BadRelocation {
+                        section: section.to_owned(),
+                        offset: r.offset,
+                        reason: format!("`.kconfig` extern `{}` used by a non-lddw", spec.name),
+                    });
+                }
+                p.instructions[at].src = pseudo::MAP_IDX_VALUE;
+                p.instructions[at].imm = i32::try_from(map_index).unwrap_or(i32::MAX);
+                p.instructions[at + 1].imm = i32::try_from(*offset).unwrap_or(i32::MAX);
+                p.map_references.push(MapReference {
+                    insn_index: at,
+                    map_index,
+                    value_offset: Some(*offset),
+                });
+                p.map_references.sort_by_key(|m| m.insn_index);
+            }
+            spec.sites.push(ExternSite {
+                program: p.name.clone(),
+                insn_index: at,
+                call: r.call,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// aya-obj reads a legacy definition's `pinning` word straight into an enum with values 0 and 1;

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use bpfmaps_abi::insn::{call_kind, pseudo, RawInsn};
 use bpfmaps_abi::{map_flags, MapDef, MapType};
 use bpfmaps_obj::{
-    BtfKind, GlobalError, MapKind, MapReference, ObjError, ObjectSpec, Pinning, ProgramKind,
+    BtfKind, ExternKind, ExternSite, GlobalError, MapKind, MapReference, ObjError, ObjectSpec,
+    Pinning, ProgramKind,
 };
 
 fn data(name: &str) -> PathBuf {
@@ -569,15 +570,27 @@ fn bad_legacy_pinning_is_refused_before_aya() {
 }
 
 #[test]
-fn kfunc_extern_is_unresolved() {
-    let err = ObjectSpec::from_file(&data("extern_kfunc.o")).unwrap_err();
+fn a_strong_kfunc_parses_as_an_extern_and_cannot_be_made_absent() {
+    let mut spec = ObjectSpec::from_file(&data("extern_kfunc.o")).expect("parses");
+    assert_eq!(spec.externs.len(), 1);
+    let e = &spec.externs[0];
+    assert_eq!((e.name.as_str(), e.weak), ("bpf_rcu_read_lock", false));
+    assert!(matches!(e.kind, ExternKind::Ksym { function: true, .. }));
     assert_eq!(
-        err,
-        ObjError::UnresolvedExtern {
-            symbol: "bpf_rcu_read_lock".to_owned(),
-            section: "tracepoint/syscalls/sys_enter_getpid".to_owned(),
-            offset: 0,
-        }
+        e.sites,
+        [ExternSite {
+            program: "call_kfunc".to_owned(),
+            insn_index: 0,
+            call: true
+        }]
+    );
+    // The call is left as a kfunc call (src_reg 2) for a kernel loader to resolve.
+    let call = spec.programs[0].instructions[0];
+    assert_eq!((call.code, call.src), (0x85, 2));
+    let err = spec.resolve_ksyms_absent().unwrap_err();
+    assert!(
+        matches!(&err, ObjError::BadExtern { name, .. } if name == "bpf_rcu_read_lock"),
+        "{err}"
     );
 }
 

@@ -20,7 +20,10 @@ use std::sync::Arc;
 use bpfmaps_abi::insn::pseudo;
 use bpfmaps_abi::{map_flags, MapOps, MapType};
 use bpfmaps_maps::{Access as MapAccess, Store, UserMap, ValueRef};
-use bpfmaps_obj::{CoreReport, MapKind, MapSpec, ObjectSpec, Pinning, ProgramKind, TargetBtf};
+use bpfmaps_obj::{
+    CoreReport, ExternKind, KernelConfig, MapKind, MapSpec, ObjectSpec, Pinning, ProgramKind,
+    TargetBtf,
+};
 use bpfmaps_vm::memory::fixed_region_address;
 use bpfmaps_vm::{Access, Config, Executable, HelperSet, PseudoResolver};
 
@@ -272,6 +275,11 @@ impl UserObject {
             };
             spec.relocate_core(&target)?;
         }
+        if spec.needs_kconfig() {
+            spec.fill_kconfig(&KernelConfig::from_system(spec.needs_kernel_config())?)?;
+        }
+        // No kernel symbols here: every weak ksym is absent, a strong one refuses the object.
+        spec.resolve_ksyms_absent()?;
         let store = Store::default_root()?;
         let pin_dir = options
             .pin_dir
@@ -309,6 +317,19 @@ impl UserObject {
                 })?;
             if let Some(report) = spec.core_report() {
                 exe = add_poison_notes(exe, &prog.name, report);
+            }
+            for (index, e) in spec.externs.iter().enumerate() {
+                if !matches!(e.kind, ExternKind::Ksym { function: true, .. }) {
+                    continue;
+                }
+                for site in e.sites.iter().filter(|s| s.call && s.program == prog.name) {
+                    let note = format!(
+                        "program `{}` instruction {}: call to weak kfunc `{}` (extern #{index}), \
+                         absent on the user engine",
+                        prog.name, site.insn_index, e.name
+                    );
+                    exe = exe.with_poison_note(site.insn_index, note);
+                }
             }
             for dead in &pruned.dead {
                 let note = format!(

@@ -13,7 +13,7 @@
 
 use bpfmaps_abi::insn::{pseudo, RawInsn};
 use bpfmaps_obj::MapSpec;
-use bpfmaps_vm::{HelperSet, POISONED_CALL_ID};
+use bpfmaps_vm::{is_poisoned_call, HelperSet, POISONED_CALL_ID};
 
 /// What a register holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,7 +320,10 @@ pub(crate) fn prune(insns: &[RawInsn], maps: &[MapSpec], helpers: &HelperSet) ->
     let mut live_missing = Vec::new();
     let mut dead = Vec::new();
     for (i, insn) in insns.iter().enumerate() {
-        if insn.code != 0x85 || !(insn.src == 0 || insn.src == 2) || insn.imm == POISONED_CALL_ID {
+        if insn.code != 0x85
+            || !(insn.src == 0 || insn.src == 2)
+            || (insn.src == 0 && is_poisoned_call(insn.imm))
+        {
             continue;
         }
         let kfunc = insn.src == 2;

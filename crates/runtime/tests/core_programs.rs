@@ -265,3 +265,49 @@ fn a_target_btf_file_replaces_the_kernels() {
     let err = UserObject::load(spec, &options).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/btf"), "{err}");
 }
+
+#[test]
+fn kconfig_and_weak_ksyms_resolve_on_the_user_engine() {
+    if !kernel_btf_available("externs") {
+        return;
+    }
+    let cfg = bpfmaps_obj::KernelConfig::from_system(true).expect("kernel configuration");
+    let obj = load("externs", &[]).expect("externs load on the user engine");
+    obj.program("read_externs")
+        .unwrap()
+        .test_run(&[0u8; 8], 1)
+        .expect("the kfunc call is on a dead path");
+    let out = data(&obj, "externs.bss");
+    let entries = cfg.entries.as_ref().unwrap();
+    let tristate = |name: &str| match entries.get(name).map(String::as_str) {
+        Some("y") => 1,
+        Some("m") => 2,
+        _ => 0,
+    };
+    assert_eq!(u32_at(&out, 0), cfg.version, "LINUX_KERNEL_VERSION");
+    assert_eq!(u32_at(&out, 4), 1, "CONFIG_BPF_SYSCALL=y");
+    assert_eq!(u32_at(&out, 8), tristate("CONFIG_BPF_JIT"));
+    assert_eq!(u32_at(&out, 12), 0, "an option no kernel has");
+    assert_eq!(
+        u32_at(&out, 16).to_string(),
+        entries
+            .get("CONFIG_HZ")
+            .cloned()
+            .unwrap_or_else(|| "0".to_owned())
+    );
+    assert_eq!(
+        u32_at(&out, 20),
+        0,
+        "bpf_ksym_exists of a missing weak kfunc"
+    );
+    let mut hostname = entries
+        .get("CONFIG_DEFAULT_HOSTNAME")
+        .map(|s| s.trim_matches('"').as_bytes().to_vec())
+        .unwrap_or_default();
+    hostname.truncate(7);
+    hostname.resize(8, 0);
+    assert_eq!(&out[24..32], hostname.as_slice());
+    // The .kconfig map is read-only for programs and frozen, as libbpf makes it.
+    let kconfig = obj.map("externs.kconfig").unwrap();
+    assert_eq!(kconfig.spec.def.map_flags, 0x480);
+}

@@ -170,9 +170,9 @@ pub enum Trap {
         /// The host's error.
         error: HelperError,
     },
-    /// A poisoned instruction ran: a call to helper `0xbad2310` that a loader wrote where a
-    /// CO-RE relocation could not be satisfied (see [`crate::POISONED_CALL_ID`]).
-    #[error("instruction {pc}: poisoned instruction ran (call to 0xbad2310): {note}")]
+    /// A poisoned instruction ran: a call a loader wrote where a CO-RE relocation could not be
+    /// satisfied or a missing weak kfunc was called (see [`crate::is_poisoned_call`]).
+    #[error("instruction {pc}: poisoned instruction ran: {note}")]
     Poisoned {
         /// Slot index.
         pc: usize,

@@ -28,6 +28,16 @@ pub const MAX_SLOTS: usize = 1_000_000;
 /// accepts it on a dead path, and traps with [`crate::Trap::Poisoned`] when it executes.
 pub const POISONED_CALL_ID: i32 = 0x0bad_2310;
 
+/// libbpf's base id for a call to a missing weak kfunc (`POISON_CALL_KFUNC_BASE`): ids from
+/// here to `+ 0xffff` (one per extern) are accepted at load and trap when run, like
+/// [`POISONED_CALL_ID`].
+pub const POISONED_KFUNC_BASE: i32 = 2_002_000_000;
+
+/// True for the ids a loader writes into poisoned calls.
+pub fn is_poisoned_call(id: i32) -> bool {
+    id == POISONED_CALL_ID || (POISONED_KFUNC_BASE..=POISONED_KFUNC_BASE + 0xffff).contains(&id)
+}
+
 /// The `src` the pre-decoded op of a poisoned call carries (no real call kind uses it).
 pub(crate) const POISONED_SRC: u8 = 0x0f;
 
@@ -124,7 +134,7 @@ impl Executable {
                 Insn::Jump { offset, .. } => {
                     op.target = check_target(index, relative_target(index, offset.into()))?;
                 }
-                Insn::Call(CallTarget::Helper(POISONED_CALL_ID)) => op.src = POISONED_SRC,
+                Insn::Call(CallTarget::Helper(id)) if is_poisoned_call(id) => op.src = POISONED_SRC,
                 Insn::Call(CallTarget::Helper(id)) if id < 0 || !helpers.contains(id as u32) => {
                     return Err(LoadError::UnknownHelper {
                         index,

@@ -142,6 +142,20 @@ impl<'a> Ty<'a> {
         })
     }
 
+    /// The first trailer word (a VAR's linkage, an INT's encoding word).
+    pub fn first_word(&self) -> u32 {
+        self.word(0)
+    }
+
+    /// The three words of 12-byte trailer entry `i` (a DATASEC's type, offset, size).
+    pub fn member_raw(&self, i: usize) -> (u32, u32, u32) {
+        (
+            self.word(i * 12),
+            self.word(i * 12 + 4),
+            self.word(i * 12 + 8),
+        )
+    }
+
     /// An ARRAY's (element type, index type, element count).
     pub fn array(&self) -> Option<(u32, u32, u32)> {
         (self.kind == kind::ARRAY).then(|| (self.word(0), self.word(4), self.word(8)))
