@@ -96,6 +96,7 @@ pub struct Object {
     spec: ObjectSpec,
     globals: BTreeMap<String, Vec<u8>>,
     pin_dir: Option<PathBuf>,
+    target_btf: Option<PathBuf>,
 }
 
 /// What one test run returned.
@@ -137,6 +138,7 @@ impl Object {
             spec,
             globals: BTreeMap::new(),
             pin_dir: None,
+            target_btf: None,
         })
     }
 
@@ -155,6 +157,19 @@ impl Object {
     pub fn with_pin_dir(mut self, dir: impl Into<PathBuf>) -> Object {
         self.pin_dir = Some(dir.into());
         self
+    }
+
+    /// This object with CO-RE relocations resolved against the BTF file at `path` (raw BTF or
+    /// an ELF with `.BTF`) instead of the running kernel's. Applied by the user engine; the
+    /// kernel engine relocates against the running kernel.
+    pub fn with_target_btf(mut self, path: impl Into<PathBuf>) -> Object {
+        self.target_btf = Some(path.into());
+        self
+    }
+
+    /// The BTF file given with [`Object::with_target_btf`], if any.
+    pub fn target_btf(&self) -> Option<&Path> {
+        self.target_btf.as_deref()
     }
 
     /// The parsed object.
@@ -181,7 +196,7 @@ impl Object {
                 let options = LoadOptions {
                     pin_dir: self.pin_dir.clone(),
                     vm_config: None,
-                    target_btf: None,
+                    target_btf: self.target_btf.clone(),
                 };
                 Loaded::User(UserObject::load(self.spec.clone(), &options)?)
             }

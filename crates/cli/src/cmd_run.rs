@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// Set a `const volatile` global before load: NAME=VALUE (a u32, decimal or 0x hex).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::words::parse_global)]
     globals: Vec<(String, u32)>,
+    /// Resolve CO-RE relocations against this BTF file (raw BTF, or an ELF with .BTF) instead
+    /// of /sys/kernel/btf/vmlinux, as libbpf's btf_custom_path (user engine only).
+    #[arg(long = "btf", value_name = "FILE")]
+    btf: Option<PathBuf>,
     /// The command to run while the programs are attached; `run` exits with its status.
     #[arg(last = true)]
     command: Vec<String>,
@@ -60,6 +64,12 @@ struct StreamCounter {
 pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
     if args.engine == EngineArg::User {
         return run_user(args, format);
+    }
+    if let Some(btf) = &args.btf {
+        bail!(
+            "--btf {}: only the user engine relocates against a given BTF file (the kernel engine relocates against the running kernel)",
+            btf.display()
+        );
     }
     let mut config = LoadConfig::default();
     for (name, value) in &args.globals {
@@ -205,6 +215,9 @@ fn wait_for_end(args: &RunArgs, interrupted: &AtomicBool) -> Result<Option<ExitS
 fn run_user(args: RunArgs, format: Format) -> Result<ExitCode> {
     let mut object = Object::open(&args.object)
         .with_context(|| format!("cannot open {}", args.object.display()))?;
+    if let Some(btf) = &args.btf {
+        object = object.with_target_btf(btf);
+    }
     for (name, value) in &args.globals {
         object.set_global(name, &value.to_ne_bytes())?;
     }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bpfmaps::events::{Event, EventStream};
 use bpfmaps::program::Object;
 use bpfmaps::{Engine, Map, MapType};
@@ -45,6 +45,10 @@ pub struct TestRunArgs {
     /// Set a global before load: NAME=VALUE (a u32, decimal or 0x hex).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::words::parse_global)]
     globals: Vec<(String, u32)>,
+    /// Resolve CO-RE relocations against this BTF file (raw BTF, or an ELF with .BTF) instead
+    /// of /sys/kernel/btf/vmlinux, as libbpf's btf_custom_path (user engine only).
+    #[arg(long = "btf", value_name = "FILE")]
+    btf: Option<PathBuf>,
 }
 
 /// Parses `--ctx`: hex digits (whitespace, `:` and a leading `0x` ignored) or `@FILE`.
@@ -84,6 +88,15 @@ pub fn run(args: TestRunArgs, format: Format) -> Result<ExitCode> {
         object.set_global(name, &value.to_ne_bytes())?;
     }
     let engine = Engine::from(args.engine);
+    if let Some(btf) = &args.btf {
+        if engine != Engine::User {
+            bail!(
+                "--btf {}: only the user engine relocates against a given BTF file (the kernel engine relocates against the running kernel)",
+                btf.display()
+            );
+        }
+        object = object.with_target_btf(btf);
+    }
     let loaded = object.load(engine).with_context(|| {
         format!(
             "cannot load {} on the {engine} engine",

@@ -306,3 +306,80 @@ fn run_on_the_user_engine_keeps_pinned_maps_and_prints_them() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("attaching programs to events on the user engine comes in a later issue"));
 }
+
+/// `--btf FILE`: CO-RE relocations of a `bpf/core/` object resolved against a BTF file given on
+/// the command line (here the kernel's own, as a file); a missing file is an error naming it;
+/// the kernel engine refuses the flag.
+#[test]
+fn test_run_relocates_against_a_btf_file() {
+    let root = PinRoot::new("btf");
+    let core = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../bpf/obj/core/task_fields.bpf.o")
+        .display()
+        .to_string();
+    // trace_event_raw_sys_enter: 8 bytes of trace_entry, id, args[6].
+    let mut ctx = vec![0u8; 8];
+    ctx.extend_from_slice(&257i64.to_le_bytes());
+    for arg in [0u64, 0x1234, 0o644, 0, 0, 0] {
+        ctx.extend_from_slice(&arg.to_le_bytes());
+    }
+    let hex: String = ctx.iter().map(|b| format!("{b:02x}")).collect();
+    let args = [
+        "test-run",
+        &core,
+        "--prog",
+        "sys_enter_args",
+        "--ctx",
+        &hex,
+        "-j",
+    ];
+    let with_btf: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--btf", "/sys/kernel/btf/vmlinux"])
+        .collect();
+    let v = root.json(&with_btf);
+    let bss = &v["maps"]["task_fie.bss"];
+    let value = bss[0]["value"].as_array().expect("one element");
+    let bytes: Vec<u8> = value
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect();
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    assert_eq!(
+        [word(72), word(80), word(88), word(96)],
+        [257, 0x1234, 0o644, 1]
+    );
+
+    let missing: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--btf", "/nonexistent/vmlinux"])
+        .collect();
+    let out = root.run(&missing);
+    assert!(!out.status.success());
+    // With -j the error is a JSON object on stdout.
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        err.contains("reading the target BTF") && err.contains("/nonexistent/vmlinux"),
+        "{err}"
+    );
+
+    let kernel: Vec<&str> = missing
+        .iter()
+        .copied()
+        .chain(["--engine", "kernel"])
+        .collect();
+    let out = root.run(&kernel);
+    assert!(!out.status.success());
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(err.contains("only the user engine"), "{err}");
+}

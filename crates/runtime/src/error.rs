@@ -17,6 +17,15 @@ pub enum RuntimeError {
     /// The object file could not be parsed.
     #[error("parsing the object: {0}")]
     Object(#[from] bpfmaps_obj::ObjError),
+    /// A load-time step on the parsed object failed: reading the target BTF, applying CO-RE
+    /// relocations, filling `.kconfig` or resolving `.ksyms` externs.
+    #[error("{step}: {source}")]
+    Prepare {
+        /// The step.
+        step: &'static str,
+        /// What went wrong.
+        source: bpfmaps_obj::ObjError,
+    },
     /// A global could not be set.
     #[error("setting a global: {0}")]
     Global(#[from] bpfmaps_obj::GlobalError),

@@ -268,18 +268,25 @@ impl UserObject {
     /// An instruction poisoned by an unsatisfiable relocation does not fail the load: it traps
     /// ([`bpfmaps_vm::Trap::Poisoned`], naming program, instruction and access string) if it runs.
     pub fn load(mut spec: ObjectSpec, options: &LoadOptions) -> Result<UserObject, RuntimeError> {
+        let step = |step| move |source| RuntimeError::Prepare { step, source };
         if spec.needs_core() {
             let target = match &options.target_btf {
-                Some(path) => TargetBtf::from_file(path)?,
-                None => TargetBtf::from_kernel()?,
-            };
-            spec.relocate_core(&target)?;
+                Some(path) => TargetBtf::from_file(path),
+                None => TargetBtf::from_kernel(),
+            }
+            .map_err(step("reading the target BTF"))?;
+            spec.relocate_core(&target)
+                .map_err(step("CO-RE relocation"))?;
         }
         if spec.needs_kconfig() {
-            spec.fill_kconfig(&KernelConfig::from_system(spec.needs_kernel_config())?)?;
+            let config = KernelConfig::from_system(spec.needs_kernel_config())
+                .map_err(step("reading the kernel configuration"))?;
+            spec.fill_kconfig(&config)
+                .map_err(step("filling .kconfig externs"))?;
         }
         // No kernel symbols here: every weak ksym is absent, a strong one refuses the object.
-        spec.resolve_ksyms_absent()?;
+        spec.resolve_ksyms_absent()
+            .map_err(step("resolving .ksyms externs"))?;
         let store = Store::default_root()?;
         let pin_dir = options
             .pin_dir
