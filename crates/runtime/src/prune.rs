@@ -347,3 +347,148 @@ pub(crate) fn prune(insns: &[RawInsn], maps: &[MapSpec], helpers: &HelperSet) ->
         dead,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bpfmaps_abi::{MapDef, MapType};
+    use bpfmaps_obj::{MapKind, MapSpec, Pinning};
+
+    use super::*;
+
+    const EXIT: RawInsn = RawInsn::new(0x95, 0, 0, 0, 0);
+    const R0_0: RawInsn = RawInsn::new(0xb7, 0, 0, 0, 0);
+    /// `call 80` (get_current_cgroup_id, not provided by the test's helper set).
+    const CALL_80: RawInsn = RawInsn::new(0x85, 0, 0, 0, 80);
+
+    fn rodata(bytes: &[u8]) -> Vec<MapSpec> {
+        vec![MapSpec {
+            name: "x.rodata".to_owned(),
+            def: MapDef {
+                map_type: MapType::Array,
+                key_size: 4,
+                value_size: bytes.len() as u32,
+                max_entries: 1,
+                map_flags: 0x80,
+                name: "x.rodata".to_owned(),
+            },
+            kind: MapKind::Rodata,
+            section: ".rodata".to_owned(),
+            pinning: Pinning::None,
+            map_extra: 0,
+            initial_value: Some(bytes.to_vec()),
+            frozen: true,
+            key_type: None,
+            value_type: None,
+            inner: None,
+        }]
+    }
+
+    /// `r1 = &rodata[0]; r1 = *(u8 *)(r1 + 0); if r1 == 0 goto +1; call 80; r0 = 0; exit`.
+    fn switch() -> Vec<RawInsn> {
+        vec![
+            RawInsn::new(0x18, 1, pseudo::MAP_IDX_VALUE, 0, 0),
+            RawInsn::new(0, 0, 0, 0, 0),
+            RawInsn::new(0x71, 1, 1, 0, 0),
+            RawInsn::new(0x15, 1, 0, 1, 0),
+            CALL_80,
+            R0_0,
+            EXIT,
+        ]
+    }
+
+    fn helpers() -> HelperSet {
+        HelperSet::new([1, 2, 3])
+    }
+
+    #[test]
+    fn a_frozen_switch_off_makes_the_call_dead_and_on_makes_it_live() {
+        let off = prune(&switch(), &rodata(&[0]), &helpers());
+        assert!(off.live_missing.is_empty());
+        assert_eq!(
+            off.dead.iter().map(|d| (d.insn, d.id)).collect::<Vec<_>>(),
+            [(4, 80)]
+        );
+        assert_eq!(off.instructions[4].imm, POISONED_CALL_ID);
+        let on = prune(&switch(), &rodata(&[1]), &helpers());
+        assert_eq!(on.live_missing, [(4, 80, false)]);
+        assert_eq!(on.instructions, switch());
+        // A writable (not frozen) map decides nothing.
+        let mut maps = rodata(&[0]);
+        maps[0].frozen = false;
+        assert_eq!(prune(&switch(), &maps, &helpers()).live_missing.len(), 1);
+    }
+
+    #[test]
+    fn unknown_values_loops_and_callbacks_keep_paths_live() {
+        // A branch on the context: both sides live.
+        let ctx = [
+            RawInsn::new(0x79, 2, 1, 0, 0),
+            RawInsn::new(0x15, 2, 0, 1, 0),
+            CALL_80,
+            R0_0,
+            EXIT,
+        ];
+        assert_eq!(prune(&ctx, &[], &helpers()).live_missing.len(), 1);
+        // A counted loop: the counter's value is joined to unknown, the exit is live.
+        let looped = [
+            RawInsn::new(0xb7, 1, 0, 0, 0),
+            RawInsn::new(0x07, 1, 0, 0, 1),
+            RawInsn::new(0xa5, 1, 0, -2, 10),
+            CALL_80,
+            R0_0,
+            EXIT,
+        ];
+        assert_eq!(prune(&looped, &[], &helpers()).live_missing.len(), 1);
+        // A callback's body (an lddw function reference) is live.
+        let callback = [
+            RawInsn::new(0x18, 2, pseudo::FUNC, 0, 3),
+            RawInsn::new(0, 0, 0, 0, 0),
+            R0_0,
+            EXIT,
+            CALL_80,
+            R0_0,
+            EXIT,
+        ];
+        assert_eq!(
+            prune(&callback, &[], &helpers()).live_missing,
+            [(4, 80, false)]
+        );
+        // A bpf-to-bpf callee is live.
+        let local = [RawInsn::new(0x85, 0, 1, 0, 2), R0_0, EXIT, CALL_80, EXIT];
+        assert_eq!(
+            prune(&local, &[], &helpers()).live_missing,
+            [(3, 80, false)]
+        );
+    }
+
+    #[test]
+    fn jmp32_compares_the_low_halves_and_constants_fold() {
+        // r1 = 1 << 32; if w1 == 0 goto +1 (taken: the low half is 0); call 80 is dead.
+        let prog = [
+            RawInsn::new(0x18, 1, 0, 0, 0),
+            RawInsn::new(0, 0, 0, 0, 1),
+            RawInsn::new(0x16, 1, 0, 1, 0),
+            CALL_80,
+            R0_0,
+            EXIT,
+        ];
+        assert!(prune(&prog, &[], &helpers()).live_missing.is_empty());
+        // The same test as a 64-bit jump: not taken, the call is live.
+        let mut wide = prog;
+        wide[2].code = 0x15;
+        assert_eq!(prune(&wide, &[], &helpers()).live_missing.len(), 1);
+        // r1 = 6; r1 *= 7; if r1 != 42 goto +1: falls through to the call.
+        let folded = [
+            RawInsn::new(0xb7, 1, 0, 0, 6),
+            RawInsn::new(0x27, 1, 0, 0, 7),
+            RawInsn::new(0x55, 1, 0, 1, 42),
+            CALL_80,
+            R0_0,
+            EXIT,
+        ];
+        assert_eq!(prune(&folded, &[], &helpers()).live_missing.len(), 1);
+        let mut skipped = folded;
+        skipped[2].imm = 41;
+        assert!(prune(&skipped, &[], &helpers()).live_missing.is_empty());
+    }
+}
