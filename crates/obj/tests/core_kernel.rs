@@ -125,15 +125,25 @@ fn libbpf_relocations(object: &Path) -> BTreeSet<Applied> {
     applied
 }
 
-fn ours(report: &CoreReport) -> BTreeSet<Applied> {
+/// Our outcomes in libbpf's terms: libbpf relocates each function (a `.text` subprogram under
+/// its own name) before linking, so an instruction is named by its function and its index there.
+fn ours(report: &CoreReport, spec: &ObjectSpec) -> BTreeSet<Applied> {
     report
         .relocations
         .iter()
         .map(|o| {
+            let program = spec.program(&o.program).expect("reported program exists");
+            let f = program
+                .functions
+                .iter()
+                .find(|f| {
+                    o.insn_index >= f.insn_index && o.insn_index < f.insn_index + f.insn_count
+                })
+                .expect("the instruction lies in a linked function");
             (
-                o.program.clone(),
+                f.name.clone(),
                 o.relocation_index,
-                o.insn_index,
+                o.insn_index - f.insn_index,
                 (!o.poisoned).then_some((o.old_value, o.new_value)),
             )
         })
@@ -170,7 +180,7 @@ fn relocations_equal_libbpfs_on_this_kernel() {
         let report = spec.relocate_core(&target).unwrap();
         assert!(!spec.needs_core(), "applied once");
         let expected = libbpf_relocations(&object);
-        let got = ours(&report);
+        let got = ours(&report, &spec);
         assert!(
             !expected.is_empty(),
             "{}: libbpf relocated nothing",
@@ -187,7 +197,7 @@ fn relocations_equal_libbpfs_on_this_kernel() {
             }
         }
     }
-    assert!(relocated >= 3, "the CO-RE objects are there");
+    assert!(relocated >= 4, "the CO-RE objects are there");
     assert!(poisoned >= 2, "the missing-field reads are poisoned");
     assert!(
         changed >= 3,
@@ -303,7 +313,7 @@ fn a_btf_file_stands_in_for_the_kernel() {
     let run = |target: &TargetBtf| {
         let mut spec = ObjectSpec::from_file(&object).unwrap();
         let report = spec.relocate_core(target).unwrap();
-        (ours(&report), spec.programs)
+        (ours(&report, &spec), spec.programs)
     };
     let reference = run(&kernel);
     assert_eq!(run(&raw_file), reference);
@@ -313,4 +323,31 @@ fn a_btf_file_stands_in_for_the_kernel() {
         missing.to_string().contains("/nonexistent/vmlinux"),
         "{missing}"
     );
+}
+
+#[test]
+fn a_subprogram_is_relocated_in_every_program_that_links_it() {
+    if !kernel_available("a_subprogram_is_relocated_in_every_program_that_links_it") {
+        return;
+    }
+    let target = TargetBtf::from_kernel().unwrap();
+    let mut spec = ObjectSpec::from_file(&core_dir().join("subprog_core.bpf.o")).unwrap();
+    let report = spec.relocate_core(&target).unwrap();
+    // Two records, each applied in both programs' copy of task_state.
+    assert_eq!(report.relocations.len(), 4);
+    let state_offset = kernel_offset("task_struct", "__state");
+    for name in ["first", "second"] {
+        let prog = spec.program(name).unwrap();
+        let f = prog
+            .functions
+            .iter()
+            .find(|f| f.name == "task_state")
+            .expect("linked");
+        assert_eq!(f.section, ".text");
+        let state = prog.instructions[f.insn_index + 1];
+        assert_eq!(
+            state.imm as u64, state_offset,
+            "{name}: __state at the kernel's offset"
+        );
+    }
 }
