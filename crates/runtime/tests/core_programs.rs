@@ -311,3 +311,79 @@ fn kconfig_and_weak_ksyms_resolve_on_the_user_engine() {
     let kconfig = obj.map("externs.kconfig").unwrap();
     assert_eq!(kconfig.spec.def.map_flags, 0x480);
 }
+
+/// Root with BPF, for loading relocated instructions into the kernel.
+fn kernel_available(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 && Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return true;
+    }
+    if std::env::var("BPFMAPS_SKIP_KERNEL").as_deref() == Ok("1") {
+        eprintln!("skipping {test}: needs root and BPF (BPFMAPS_SKIP_KERNEL=1)");
+        return false;
+    }
+    panic!("{test}: needs root with BPF (euid {euid}); set BPFMAPS_SKIP_KERNEL=1 to skip");
+}
+
+/// bpfmaps' relocated instructions, loaded into the kernel as they are (BPF_PROG_LOAD of a raw
+/// tracepoint program) and run with BPF_PROG_TEST_RUN on this thread: the kernel reads this
+/// thread's task_struct at the offsets bpfmaps computed, and gets this process's values. The user
+/// engine runs the same instructions and, having no task struct, reads zeros.
+#[test]
+fn relocated_task_reads_run_in_the_kernel_and_read_this_task() {
+    if !kernel_available("relocated_task_reads_run_in_the_kernel") {
+        return;
+    }
+    use std::os::fd::AsFd;
+
+    use bpfmaps_kernel::sys::{prog_load_raw, prog_test_run, TestRun};
+
+    let mut spec = ObjectSpec::from_file(&object("task_retval")).unwrap();
+    let target = bpfmaps_obj::TargetBtf::from_kernel().unwrap();
+    let report = spec.relocate_core(&target).unwrap();
+    assert!(report.poisoned_count() == 0 && !report.relocations.is_empty());
+    let comm = std::fs::read("/proc/thread-self/comm").unwrap();
+    let comm_head = u32::from_le_bytes([comm[0], comm[1], comm[2], comm[3]]);
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let ppid = unsafe { libc::getppid() } as u32;
+    let expected = [
+        ("ret_tgid", std::process::id()),
+        ("ret_parent_tgid", ppid),
+        ("ret_flavor_tgid", std::process::id()),
+        ("ret_comm_head", comm_head),
+    ];
+    for (name, want) in expected {
+        let prog = spec.program(name).unwrap();
+        assert!(prog.map_references.is_empty(), "{name} uses no map");
+        let words: Vec<u64> = prog
+            .instructions
+            .iter()
+            .map(|i| u64::from_le_bytes(i.to_bytes()))
+            .collect();
+        const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+        let fd = prog_load_raw(BPF_PROG_TYPE_RAW_TRACEPOINT, &words, "GPL", name)
+            .unwrap_or_else(|e| panic!("{name}: the kernel refuses the relocated program: {e:?}"));
+        let run = prog_test_run(
+            fd.as_fd(),
+            &TestRun {
+                ctx_in: &[0u8; 8],
+                ..TestRun::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(run.retval, want, "{name} in the kernel");
+    }
+    // The flavor read in the object as compiled (offset 0) is not tgid: relocation moved it.
+    let original = ObjectSpec::from_file(&object("task_retval")).unwrap();
+    let before = original.program("ret_flavor_tgid").unwrap();
+    let after = spec.program("ret_flavor_tgid").unwrap();
+    assert_ne!(before.instructions, after.instructions);
+
+    // The same relocated programs on the user engine: no task struct, zeros.
+    let obj = UserObject::load(spec, &LoadOptions::default()).unwrap();
+    for (name, _) in expected {
+        let r = obj.program(name).unwrap().test_run(&[0u8; 8], 1).unwrap();
+        assert_eq!(r.retval, 0, "{name} on the user engine");
+    }
+}
