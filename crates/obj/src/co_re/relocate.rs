@@ -84,6 +84,19 @@ impl<'a> Spec<'a> {
     }
 }
 
+/// `a * b * 8` bits, or an error when it does not fit (hostile BTF).
+fn bits(a: u64, b: u64) -> Result<u64, String> {
+    a.checked_mul(b)
+        .and_then(|x| x.checked_mul(8))
+        .ok_or_else(|| "offset overflows".to_owned())
+}
+
+/// `a + b`, or an error when it does not fit.
+fn add(a: u64, b: u64) -> Result<u64, String> {
+    a.checked_add(b)
+        .ok_or_else(|| "offset overflows".to_owned())
+}
+
 fn size_of(btf: &Types, id: u32) -> Result<u64, String> {
     btf.resolve_size(id)
         .ok_or_else(|| format!("type [{id}] has no size"))
@@ -150,7 +163,7 @@ pub(crate) fn parse_spec<'a>(
         return Ok(spec);
     }
     let sz = size_of(btf, id)?;
-    spec.bit_offset = u64::from(first) * sz * 8;
+    spec.bit_offset = bits(u64::from(first), sz)?;
     for i in 1..spec.raw.len() {
         let (cur, t) = btf
             .skip_mods(id)
@@ -161,7 +174,7 @@ pub(crate) fn parse_spec<'a>(
             let m = t
                 .member(idx as usize)
                 .ok_or_else(|| format!("member {idx} out of range in [{id}] (`{access}`)"))?;
-            spec.bit_offset += u64::from(m.bit_offset);
+            spec.bit_offset = add(spec.bit_offset, u64::from(m.bit_offset))?;
             if m.name_off != 0 {
                 let name = btf.name(m.name_off);
                 if name.is_empty() {
@@ -190,7 +203,7 @@ pub(crate) fn parse_spec<'a>(
                 idx,
                 name: None,
             });
-            spec.bit_offset += u64::from(idx) * size_of(btf, id)? * 8;
+            spec.bit_offset = add(spec.bit_offset, bits(u64::from(idx), size_of(btf, id)?)?)?;
         } else {
             return Err(format!(
                 "access `{access}` (at {i}) goes into [{id}] of kind {}, not a struct, union or array",
@@ -446,7 +459,7 @@ fn match_member<'t>(
         if spec.raw.len() == SPEC_MAX_LEN {
             return Err("struct/union/array nesting too deep (E2BIG)".to_owned());
         }
-        spec.bit_offset += u64::from(m.bit_offset);
+        spec.bit_offset = add(spec.bit_offset, u64::from(m.bit_offset))?;
         spec.raw.push(i as u32);
         let tname = targ.name(m.name_off);
         if tname.is_empty() {
@@ -546,7 +559,10 @@ fn match_spec<'t>(
                 name: None,
             });
             spec.raw.push(la.idx);
-            spec.bit_offset += u64::from(la.idx) * size_of(targ, tid)? * 8;
+            spec.bit_offset = add(
+                spec.bit_offset,
+                bits(u64::from(la.idx), size_of(targ, tid)?)?,
+            )?;
         }
     }
     Ok(Some(spec))
@@ -633,7 +649,7 @@ fn calc_field(kind_: CoreKind, spec: Option<&Spec<'_>>) -> Result<FieldValue, Fa
             return Err(Fail::Error("bitfield of a zero-sized type".to_owned()));
         }
         let mut byte_off = bit_off / 8 / byte_sz * byte_sz;
-        while bit_off + bit_sz - byte_off * 8 > byte_sz * 8 {
+        while bit_off.saturating_add(bit_sz) - byte_off * 8 > byte_sz * 8 {
             if byte_sz >= 8 {
                 return Err(Fail::Error(
                     "bitfield cannot be read with a 64-bit load (E2BIG)".to_owned(),
@@ -645,7 +661,7 @@ fn calc_field(kind_: CoreKind, spec: Option<&Spec<'_>>) -> Result<FieldValue, Fa
         (byte_off, byte_sz)
     } else {
         let byte_sz = size_of(btf, field_type_id)?;
-        bit_sz = byte_sz * 8;
+        bit_sz = byte_sz.wrapping_mul(8);
         (bit_off / 8, byte_sz)
     };
     let mut out = FieldValue {
@@ -669,7 +685,11 @@ fn calc_field(kind_: CoreKind, spec: Option<&Spec<'_>>) -> Result<FieldValue, Fa
             out.validate = true;
         }
         CoreKind::FieldLshiftU64 => {
-            out.val = 64u64.wrapping_sub(bit_off + bit_sz - byte_off * 8);
+            out.val = 64u64.wrapping_sub(
+                bit_off
+                    .wrapping_add(bit_sz)
+                    .wrapping_sub(byte_off.wrapping_mul(8)),
+            );
         }
         CoreKind::FieldRshiftU64 => {
             out.val = 64u64.wrapping_sub(bit_sz);
