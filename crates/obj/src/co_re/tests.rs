@@ -13,6 +13,8 @@ struct Btf {
     types: Vec<u8>,
     strings: Vec<u8>,
     count: u32,
+    /// For split BTF: the base's string length (this blob's offsets start there).
+    str_base: u32,
 }
 
 /// A struct member: name, type, bit offset, bitfield size (0 = not a bitfield).
@@ -25,11 +27,19 @@ impl Btf {
             ..Btf::default()
         }
     }
+    /// Split BTF on top of `base`: ids continue the base's, string offsets too.
+    fn split(base: &Btf) -> Btf {
+        Btf {
+            count: base.count,
+            str_base: base.strings.len() as u32,
+            ..Btf::default()
+        }
+    }
     fn s(&mut self, name: &str) -> u32 {
         if name.is_empty() {
             return 0;
         }
-        let off = self.strings.len() as u32;
+        let off = self.str_base + self.strings.len() as u32;
         self.strings.extend_from_slice(name.as_bytes());
         self.strings.push(0);
         off
@@ -652,4 +662,60 @@ fn malformed_access_strings_and_target_blobs_are_errors() {
     let mut blob = t.bytes();
     blob.truncate(blob.len() - 9);
     assert!(TargetBtf::parse(&blob).is_err());
+}
+
+#[test]
+fn module_btf_is_searched_only_when_vmlinux_has_no_candidate() {
+    let mut vmlinux = Btf::new();
+    let int = vmlinux.int("int", 4, true);
+    vmlinux.strukt("shared", 8, &[("pad", int, 0, 0), ("x", int, 32, 0)]);
+    let mut module = Btf::split(&vmlinux);
+    module.strukt("mod_only", 12, &[("a", int, 0, 0), ("x", int, 64, 0)]);
+    // A module's own `shared` must not be looked at: vmlinux has a candidate.
+    module.strukt("shared", 4, &[("x", int, 0, 0)]);
+    let dir = std::env::temp_dir().join(format!("bpfmaps-split-btf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("vmlinux"), vmlinux.bytes()).unwrap();
+    std::fs::write(dir.join("mymod"), module.bytes()).unwrap();
+    // Module BTF is read on the first miss, so the directory stays until the end.
+    let target = TargetBtf::from_kernel_dir(&dir).unwrap();
+
+    let mut l = Btf::new();
+    let int = l.int("int", 4, true);
+    let m = l.strukt("mod_only", 4, &[("x", int, 0, 0)]);
+    let sh = l.strukt("shared", 4, &[("x", int, 0, 0)]);
+    let local = Types::parse(l.bytes(), "local").unwrap();
+    let mut cache = CandidateCache::new(&target);
+    let r = resolve(&local, m, "0:0", CoreKind::FieldByteOffset, &mut cache)
+        .unwrap()
+        .1;
+    assert_eq!(
+        (r.new_val, r.poison),
+        (8, false),
+        "found in the module's split BTF"
+    );
+    let id = resolve(&local, m, "0", CoreKind::TypeIdTarget, &mut cache)
+        .unwrap()
+        .1;
+    assert_eq!(
+        id.new_val,
+        u64::from(vmlinux.count + 1),
+        "module ids continue vmlinux's"
+    );
+    let r = resolve(&local, sh, "0:0", CoreKind::FieldByteOffset, &mut cache)
+        .unwrap()
+        .1;
+    assert_eq!(
+        (r.new_val, r.poison),
+        (4, false),
+        "vmlinux's `shared`, no ambiguity"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A file target has no modules.
+    let file = TargetBtf::parse(&vmlinux.bytes()).unwrap();
+    let mut cache = CandidateCache::new(&file);
+    let r = resolve(&local, m, "0:0", CoreKind::FieldByteOffset, &mut cache)
+        .unwrap()
+        .1;
+    assert!(r.poison);
 }
