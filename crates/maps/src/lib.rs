@@ -41,6 +41,7 @@
 
 pub mod array;
 pub mod backend;
+pub mod cgroup_array;
 pub mod hash;
 pub mod header;
 pub mod jhash;

@@ -17,7 +17,7 @@ use crate::backend::{Backend, MapFile, Plan, ValueRef};
 use crate::header::{MapHeader, AREA_OFFSET};
 use crate::region::{create_unnamed_file, link_file, Region, RegionError};
 use crate::store::{Store, StoreError};
-use crate::{array, hash, lru, perf_event_array, ringbuf, stack_trace};
+use crate::{array, cgroup_array, hash, lru, perf_event_array, ringbuf, stack_trace};
 
 /// The largest map file the engine creates (64 GiB, sparse). Bigger definitions fail with
 /// `ENOMEM`, as a kernel allocation of that size would.
@@ -150,6 +150,7 @@ fn plan_backend(def: &MapDef, cpus: u32) -> Result<Plan, UserMapError> {
         MapType::StackTrace => stack_trace::plan(def, cpus).map_err(refuse),
         MapType::Ringbuf => ringbuf::plan(def, cpus).map_err(refuse),
         MapType::PerfEventArray => perf_event_array::plan(def, cpus).map_err(refuse),
+        MapType::CgroupArray => cgroup_array::plan(def, cpus).map_err(refuse),
         _ => Err(refuse(Errno::EINVAL)),
     }
 }
@@ -162,6 +163,7 @@ fn init_backend(file: &MapFile) -> Result<(), UserMapError> {
         MapType::StackTrace => stack_trace::init(file),
         MapType::Ringbuf => ringbuf::init(file),
         MapType::PerfEventArray => perf_event_array::init(file),
+        MapType::CgroupArray => cgroup_array::init(file),
         other => Err(UserMapError::Unsupported(other)),
     }
 }
@@ -174,6 +176,7 @@ fn open_backend(file: Arc<MapFile>) -> Result<Box<dyn Backend>, UserMapError> {
         MapType::StackTrace => stack_trace::open(file),
         MapType::Ringbuf => ringbuf::open(file),
         MapType::PerfEventArray => perf_event_array::open(file),
+        MapType::CgroupArray => cgroup_array::open(file),
         other => Err(UserMapError::Unsupported(other)),
     }
 }

@@ -21,6 +21,7 @@
 //! | `trace_printk` | formats the kernel's subset and appends a line to [`crate::trace::trace_pipe_path`] |
 //! | `probe_read_user/kernel(_str)`, `probe_read(_str)` | read only from regions the program was given; anything else zero-fills and returns `-EFAULT` |
 //! | `get_current_task`, `get_current_task_btf` | an opaque non-null handle per thread ([`crate::task::TASK_HANDLE_BASE`]` + tid`): no task struct exists, so reading through it with `probe_read_kernel` zero-fills and returns `-EFAULT`, and a direct load traps |
+//! | `current_task_under_cgroup` | 1 when the calling thread's cgroup2 directory (`/proc/thread-self/cgroup`) or an ancestor is the slot's cgroup, else 0; `-E2BIG` past the end, `-EAGAIN` for an empty slot |
 //! | `get_stack` | `BPF_F_USER_STACK`: the calling thread's stack as for `get_stackid` (with `BPF_F_USER_BUILD_ID`: records of status `BPF_STACK_BUILD_ID_IP`); a kernel stack: `-EFAULT`, buffer zeroed |
 //! | `loop` | calls the callback up to `nr_loops` times (`-EINVAL` for flags, `-E2BIG` above 2^23 loops), returns the number of calls |
 //! | `for_each_map_elem` | calls the callback with the map, a read-only copy of the key and the lent value, in the map's iteration order; returns the number of calls |
@@ -31,6 +32,7 @@ use std::collections::HashMap;
 use bpfmaps_abi::helper::ids;
 use bpfmaps_abi::map_type::stackid_flags;
 use bpfmaps_abi::Errno;
+use bpfmaps_maps::cgroup_array::CgroupArray;
 use bpfmaps_maps::perf_event_array::PerfEventArray;
 use bpfmaps_maps::ringbuf::RingBuf;
 use bpfmaps_maps::stack_trace::StackTraceMap;
@@ -73,6 +75,7 @@ pub fn supported_helpers() -> &'static [u32] {
         ids::for_each_map_elem,
         task::GET_CURRENT_TASK,
         task::GET_CURRENT_TASK_BTF,
+        task::CURRENT_TASK_UNDER_CGROUP,
         ids::get_stack,
     ]
 }
@@ -599,6 +602,16 @@ impl HelperHost for Host<'_> {
                 self.probe_read_str(args, mem)
             }
             task::GET_CURRENT_TASK | task::GET_CURRENT_TASK_BTF => Ok(task::current_task()),
+            task::CURRENT_TASK_UNDER_CGROUP => {
+                let (_, map) = self.map(args[0], 1)?;
+                let array = map
+                    .map
+                    .backend()
+                    .as_any()
+                    .downcast_ref::<CgroupArray>()
+                    .ok_or(bad_arg(1, "not a cgroup array"))?;
+                Ok(task::current_task_under_cgroup(array, args[1]))
+            }
             ids::get_stack => task::get_stack(args, mem, |max| {
                 capture_user_stack(
                     max.min(bpfmaps_maps::stack_trace::perf_event_max_stack() as usize + 256),

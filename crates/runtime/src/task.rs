@@ -3,16 +3,23 @@
 //! (an address in no VM region, distinct per thread), so `if (!task)` tests pass as in the kernel
 //! while any read of it fails: `probe_read_kernel` through it zero-fills and returns `-EFAULT`,
 //! a direct load traps. `get_stack` (67) captures the calling thread's user stack like
-//! `get_stackid`; a kernel stack does not exist here (`-EFAULT`).
+//! `get_stackid`; a kernel stack does not exist here (`-EFAULT`). `current_task_under_cgroup`
+//! (37) compares the calling thread's cgroup2 directory and its ancestors with the cgroup a
+//! `cgroup_array` slot holds.
+
+use std::path::{Path, PathBuf};
 
 use bpfmaps_abi::map_type::stackid_flags;
 use bpfmaps_abi::Errno;
+use bpfmaps_maps::cgroup_array::{cgroup2_mounts, cgroup_id_of_dir, CgroupArray};
 use bpfmaps_vm::{HelperError, Memory};
 
 /// `bpf_get_current_task`.
 pub(crate) const GET_CURRENT_TASK: u32 = 35;
 /// `bpf_get_current_task_btf`.
 pub(crate) const GET_CURRENT_TASK_BTF: u32 = 158;
+/// `bpf_current_task_under_cgroup`.
+pub(crate) const CURRENT_TASK_UNDER_CGROUP: u32 = 37;
 /// `BPF_F_USER_BUILD_ID`: `get_stack` returns `struct bpf_stack_build_id` records.
 const BPF_F_USER_BUILD_ID: u64 = 1 << 11;
 /// `sizeof(struct bpf_stack_build_id)`.
@@ -83,4 +90,43 @@ pub(crate) fn get_stack(
     }
     mem.write(buf, &out)?;
     Ok(ips.len() as u64 * record)
+}
+
+/// The calling thread's cgroup2 directory and its ancestors up to the mount, innermost first.
+fn thread_cgroup_dirs() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/thread-self/cgroup").unwrap_or_default();
+    let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return Vec::new();
+    };
+    let relative = path.trim_start_matches('/');
+    let mut dirs = Vec::new();
+    for mount in cgroup2_mounts() {
+        let mut dir = mount.join(relative);
+        if !dir.is_dir() {
+            continue;
+        }
+        loop {
+            dirs.push(dir.clone());
+            if dir == mount || !dir.pop() {
+                break;
+            }
+        }
+        break;
+    }
+    dirs
+}
+
+/// `bpf_current_task_under_cgroup(map, index)`: `-E2BIG` for an index past the end, `-EAGAIN`
+/// for an empty slot, else 1 when the calling thread's cgroup is the slot's cgroup or below it,
+/// 0 when not.
+pub(crate) fn current_task_under_cgroup(array: &CgroupArray, index: u64) -> u64 {
+    let id = match array.cgroup_id(index as u32) {
+        Err(e) => return e.as_helper_return(),
+        Ok(None) => return Errno::EAGAIN.as_helper_return(),
+        Ok(Some(id)) => id,
+    };
+    let under = thread_cgroup_dirs()
+        .iter()
+        .any(|d| cgroup_id_of_dir(Path::new(d)) == Ok(id));
+    u64::from(under)
 }
