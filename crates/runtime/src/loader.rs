@@ -205,6 +205,16 @@ impl PseudoResolver for Resolver<'_> {
     }
 }
 
+/// The running kernel's BTF, parsed once per process (it cannot change while the kernel runs).
+fn kernel_btf() -> Result<Arc<TargetBtf>, bpfmaps_obj::ObjError> {
+    static KERNEL_BTF: std::sync::OnceLock<Arc<TargetBtf>> = std::sync::OnceLock::new();
+    if let Some(btf) = KERNEL_BTF.get() {
+        return Ok(btf.clone());
+    }
+    let btf = Arc::new(TargetBtf::from_kernel()?);
+    Ok(KERNEL_BTF.get_or_init(|| btf).clone())
+}
+
 /// How an error names a call: `bpf_get_current_cgroup_id (80)`, `helper 9999`, or a kfunc.
 fn describe_call(id: i32, kfunc: bool) -> String {
     if kfunc {
@@ -271,8 +281,8 @@ impl UserObject {
         let step = |step| move |source| RuntimeError::Prepare { step, source };
         if spec.needs_core() {
             let target = match &options.target_btf {
-                Some(path) => TargetBtf::from_file(path),
-                None => TargetBtf::from_kernel(),
+                Some(path) => TargetBtf::from_file(path).map(Arc::new),
+                None => kernel_btf(),
             }
             .map_err(step("reading the target BTF"))?;
             spec.relocate_core(&target)
