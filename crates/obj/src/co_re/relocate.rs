@@ -132,17 +132,39 @@ pub(crate) fn parse_spec<'a>(
             ))
         };
     }
-    for part in access.split(':') {
-        let v: u32 = part
-            .parse()
-            .map_err(|_| format!("malformed access string `{access}`"))?;
-        if v > i32::MAX as u32 {
-            return Err(format!("access index {v} out of range"));
+    // libbpf's loop: skip one `:`, then `sscanf("%d")` (leading blanks and a sign allowed).
+    let bytes = access.as_bytes();
+    let mut at = 0;
+    let malformed = || format!("malformed access string `{access}`");
+    while at < bytes.len() {
+        if bytes[at] == b':' {
+            at += 1;
+        }
+        while at < bytes.len() && bytes[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        let negative = bytes.get(at) == Some(&b'-');
+        if matches!(bytes.get(at), Some(b'-' | b'+')) {
+            at += 1;
+        }
+        let start = at;
+        while at < bytes.len() && bytes[at].is_ascii_digit() {
+            at += 1;
+        }
+        if at == start {
+            return Err(malformed());
+        }
+        let v: i64 = access[start..at].parse().map_err(|_| malformed())?;
+        if negative || v > i64::from(i32::MAX) {
+            return Err(format!("access index {v} out of range in `{access}`"));
         }
         if spec.raw.len() == SPEC_MAX_LEN {
             return Err(format!("access string `{access}` nests too deep (E2BIG)"));
         }
-        spec.raw.push(v);
+        spec.raw.push(v as u32);
+    }
+    if spec.raw.is_empty() {
+        return Err(malformed());
     }
     let (mut id, t) = btf
         .skip_mods(type_id)

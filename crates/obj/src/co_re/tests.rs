@@ -652,7 +652,13 @@ fn patching_checks_the_compiled_value_and_adjusts_sizes() {
 #[test]
 fn malformed_access_strings_and_target_blobs_are_errors() {
     let (l, task, t) = task_pair();
-    for bad in ["", ":0", "0:x", "0:9", "0::1", "-1"] {
+    // libbpf's parser (`sscanf("%d")` after one `:`): blanks and `+` are accepted...
+    assert_eq!(
+        new_val(&l, &t, task, "0: +1", CoreKind::FieldByteOffset),
+        (8, false)
+    );
+    // ...a trailing or doubled `:`, a `-` sign, anything else not.
+    for bad in ["", ":0", "0:x", "0:9", "0::1", "0:1:", "-1", "0:-1"] {
         assert!(
             run(&l, &t, task, bad, CoreKind::FieldByteOffset).is_err(),
             "`{bad}` must be refused"

@@ -173,8 +173,9 @@ impl<'a> Ty<'a> {
         }
     }
 
-    /// The value of enumerator `i` as libbpf reads it: an ENUM's 32-bit value sign-extended
-    /// when the enum is signed (kind_flag), else zero-extended; an ENUM64's two halves.
+    /// The value of enumerator `i` as libbpf's CO-RE reads it: an ENUM's 32-bit value
+    /// sign-extended (libbpf reads `struct btf_enum`'s `__s32 val` into a `__u64`, whatever the
+    /// enum's signedness); an ENUM64's two halves.
     pub fn enumerator_value(&self, i: usize) -> Option<u64> {
         if i >= self.vlen {
             return None;
@@ -182,11 +183,7 @@ impl<'a> Ty<'a> {
         match self.kind {
             kind::ENUM => {
                 let v = self.word(i * 8 + 4);
-                Some(if self.kflag {
-                    i64::from(v as i32) as u64
-                } else {
-                    u64::from(v)
-                })
+                Some(i64::from(v as i32) as u64)
             }
             kind::ENUM64 => {
                 let lo = u64::from(self.word(i * 12 + 4));
