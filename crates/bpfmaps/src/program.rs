@@ -185,14 +185,12 @@ impl Object {
                 Loaded::User(UserObject::load(self.spec.clone(), &options)?)
             }
             Engine::Kernel => {
+                // The globals are already in the spec's data maps.
                 let mut config = LoadConfig::default();
                 if let Some(dir) = &self.pin_dir {
                     config = config.with_pin_dir(dir.clone());
                 }
-                for (name, bytes) in &self.globals {
-                    config = config.with_global(name, bytes);
-                }
-                Loaded::Kernel(Mutex::new(KernelObject::load_file(&self.path, &config)?))
+                Loaded::Kernel(Mutex::new(KernelObject::load_spec(&self.spec, &config)?))
             }
         };
         Ok(LoadedObject { loaded, programs })
@@ -343,15 +341,15 @@ impl Program<'_> {
                 })
             }
             Loaded::Kernel(object) => {
-                let mut object = object.lock().unwrap_or_else(|e| e.into_inner());
-                self.kernel_test_run(&mut object, context, repeat)
+                let object = object.lock().unwrap_or_else(|e| e.into_inner());
+                self.kernel_test_run(&object, context, repeat)
             }
         }
     }
 
     fn kernel_test_run(
         &self,
-        object: &mut KernelObject,
+        object: &KernelObject,
         context: &[u8],
         repeat: u32,
     ) -> Result<TestRunResult, ProgramError> {
@@ -367,11 +365,9 @@ impl Program<'_> {
             program: self.name.clone(),
             message,
         };
-        let prog = object
-            .ebpf_mut()
-            .program(&self.name)
+        let fd = object
+            .program_fd(&self.name)
             .ok_or_else(|| ProgramError::NoSuchProgram(self.name.clone()))?;
-        let fd = prog.fd().map_err(|e| failed(e.to_string()))?;
         match kind {
             KernelKind::RawTracePoint => {
                 // The kernel runs raw tracepoint programs once per call (repeat must be 0) and

@@ -41,10 +41,12 @@ mod elf;
 mod error;
 mod insn;
 mod spec;
+mod tuning;
 
-pub use btf::{BtfKind, BtfTypeInfo, CoreRelocation};
+pub use btf::{BtfKind, BtfTypeInfo, CoreRelocation, ValueKind};
 pub use error::{GlobalError, ObjError};
 pub use spec::{
     internal_map_name, object_name_from_path, GlobalVar, MapKind, MapReference, MapSpec,
     ObjectSpec, Pinning, ProgramKind, ProgramSpec, OBJ_NAME_MAX,
 };
+pub use tuning::{MapTuneError, UnknownProgram};

@@ -21,7 +21,7 @@ use bpfmaps_abi::insn::{pseudo, RawInsn, INSN_SIZE};
 use bpfmaps_abi::{map_flags, MapDef, MapType};
 use object::SymbolKind;
 
-use crate::btf::{parse_btf_ext, BtfInfo, BtfTypeInfo, CoreRelocation};
+use crate::btf::{parse_btf_ext, BtfInfo, BtfTypeInfo, CoreRelocation, ValueKind};
 use crate::elf::{self, ElfFacts, SectionRole};
 use crate::insn::opcode;
 use crate::{GlobalError, ObjError};
@@ -218,6 +218,15 @@ pub struct ProgramSpec {
     /// CO-RE relocations recorded for this program's own function. The user engine runs the
     /// instructions as compiled (the local type layout); a kernel loader would relocate them.
     pub core_relocations: Vec<CoreRelocation>,
+    /// `.BTF.ext` function info of `instructions` (callees included, offsets in instructions),
+    /// as `BPF_PROG_LOAD` takes it: records of [`ProgramSpec::func_info_rec_size`] bytes.
+    pub func_info: Vec<u8>,
+    /// Size of one `func_info` record (0 without `.BTF.ext`).
+    pub func_info_rec_size: u32,
+    /// `.BTF.ext` line info of `instructions`, records of [`ProgramSpec::line_info_rec_size`].
+    pub line_info: Vec<u8>,
+    /// Size of one `line_info` record (0 without `.BTF.ext`).
+    pub line_info_rec_size: u32,
 }
 
 impl ProgramSpec {
@@ -247,6 +256,8 @@ pub struct GlobalVar {
     pub type_name: String,
     /// True for `static` variables (hidden from skeletons, still settable here).
     pub is_static: bool,
+    /// What the variable holds, from its BTF type (for parsing a value given as text).
+    pub value_kind: ValueKind,
 }
 
 /// A parsed object: maps, programs and globals, independent of any kernel.
@@ -267,6 +278,10 @@ pub struct ObjectSpec {
     pub globals: Vec<GlobalVar>,
     /// Every CO-RE relocation record of `.BTF.ext` (none needed by the user engine).
     pub core_relocations: Vec<CoreRelocation>,
+    /// The object's `.BTF` as a kernel loads it: `DATASEC` sizes and `VAR` offsets fixed up
+    /// from the ELF, as libbpf does. `None` without `.BTF`, or when the fix-up failed (the
+    /// object then loads without BTF, as libbpf falls back).
+    pub kernel_btf: Option<Vec<u8>>,
 }
 
 /// The name libbpf gives an object opened from `path`: the file name up to its first `.`
@@ -435,6 +450,7 @@ impl ObjectSpec {
         let license = object.license.to_string_lossy().into_owned();
         let programs = build_programs(&object, &facts, &maps, &license, &core_relocations)?;
         let globals = build_globals(&facts, btf.as_ref(), &maps)?;
+        let kernel_btf = kernel_btf(&mut object);
         Ok(ObjectSpec {
             name: object_name.to_owned(),
             license,
@@ -443,6 +459,7 @@ impl ObjectSpec {
             programs,
             globals,
             core_relocations,
+            kernel_btf,
         })
     }
 
@@ -519,6 +536,16 @@ impl ObjectSpec {
             })?;
         slot.copy_from_slice(bytes);
         Ok(())
+    }
+}
+
+/// The object's BTF fixed up for the kernel (every BTF feature clang emits is taken as present:
+/// nothing is sanitised away), or `None`.
+fn kernel_btf(object: &mut Object) -> Option<Vec<u8>> {
+    let all = aya_obj::btf::BtfFeatures::new(true, true, true, true, true, true, true, true);
+    match guarded("btf fixup", || object.fixup_and_sanitize_btf(&all)) {
+        Ok(Ok(Some(btf))) => Some(btf.to_bytes()),
+        _ => None,
     }
 }
 
@@ -881,6 +908,10 @@ fn build_programs(
             map_references,
             license: license.to_owned(),
             core_relocations,
+            func_info: function.func_info.func_info_bytes(),
+            func_info_rec_size: u32::try_from(function.func_info_rec_size).unwrap_or(0),
+            line_info: function.line_info.line_info_bytes(),
+            line_info_rec_size: u32::try_from(function.line_info_rec_size).unwrap_or(0),
         });
     }
     Ok(programs)
@@ -997,6 +1028,7 @@ fn build_globals(
                 size,
                 type_name: btf.type_name(var.type_id),
                 is_static: var.linkage == BTF_VAR_STATIC,
+                value_kind: btf.value_kind(var.type_id),
             });
         }
     }
