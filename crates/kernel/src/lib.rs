@@ -10,6 +10,7 @@ pub mod map;
 pub mod object;
 pub mod perf;
 pub mod prog;
+pub mod prog_info;
 pub mod ringbuf;
 pub mod stack;
 pub mod sys;

@@ -278,6 +278,21 @@ pub enum ObjectError {
         /// The BTF type looked up (`btf_trace_sched_switch`, `do_unlinkat`).
         target: String,
     },
+    /// The kernel refused an `fentry`/`fexit` program: it has no BPF trampolines for it (this
+    /// project's kernels refuse them with `EPERM`, libbpf's loads too).
+    #[error(
+        "program {program:?} in section {section:?}: this kernel refuses fentry/fexit programs \
+         ({errno}: no BPF trampolines here, libbpf gets the same); use a tp_btf or raw_tp \
+         program instead, or `--skip {program}` to load the rest"
+    )]
+    TrampolineRefused {
+        /// The program's name.
+        program: String,
+        /// Its section.
+        section: String,
+        /// The errno of `BPF_PROG_LOAD`.
+        errno: Errno,
+    },
     /// The object has no map of this name.
     #[error("the object has no map named {0:?}")]
     NoSuchMap(String),
@@ -789,10 +804,20 @@ fn load_program(
         line_info_rec_size: program.line_info_rec_size,
         attach_btf_id,
     })
-    .map_err(|e| ObjectError::Verifier {
-        program: program.name.clone(),
-        errno: e.errno,
-        log: e.log,
+    .map_err(|e| {
+        if kind == ProgramKind::Trampoline && e.errno == Errno::EPERM {
+            ObjectError::TrampolineRefused {
+                program: program.name.clone(),
+                section: program.section.clone(),
+                errno: e.errno,
+            }
+        } else {
+            ObjectError::Verifier {
+                program: program.name.clone(),
+                errno: e.errno,
+                log: e.log,
+            }
+        }
     })?;
     let (info, _, _) = sys::prog_info(fd.as_fd()).map_err(|e| ObjectError::Kernel(e.into()))?;
     Ok(LoadedProgram {
