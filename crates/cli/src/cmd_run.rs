@@ -190,7 +190,7 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
 /// map sizes, programs switched off.
 fn open_tuned(args: &RunArgs) -> Result<Object> {
     let mut object = Object::open(&args.object)
-        .with_context(|| format!("cannot open {}", args.object.display()))?;
+        .with_context(|| format!("cannot load {}", args.object.display()))?;
     for (name, value) in &args.globals {
         object
             .set_global_text(name, value)
