@@ -63,6 +63,9 @@ pub enum ProgramError {
     /// The object has no program of this name.
     #[error("the object has no program named {0:?}")]
     NoSuchProgram(String),
+    /// A map could not be resized before load.
+    #[error(transparent)]
+    MapTune(#[from] bpfmaps_obj::MapTuneError),
     /// The program trapped on the user engine (the trap names the instruction).
     #[error("program {program:?} trapped: {trap}")]
     Trap {
@@ -94,7 +97,6 @@ pub enum ProgramError {
 pub struct Object {
     path: PathBuf,
     spec: ObjectSpec,
-    globals: BTreeMap<String, Vec<u8>>,
     pin_dir: Option<PathBuf>,
     target_btf: Option<PathBuf>,
 }
@@ -136,7 +138,6 @@ impl Object {
         Ok(Object {
             path: path.to_owned(),
             spec,
-            globals: BTreeMap::new(),
             pin_dir: None,
             target_btf: None,
         })
@@ -148,7 +149,41 @@ impl Object {
         self.spec
             .set_global(name, bytes)
             .map_err(RuntimeError::from)?;
-        self.globals.insert(name.to_owned(), bytes.to_vec());
+        Ok(())
+    }
+
+    /// Sets global `name` from text, parsed by its BTF type (`bool`, integers of every size and
+    /// sign, `char` arrays as strings, `hex:…` raw bytes): see
+    /// [`ObjectSpec::global_bytes_from_text`].
+    pub fn set_global_text(&mut self, name: &str, text: &str) -> Result<(), ProgramError> {
+        let bytes = self
+            .spec
+            .global_bytes_from_text(name, text)
+            .map_err(RuntimeError::from)?;
+        self.set_global(name, &bytes)
+    }
+
+    /// Sets map `name`'s max_entries before load (libbpf's `bpf_map__set_max_entries`).
+    pub fn set_max_entries(&mut self, name: &str, max_entries: u32) -> Result<(), ProgramError> {
+        Ok(self.spec.set_max_entries(name, max_entries)?)
+    }
+
+    /// Sets map `name`'s value size before load (libbpf's `bpf_map__set_value_size`).
+    pub fn set_value_size(&mut self, name: &str, value_size: u32) -> Result<(), ProgramError> {
+        Ok(self.spec.set_value_size(name, value_size)?)
+    }
+
+    /// Switches program `name` off: it is neither loaded nor attached (libbpf's
+    /// `bpf_program__set_autoload(prog, false)`).
+    pub fn set_autoload(&mut self, name: &str, autoload: bool) -> Result<(), ProgramError> {
+        if self.spec.program(name).is_none() {
+            return Err(ProgramError::NoSuchProgram(name.to_owned()));
+        }
+        if !autoload {
+            self.spec
+                .disable_program(name)
+                .map_err(|e| ProgramError::NoSuchProgram(e.0))?;
+        }
         Ok(())
     }
 
@@ -201,14 +236,12 @@ impl Object {
                 Loaded::User(UserObject::load(self.spec.clone(), &options)?)
             }
             Engine::Kernel => {
+                // The globals are already in the spec's data maps.
                 let mut config = LoadConfig::default();
                 if let Some(dir) = &self.pin_dir {
                     config = config.with_pin_dir(dir.clone());
                 }
-                for (name, bytes) in &self.globals {
-                    config = config.with_global(name, bytes);
-                }
-                Loaded::Kernel(Mutex::new(KernelObject::load_file(&self.path, &config)?))
+                Loaded::Kernel(Mutex::new(KernelObject::load_spec(&self.spec, &config)?))
             }
         };
         Ok(LoadedObject { loaded, programs })
@@ -359,15 +392,15 @@ impl Program<'_> {
                 })
             }
             Loaded::Kernel(object) => {
-                let mut object = object.lock().unwrap_or_else(|e| e.into_inner());
-                self.kernel_test_run(&mut object, context, repeat)
+                let object = object.lock().unwrap_or_else(|e| e.into_inner());
+                self.kernel_test_run(&object, context, repeat)
             }
         }
     }
 
     fn kernel_test_run(
         &self,
-        object: &mut KernelObject,
+        object: &KernelObject,
         context: &[u8],
         repeat: u32,
     ) -> Result<TestRunResult, ProgramError> {
@@ -383,11 +416,9 @@ impl Program<'_> {
             program: self.name.clone(),
             message,
         };
-        let prog = object
-            .ebpf_mut()
-            .program(&self.name)
+        let fd = object
+            .program_fd(&self.name)
             .ok_or_else(|| ProgramError::NoSuchProgram(self.name.clone()))?;
-        let fd = prog.fd().map_err(|e| failed(e.to_string()))?;
         match kind {
             KernelKind::RawTracePoint => {
                 // The kernel runs raw tracepoint programs once per call (repeat must be 0) and

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bpfmaps::events::{Event, EventStream};
-use bpfmaps::kernel::object::{KernelObject, LoadConfig};
+use bpfmaps::kernel::attach::{AttachOptions, PerfSampling, UprobeTarget};
 use bpfmaps::program::Object;
 use bpfmaps::{Engine, Map, MapType};
 use clap::Args;
@@ -41,13 +41,39 @@ pub struct RunArgs {
     /// The engine to run on.
     #[arg(long, value_enum, default_value_t = EngineArg::Kernel)]
     engine: EngineArg,
-    /// Set a `const volatile` global before load: NAME=VALUE (a u32, decimal or 0x hex).
+    /// Set a global before load: NAME=VALUE, parsed by the variable's BTF type (bool as
+    /// true/false/1/0, integers of any size and sign in decimal or 0x hex, char arrays as
+    /// strings, any type as hex:BYTES).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::words::parse_global)]
-    globals: Vec<(String, u32)>,
+    globals: Vec<(String, String)>,
     /// Resolve CO-RE relocations against this BTF file (raw BTF, or an ELF with .BTF) instead
     /// of /sys/kernel/btf/vmlinux, as libbpf's btf_custom_path (user engine only).
     #[arg(long = "btf", value_name = "FILE")]
     btf: Option<PathBuf>,
+    /// Set a map's max_entries before load (libbpf's bpf_map__set_max_entries): MAP=N.
+    #[arg(long = "max-entries", value_name = "MAP=N", value_parser = crate::words::parse_map_size)]
+    max_entries: Vec<(String, u32)>,
+    /// Set a map's value size before load (libbpf's bpf_map__set_value_size): MAP=N.
+    #[arg(long = "value-size", value_name = "MAP=N", value_parser = crate::words::parse_map_size)]
+    value_sizes: Vec<(String, u32)>,
+    /// Load and attach only this program (repeatable); the others are switched off.
+    #[arg(long, value_name = "PROG", conflicts_with = "skip")]
+    only: Vec<String>,
+    /// Do not load this program (repeatable; libbpf's autoload off).
+    #[arg(long, value_name = "PROG")]
+    skip: Vec<String>,
+    /// Attach uprobe/uretprobe program PROG at PATH:SYMBOL[+OFFSET] (or PATH:OFFSET), for a
+    /// section that names no target (kernel engine).
+    #[arg(long = "uprobe", value_name = "PROG=PATH:SYMBOL", value_parser = crate::words::parse_uprobe)]
+    uprobes: Vec<(String, UprobeTarget)>,
+    /// How perf_event programs sample the CPU clock on every CPU: freq=N (per second) or
+    /// period=N (ns); default freq=49 (kernel engine).
+    #[arg(long = "perf-event", value_name = "freq=N|period=N", value_parser = PerfSampling::parse)]
+    perf_event: Option<PerfSampling>,
+    /// Report each program that cannot be attached here (a kprobe without CONFIG_KPROBES, a
+    /// tracepoint this machine lacks) on stderr and run the others (kernel engine).
+    #[arg(long)]
+    skip_unattachable: bool,
     /// The command to run while the programs are attached; `run` exits with its status.
     #[arg(last = true)]
     command: Vec<String>,
@@ -71,13 +97,14 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
             btf.display()
         );
     }
-    let mut config = LoadConfig::default();
-    for (name, value) in &args.globals {
-        config = config.with_global(name, &value.to_ne_bytes());
-    }
+    let opened = open_tuned(&args)?;
     let interrupted = signal::on_interrupt()?;
-    let mut object = KernelObject::load_file(&args.object, &config)
+    let loaded = opened
+        .load(Engine::Kernel)
         .with_context(|| format!("cannot load {}", args.object.display()))?;
+    let object = loaded
+        .as_kernel()
+        .context("the object was not loaded on the kernel engine")?;
     if let Some(dir) = &args.pin_maps {
         bpfmaps::kernel::fs::ensure_bpffs()?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -85,7 +112,16 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
             .pin_maps(dir)
             .with_context(|| format!("cannot pin maps in {}", dir.display()))?;
     }
-    let links = object.attach_all().context("cannot attach")?;
+    let options = AttachOptions {
+        uprobes: args.uprobes.iter().cloned().collect(),
+        perf_event: args.perf_event.unwrap_or_default(),
+        skip_unattachable: args.skip_unattachable,
+    };
+    let report = object.attach_all_with(&options).context("cannot attach")?;
+    for skipped in &report.skipped {
+        eprintln!("skipped: {skipped}");
+    }
+    let links = report.attached;
     if !format.is_json() {
         eprintln!(
             "attached {} program(s) of {}",
@@ -160,6 +196,57 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
     finish(json_maps, status, format)
 }
 
+/// Opens the object and applies what a tool's user-space half would before load: globals,
+/// map sizes, programs switched off.
+fn open_tuned(args: &RunArgs) -> Result<Object> {
+    let mut object = Object::open(&args.object)
+        .with_context(|| format!("cannot load {}", args.object.display()))?;
+    for (name, value) in &args.globals {
+        object
+            .set_global_text(name, value)
+            .with_context(|| format!("--set {name}={value}"))?;
+    }
+    for (name, n) in &args.max_entries {
+        object
+            .set_max_entries(name, *n)
+            .with_context(|| format!("--max-entries {name}={n}"))?;
+    }
+    for (name, n) in &args.value_sizes {
+        object
+            .set_value_size(name, *n)
+            .with_context(|| format!("--value-size {name}={n}"))?;
+    }
+    for name in args.only.iter().chain(&args.skip) {
+        if object.spec().program(name).is_none() {
+            bail!(
+                "{} has no program named {name:?} (it has: {})",
+                args.object.display(),
+                object
+                    .spec()
+                    .programs
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let names: Vec<String> = object
+        .spec()
+        .programs
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    for name in names {
+        let off =
+            args.skip.contains(&name) || (!args.only.is_empty() && !args.only.contains(&name));
+        if off {
+            object.set_autoload(&name, false)?;
+        }
+    }
+    Ok(object)
+}
+
 /// Prints the JSON result (maps and the command's status) and turns the status into the exit
 /// code.
 fn finish(
@@ -213,13 +300,9 @@ fn wait_for_end(args: &RunArgs, interrupted: &AtomicBool) -> Result<Option<ExitS
 /// processes while the run lasts, then prints every map like the kernel branch. Attaching the
 /// programs to events is not part of the user engine yet: they run only when invoked.
 fn run_user(args: RunArgs, format: Format) -> Result<ExitCode> {
-    let mut object = Object::open(&args.object)
-        .with_context(|| format!("cannot open {}", args.object.display()))?;
+    let mut object = open_tuned(&args)?;
     if let Some(btf) = &args.btf {
         object = object.with_target_btf(btf);
-    }
-    for (name, value) in &args.globals {
-        object.set_global(name, &value.to_ne_bytes())?;
     }
     let interrupted = signal::on_interrupt()?;
     let loaded = object

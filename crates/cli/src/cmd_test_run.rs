@@ -42,9 +42,10 @@ pub struct TestRunArgs {
     /// The engine to run on.
     #[arg(long, value_enum, default_value_t = EngineArg::User)]
     engine: EngineArg,
-    /// Set a global before load: NAME=VALUE (a u32, decimal or 0x hex).
+    /// Set a global before load: NAME=VALUE, parsed by the variable's BTF type (bool, integers
+    /// of any size and sign in decimal or 0x hex, char arrays as strings, hex:BYTES).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::words::parse_global)]
-    globals: Vec<(String, u32)>,
+    globals: Vec<(String, String)>,
     /// Resolve CO-RE relocations against this BTF file (raw BTF, or an ELF with .BTF) instead
     /// of /sys/kernel/btf/vmlinux, as libbpf's btf_custom_path (user engine only).
     #[arg(long = "btf", value_name = "FILE")]
@@ -85,7 +86,7 @@ pub fn run(args: TestRunArgs, format: Format) -> Result<ExitCode> {
     let mut object = Object::open(&args.object)
         .with_context(|| format!("cannot open {}", args.object.display()))?;
     for (name, value) in &args.globals {
-        object.set_global(name, &value.to_ne_bytes())?;
+        object.set_global_text(name, value)?;
     }
     let engine = Engine::from(args.engine);
     if let Some(btf) = &args.btf {

@@ -6,6 +6,7 @@
 
 mod cmd_bench;
 mod cmd_map;
+mod cmd_prog;
 mod cmd_run;
 mod cmd_test_run;
 mod cmd_top;
@@ -39,6 +40,8 @@ enum Command {
     /// Inspect and change maps: list, show, dump, lookup, getnext, update, delete, create, pin, freeze,
     /// events.
     Map(cmd_map::MapArgs),
+    /// List and show the kernel's loaded programs (bpftool's `prog list|show`).
+    Prog(cmd_prog::ProgArgs),
     /// Load an object, attach every program, run a command (or wait), then print every map.
     Run(cmd_run::RunArgs),
     /// Count openat(2) calls per process, live.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Map(args) => cmd_map::run(args, format),
+        Command::Prog(args) => cmd_prog::run(args, format),
         Command::Run(args) => cmd_run::run(args, format),
         Command::Top(args) => cmd_top::run(args, format),
         Command::Bench(args) => cmd_bench::run(args, format),

@@ -127,16 +127,47 @@ pub fn decode_hex(digits: &[u8], what: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
-/// Parses `--set NAME=VALUE` (clap value parser): a `const volatile` global and its u32 value
-/// (decimal, `0x` hex or `0` octal, as [`parse_number`]).
-pub fn parse_global(text: &str) -> std::result::Result<(String, u32), String> {
+/// Parses `--set NAME=VALUE` (clap value parser) into the name and the value's text; the value
+/// is parsed later by the variable's BTF type (`ObjectSpec::global_bytes_from_text`).
+pub fn parse_global(text: &str) -> std::result::Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}`: expected NAME=VALUE"))?;
+    if name.is_empty() {
+        return Err(format!("`{text}`: empty variable name"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// Parses `MAP=N` of `--max-entries` and `--value-size` (clap value parser): a map name and a
+/// u32 (decimal, `0x` hex or `0` octal, as [`parse_number`]).
+pub fn parse_map_size(text: &str) -> std::result::Result<(String, u32), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected MAP=N"))?;
+    if name.is_empty() {
+        return Err(format!("`{text}`: empty map name"));
+    }
     let number = parse_number(value).map_err(|e| format!("`{text}`: {e:#}"))?;
     let number =
         u32::try_from(number).map_err(|_| format!("`{text}`: {value} does not fit a u32"))?;
     Ok((name.to_owned(), number))
+}
+
+/// Parses `--uprobe PROG=PATH:SYMBOL[+OFF]` (clap value parser).
+pub fn parse_uprobe(
+    text: &str,
+) -> std::result::Result<(String, bpfmaps::kernel::attach::UprobeTarget), String> {
+    let (program, target) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected PROG=PATH:SYMBOL[+OFFSET]"))?;
+    if program.is_empty() {
+        return Err(format!("`{text}`: empty program name"));
+    }
+    Ok((
+        program.to_owned(),
+        bpfmaps::kernel::attach::UprobeTarget::parse(target)?,
+    ))
 }
 
 /// The `--engine` values of the commands that take one.
@@ -226,17 +257,25 @@ mod tests {
     }
 
     #[test]
-    fn globals_are_a_name_and_a_u32() {
+    fn globals_and_map_sizes() {
         assert_eq!(
             parse_global("target_tgid=0x10"),
-            Ok(("target_tgid".into(), 16))
+            Ok(("target_tgid".into(), "0x10".into()))
         );
-        assert_eq!(parse_global("x=7"), Ok(("x".into(), 7)));
+        assert_eq!(parse_global("s=a=b"), Ok(("s".into(), "a=b".into())));
         assert!(parse_global("x").unwrap_err().contains("NAME=VALUE"));
-        assert!(parse_global("x=4294967296")
+        assert!(parse_global("=1").is_err());
+        assert_eq!(parse_map_size("counts=0x10"), Ok(("counts".into(), 16)));
+        assert!(parse_map_size("counts=4294967296")
             .unwrap_err()
             .contains("does not fit a u32"));
-        assert!(parse_global("x=seven").is_err());
+        assert!(parse_map_size("counts").is_err());
+        assert!(parse_map_size("=4").is_err());
+        let (prog, target) = parse_uprobe("count_entry=/bin/true:main+4").unwrap();
+        assert_eq!(prog, "count_entry");
+        assert_eq!((target.symbol.as_deref(), target.offset), (Some("main"), 4));
+        assert!(parse_uprobe("count_entry").is_err());
+        assert!(parse_uprobe("count_entry=/bin/true").is_err());
     }
 
     #[test]

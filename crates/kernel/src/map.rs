@@ -86,7 +86,7 @@ impl KernelMap {
             max_entries: def.max_entries,
             map_flags: def.map_flags,
             name: &def.name,
-            map_extra: 0,
+            ..Default::default()
         })?;
         KernelMap::from_fd_with_access(fd, Access::ReadWrite)
     }
@@ -166,6 +166,11 @@ impl KernelMap {
     /// The map fd.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// The map fd, owned: the map lives as long as it does.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
     }
 
     /// The access mode this fd was opened with.

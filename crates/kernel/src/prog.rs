@@ -219,7 +219,7 @@ pub fn run_conformance(slots: &[RawInsn], mem: &[u8]) -> Result<ReferenceResult,
             max_entries: 1,
             map_flags: 0,
             name: "conf_mem",
-            map_extra: 0,
+            ..Default::default()
         })?;
         let mut value = mem.to_vec();
         value.resize(value_size as usize, 0);

@@ -67,12 +67,20 @@ pub mod cmd {
     pub const OBJ_GET: u32 = 7;
     /// `BPF_PROG_TEST_RUN`.
     pub const PROG_TEST_RUN: u32 = 10;
+    /// `BPF_PROG_GET_NEXT_ID`.
+    pub const PROG_GET_NEXT_ID: u32 = 11;
     /// `BPF_MAP_GET_NEXT_ID`.
     pub const MAP_GET_NEXT_ID: u32 = 12;
+    /// `BPF_PROG_GET_FD_BY_ID`.
+    pub const PROG_GET_FD_BY_ID: u32 = 13;
     /// `BPF_MAP_GET_FD_BY_ID`.
     pub const MAP_GET_FD_BY_ID: u32 = 14;
     /// `BPF_OBJ_GET_INFO_BY_FD`.
     pub const OBJ_GET_INFO_BY_FD: u32 = 15;
+    /// `BPF_RAW_TRACEPOINT_OPEN`.
+    pub const RAW_TRACEPOINT_OPEN: u32 = 17;
+    /// `BPF_BTF_LOAD`.
+    pub const BTF_LOAD: u32 = 18;
     /// `BPF_BTF_GET_FD_BY_ID`.
     pub const BTF_GET_FD_BY_ID: u32 = 19;
     /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM`.
@@ -250,9 +258,9 @@ struct FreezeAttr {
 // SAFETY: repr(C), one u32.
 unsafe impl BpfAttr for FreezeAttr {}
 
-/// `attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`.
+/// `attr` for `BPF_PROG_LOAD`, up to `core_relo_cnt`.
 #[repr(C)]
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct ProgLoadAttr {
     prog_type: u32,
     insn_cnt: u32,
@@ -266,10 +274,21 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
     prog_ifindex: u32,
     expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
+    attach_btf_obj_fd: u32,
+    core_relo_cnt: u32,
 }
-// SAFETY: repr(C), integers and a byte array laid out without holes (checked by the size below).
+// SAFETY: repr(C), integers and a byte array laid out without holes (checked by the size below:
+// every u64 sits at an 8-aligned offset after an even number of u32s).
 unsafe impl BpfAttr for ProgLoadAttr {}
-const _: () = assert!(std::mem::size_of::<ProgLoadAttr>() == 72);
+const _: () = assert!(std::mem::size_of::<ProgLoadAttr>() == 120);
 
 /// `attr.test` for `BPF_PROG_TEST_RUN`.
 #[repr(C)]
@@ -368,6 +387,14 @@ pub struct MapCreate<'a> {
     pub name: &'a str,
     /// `map_extra` (must be 0 except for bloom filters and arenas).
     pub map_extra: u64,
+    /// `btf_fd`: the BTF object the key and value type ids refer to (`None`: no BTF).
+    pub btf_fd: Option<BorrowedFd<'a>>,
+    /// `btf_key_type_id` (0: none).
+    pub btf_key_type_id: u32,
+    /// `btf_value_type_id` (0: none).
+    pub btf_value_type_id: u32,
+    /// `inner_map_fd`: the template of a map-in-map's values.
+    pub inner_map_fd: Option<BorrowedFd<'a>>,
 }
 
 /// `BPF_MAP_CREATE`.
@@ -380,6 +407,10 @@ pub fn map_create(params: &MapCreate<'_>) -> SysResult<OwnedFd> {
         map_flags: params.map_flags,
         map_name: object_name(params.name),
         map_extra: params.map_extra,
+        btf_fd: params.btf_fd.map_or(0, fd_u32),
+        btf_key_type_id: params.btf_key_type_id,
+        btf_value_type_id: params.btf_value_type_id,
+        inner_map_fd: params.inner_map_fd.map_or(0, fd_u32),
         ..Default::default()
     };
     bpf_fd(cmd::MAP_CREATE, "BPF_MAP_CREATE", &mut attr)
@@ -682,26 +713,128 @@ pub fn prog_load_raw(
     license: &str,
     name: &str,
 ) -> Result<OwnedFd, ProgLoadError> {
-    let license = CString::new(license).map_err(|_| ProgLoadError {
+    let bytes: Vec<u8> = insns.iter().flat_map(|i| i.to_le_bytes()).collect();
+    prog_load(&ProgLoad {
+        prog_type,
+        insns: &bytes,
+        license,
+        name,
+        ..ProgLoad::default()
+    })
+}
+
+/// The parameters of one [`prog_load`].
+#[derive(Clone, Debug, Default)]
+pub struct ProgLoad<'a> {
+    /// `prog_type`.
+    pub prog_type: u32,
+    /// `expected_attach_type`.
+    pub expected_attach_type: u32,
+    /// The instructions as little-endian bytecode (8 bytes per slot).
+    pub insns: &'a [u8],
+    /// The license (`GPL` for GPL-only helpers).
+    pub license: &'a str,
+    /// `prog_name` (cut to 15 bytes, as libbpf cuts it).
+    pub name: &'a str,
+    /// `kern_version`.
+    pub kern_version: u32,
+    /// `prog_btf_fd` (`None`: no BTF, and then no func or line info either).
+    pub btf_fd: Option<BorrowedFd<'a>>,
+    /// `func_info` records of `func_info_rec_size` bytes.
+    pub func_info: &'a [u8],
+    /// `func_info_rec_size`.
+    pub func_info_rec_size: u32,
+    /// `line_info` records of `line_info_rec_size` bytes.
+    pub line_info: &'a [u8],
+    /// `line_info_rec_size`.
+    pub line_info_rec_size: u32,
+    /// `attach_btf_id` (a vmlinux BTF type id for tracing programs).
+    pub attach_btf_id: u32,
+}
+
+/// How large a verifier log the retry of a failed load asks for.
+const VERIFIER_LOG_SIZE: usize = 16 << 20;
+
+/// `BPF_PROG_LOAD`. On failure the load is retried with a verifier log (level 1), and the error
+/// carries the first attempt's errno and the log, decoded lossily (bytes that are not UTF-8
+/// become U+FFFD).
+pub fn prog_load(params: &ProgLoad<'_>) -> Result<OwnedFd, ProgLoadError> {
+    let license = CString::new(params.license).map_err(|_| ProgLoadError {
         errno: Errno::EINVAL,
-        log: "license has a NUL".into(),
+        log: "the license string has a NUL byte".into(),
     })?;
-    let insn_cnt = u32::try_from(insns.len()).map_err(|_| ProgLoadError {
+    let count = |bytes: &[u8], rec: u32, what: &str| -> Result<u32, ProgLoadError> {
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        let rec = usize::try_from(rec).unwrap_or(0);
+        if rec == 0 || !bytes.len().is_multiple_of(rec) {
+            return Err(ProgLoadError {
+                errno: Errno::EINVAL,
+                log: format!(
+                    "{what}: {} bytes is not a whole number of {rec}-byte records",
+                    bytes.len()
+                ),
+            });
+        }
+        u32::try_from(bytes.len() / rec).map_err(|_| ProgLoadError {
+            errno: Errno::E2BIG,
+            log: format!("{what}: too many records"),
+        })
+    };
+    if !params.insns.len().is_multiple_of(8) {
+        return Err(ProgLoadError {
+            errno: Errno::EINVAL,
+            log: format!(
+                "{} bytes of instructions is not a whole number of 8-byte slots",
+                params.insns.len()
+            ),
+        });
+    }
+    let insn_cnt = u32::try_from(params.insns.len() / 8).map_err(|_| ProgLoadError {
         errno: Errno::E2BIG,
         log: String::new(),
     })?;
-    let mut attr = ProgLoadAttr {
-        prog_type,
+    let with_btf = params.btf_fd.is_some();
+    let attr = ProgLoadAttr {
+        prog_type: params.prog_type,
         insn_cnt,
-        insns: insns.as_ptr() as u64,
+        insns: ptr(params.insns),
         license: license.as_ptr() as u64,
-        prog_name: object_name(name),
+        kern_version: params.kern_version,
+        prog_name: object_name(&cut_name(params.name)),
+        expected_attach_type: params.expected_attach_type,
+        prog_btf_fd: params.btf_fd.map_or(0, fd_u32),
+        func_info_rec_size: if with_btf {
+            params.func_info_rec_size
+        } else {
+            0
+        },
+        func_info: if with_btf { ptr(params.func_info) } else { 0 },
+        func_info_cnt: if with_btf {
+            count(params.func_info, params.func_info_rec_size, "func_info")?
+        } else {
+            0
+        },
+        line_info_rec_size: if with_btf {
+            params.line_info_rec_size
+        } else {
+            0
+        },
+        line_info: if with_btf { ptr(params.line_info) } else { 0 },
+        line_info_cnt: if with_btf {
+            count(params.line_info, params.line_info_rec_size, "line_info")?
+        } else {
+            0
+        },
+        attach_btf_id: params.attach_btf_id,
         ..Default::default()
     };
-    match bpf_fd(cmd::PROG_LOAD, "BPF_PROG_LOAD", &mut attr) {
+    let mut first_attr = attr;
+    match bpf_fd(cmd::PROG_LOAD, "BPF_PROG_LOAD", &mut first_attr) {
         Ok(fd) => Ok(fd),
         Err(first) => {
-            let mut log = vec![0u8; 1 << 20];
+            let mut log = vec![0u8; VERIFIER_LOG_SIZE];
             let mut attr = ProgLoadAttr {
                 log_level: 1,
                 log_size: log.len() as u32,
@@ -709,18 +842,265 @@ pub fn prog_load_raw(
                 ..attr
             };
             match bpf_fd(cmd::PROG_LOAD, "BPF_PROG_LOAD", &mut attr) {
+                // The load succeeded with a log after failing without one (a transient failure
+                // such as EAGAIN): keep the program.
                 Ok(fd) => Ok(fd),
-                Err(_) => {
-                    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                    let text = String::from_utf8_lossy(&log[..end]).into_owned();
-                    Err(ProgLoadError {
-                        errno: first.errno,
-                        log: text,
-                    })
-                }
+                Err(_) => Err(ProgLoadError {
+                    errno: first.errno,
+                    log: decode_log(&log),
+                }),
             }
         }
     }
+}
+
+/// A kernel log buffer up to its first NUL, decoded lossily.
+fn decode_log(log: &[u8]) -> String {
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    String::from_utf8_lossy(&log[..end]).into_owned()
+}
+
+/// `name` cut to the kernel's 15 bytes at a character boundary.
+fn cut_name(name: &str) -> String {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
+}
+
+/// `attr` for `BPF_BTF_LOAD`.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+    btf_log_true_size: u32,
+}
+// SAFETY: repr(C), only integers, two u64s then four u32s: no padding.
+unsafe impl BpfAttr for BtfLoadAttr {}
+const _: () = assert!(std::mem::size_of::<BtfLoadAttr>() == 32);
+
+/// BTF the kernel refused, with its log.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("BPF_BTF_LOAD failed: {errno}\n{log}")]
+pub struct BtfLoadError {
+    /// The errno.
+    pub errno: Errno,
+    /// The kernel's BTF log.
+    pub log: String,
+}
+
+/// `BPF_BTF_LOAD` of a raw BTF blob; on failure retried with a log, which the error carries.
+pub fn btf_load(blob: &[u8]) -> Result<OwnedFd, BtfLoadError> {
+    let attr = BtfLoadAttr {
+        btf: ptr(blob),
+        btf_size: u32::try_from(blob.len()).map_err(|_| BtfLoadError {
+            errno: Errno::E2BIG,
+            log: String::new(),
+        })?,
+        ..Default::default()
+    };
+    let mut first_attr = attr;
+    match bpf_fd(cmd::BTF_LOAD, "BPF_BTF_LOAD", &mut first_attr) {
+        Ok(fd) => Ok(fd),
+        Err(first) => {
+            let mut log = vec![0u8; 1 << 20];
+            let mut attr = BtfLoadAttr {
+                btf_log_buf: log.as_mut_ptr() as u64,
+                btf_log_size: log.len() as u32,
+                btf_log_level: 1,
+                ..attr
+            };
+            match bpf_fd(cmd::BTF_LOAD, "BPF_BTF_LOAD", &mut attr) {
+                Ok(fd) => Ok(fd),
+                Err(_) => Err(BtfLoadError {
+                    errno: first.errno,
+                    log: decode_log(&log),
+                }),
+            }
+        }
+    }
+}
+
+/// `attr.raw_tracepoint` for `BPF_RAW_TRACEPOINT_OPEN`.
+#[repr(C)]
+#[derive(Default)]
+struct RawTracepointAttr {
+    name: u64,
+    prog_fd: u32,
+    pad: u32,
+}
+// SAFETY: repr(C), only integers, the hole after `prog_fd` is the explicit `pad`.
+unsafe impl BpfAttr for RawTracepointAttr {}
+
+/// `BPF_RAW_TRACEPOINT_OPEN`: attaches a raw tracepoint program to tracepoint `name`, or a
+/// `tp_btf`/`fentry`/`fexit` program to the target it was loaded for (`name: None`). The
+/// returned fd is the link: closing it detaches.
+pub fn raw_tracepoint_open(prog: BorrowedFd<'_>, name: Option<&str>) -> SysResult<OwnedFd> {
+    let c_name = match name {
+        Some(n) => Some(CString::new(n).map_err(|_| SysError {
+            call: "BPF_RAW_TRACEPOINT_OPEN",
+            errno: Errno::EINVAL,
+        })?),
+        None => None,
+    };
+    let mut attr = RawTracepointAttr {
+        name: c_name.as_ref().map_or(0, |c| c.as_ptr() as u64),
+        prog_fd: fd_u32(prog),
+        pad: 0,
+    };
+    bpf_fd(
+        cmd::RAW_TRACEPOINT_OPEN,
+        "BPF_RAW_TRACEPOINT_OPEN",
+        &mut attr,
+    )
+}
+
+/// `BPF_PROG_GET_NEXT_ID`: the first program id above `start_id`, `None` after the last one.
+pub fn prog_get_next_id(start_id: u32) -> SysResult<Option<u32>> {
+    let mut attr = IdAttr {
+        id: start_id,
+        ..Default::default()
+    };
+    match bpf(cmd::PROG_GET_NEXT_ID, "BPF_PROG_GET_NEXT_ID", &mut attr) {
+        Ok(_) => Ok(Some(attr.next_id)),
+        Err(e) if e.errno == Errno::ENOENT => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `BPF_PROG_GET_FD_BY_ID`.
+pub fn prog_get_fd_by_id(id: u32) -> SysResult<OwnedFd> {
+    let mut attr = IdAttr {
+        id,
+        ..Default::default()
+    };
+    bpf_fd(cmd::PROG_GET_FD_BY_ID, "BPF_PROG_GET_FD_BY_ID", &mut attr)
+}
+
+/// `struct bpf_prog_info` as `BPF_OBJ_GET_INFO_BY_FD` fills it (up to `attach_btf_id`).
+#[repr(C)]
+#[derive(Default, Debug, Clone)]
+pub struct RawProgInfo {
+    /// `enum bpf_prog_type`.
+    pub prog_type: u32,
+    /// The program id.
+    pub id: u32,
+    /// The program's tag (a hash of its instructions).
+    pub tag: [u8; 8],
+    /// Bytes of JITed code.
+    pub jited_prog_len: u32,
+    /// Bytes of translated instructions.
+    pub xlated_prog_len: u32,
+    /// In: where to copy the JITed code (0: not copied).
+    pub jited_prog_insns: u64,
+    /// In: where to copy the translated instructions (0: not copied).
+    pub xlated_prog_insns: u64,
+    /// Load time, in ns since boot.
+    pub load_time: u64,
+    /// The uid that loaded it.
+    pub created_by_uid: u32,
+    /// In: room for map ids; out: how many the program uses.
+    pub nr_map_ids: u32,
+    /// In: where to copy the map ids.
+    pub map_ids: u64,
+    /// NUL-padded name.
+    pub name: [u8; 16],
+    /// Offload ifindex.
+    pub ifindex: u32,
+    /// Bit 0: GPL compatible.
+    pub gpl_compatible: u32,
+    /// Offload netns device.
+    pub netns_dev: u64,
+    /// Offload netns inode.
+    pub netns_ino: u64,
+    /// Number of JITed symbols.
+    pub nr_jited_ksyms: u32,
+    /// Number of JITed function lengths.
+    pub nr_jited_func_lens: u32,
+    /// JITed symbol addresses.
+    pub jited_ksyms: u64,
+    /// JITed function lengths.
+    pub jited_func_lens: u64,
+    /// The program's BTF object id, 0 without BTF.
+    pub btf_id: u32,
+    /// func_info record size.
+    pub func_info_rec_size: u32,
+    /// func_info buffer.
+    pub func_info: u64,
+    /// Number of func_info records.
+    pub nr_func_info: u32,
+    /// Number of line_info records.
+    pub nr_line_info: u32,
+    /// line_info buffer.
+    pub line_info: u64,
+    /// JITed line info buffer.
+    pub jited_line_info: u64,
+    /// Number of JITed line info records.
+    pub nr_jited_line_info: u32,
+    /// line_info record size.
+    pub line_info_rec_size: u32,
+    /// JITed line info record size.
+    pub jited_line_info_rec_size: u32,
+    /// Number of program tags.
+    pub nr_prog_tags: u32,
+    /// Program tags buffer.
+    pub prog_tags: u64,
+    /// Total run time (with `kernel.bpf_stats_enabled`).
+    pub run_time_ns: u64,
+    /// Run count (with `kernel.bpf_stats_enabled`).
+    pub run_cnt: u64,
+    /// Recursion misses.
+    pub recursion_misses: u64,
+    /// Instructions the verifier processed.
+    pub verified_insns: u32,
+    /// BTF object id of the attach target.
+    pub attach_btf_obj_id: u32,
+    /// BTF type id of the attach target.
+    pub attach_btf_id: u32,
+    /// Explicit tail padding.
+    pub pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<RawProgInfo>() == 232);
+
+/// A program's info, translated instructions and map ids (`BPF_OBJ_GET_INFO_BY_FD`, twice: once
+/// for the sizes, once with buffers).
+pub fn prog_info(prog: BorrowedFd<'_>) -> SysResult<(RawProgInfo, Vec<u8>, Vec<u32>)> {
+    let get = |info: &mut RawProgInfo| -> SysResult<()> {
+        let mut attr = InfoAttr {
+            bpf_fd: fd_u32(prog),
+            info_len: std::mem::size_of::<RawProgInfo>() as u32,
+            info: info as *mut RawProgInfo as u64,
+        };
+        bpf(cmd::OBJ_GET_INFO_BY_FD, "BPF_OBJ_GET_INFO_BY_FD", &mut attr).map(drop)
+    };
+    let mut sizing = RawProgInfo::default();
+    get(&mut sizing)?;
+    let mut xlated = vec![0u8; usize::try_from(sizing.xlated_prog_len).unwrap_or(0)];
+    let mut map_ids = vec![0u32; usize::try_from(sizing.nr_map_ids).unwrap_or(0)];
+    let mut info = RawProgInfo {
+        xlated_prog_len: sizing.xlated_prog_len,
+        xlated_prog_insns: ptr_mut(&mut xlated),
+        nr_map_ids: sizing.nr_map_ids,
+        map_ids: if map_ids.is_empty() {
+            0
+        } else {
+            map_ids.as_mut_ptr() as u64
+        },
+        ..Default::default()
+    };
+    get(&mut info)?;
+    // A program never changes after load, so the second call fills exactly what the first
+    // sized; clamp anyway rather than trust it.
+    xlated.truncate(usize::try_from(info.xlated_prog_len).unwrap_or(0));
+    map_ids.truncate(usize::try_from(info.nr_map_ids).unwrap_or(0));
+    info.xlated_prog_insns = 0;
+    info.map_ids = 0;
+    Ok((info, xlated, map_ids))
 }
 
 /// The inputs of one [`prog_test_run`].
@@ -863,6 +1243,89 @@ pub fn perf_event_enable(event: BorrowedFd<'_>) -> SysResult<()> {
     let ret = unsafe { libc::ioctl(event.as_raw_fd(), PERF_EVENT_IOC_ENABLE as _, 0) };
     if ret < 0 {
         Err(fail("ioctl(PERF_EVENT_IOC_ENABLE)"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `PERF_TYPE_TRACEPOINT`.
+pub const PERF_TYPE_TRACEPOINT: u32 = 2;
+/// `PERF_TYPE_SOFTWARE`.
+pub const PERF_TYPE_SOFTWARE_EVENT: u32 = PERF_TYPE_SOFTWARE;
+/// `PERF_COUNT_SW_CPU_CLOCK`.
+pub const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
+
+/// The fields of a `perf_event_attr` that attaching BPF programs uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerfEventSpec {
+    /// `type` (`PERF_TYPE_TRACEPOINT`, `PERF_TYPE_SOFTWARE`, a dynamic PMU such as uprobe's).
+    pub type_: u32,
+    /// `config` (tracepoint id, software counter, the uprobe PMU's retprobe bit).
+    pub config: u64,
+    /// `config1` (the uprobe PMU: a pointer to the NUL-terminated path).
+    pub config1: u64,
+    /// `config2` (the uprobe PMU: the file offset of the probed instruction).
+    pub config2: u64,
+    /// `sample_period`, or `sample_freq` when `freq` is set.
+    pub sample_period_or_freq: u64,
+    /// Sample at a frequency (`freq` bit) rather than every `sample_period` events.
+    pub freq: bool,
+}
+
+/// perf_event_open(2) of `spec` for `pid` on `cpu` (-1: any), created disabled; enable it
+/// after [`perf_event_set_bpf`] with [`perf_event_enable`].
+pub fn perf_event_open(spec: &PerfEventSpec, pid: i32, cpu: i32) -> SysResult<OwnedFd> {
+    const DISABLED: u64 = 1;
+    const FREQ: u64 = 1 << 10;
+    let attr = PerfEventAttr {
+        type_: spec.type_,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: spec.config,
+        sample_period: spec.sample_period_or_freq,
+        flag_bits: DISABLED | if spec.freq { FREQ } else { 0 },
+        wakeup_events: 1,
+        config1: spec.config1,
+        config2: spec.config2,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a fully initialised perf_event_attr whose `size` field says how many bytes
+    // the kernel may read; `config1`, when it is a path pointer, points at a string the caller
+    // keeps alive across the call; the kernel keeps no reference to either after returning.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            pid as libc::pid_t,
+            cpu as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if ret < 0 {
+        return Err(fail("perf_event_open"));
+    }
+    let raw = RawFd::try_from(ret).map_err(|_| SysError {
+        call: "perf_event_open",
+        errno: Errno::EINVAL,
+    })?;
+    // SAFETY: the kernel just returned `raw` as a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// `ioctl(PERF_EVENT_IOC_SET_BPF)`: runs program `prog` on every sample of `event`.
+pub fn perf_event_set_bpf(event: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> SysResult<()> {
+    /// `_IOW('$', 8, __u32)`.
+    const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+    // SAFETY: PERF_EVENT_IOC_SET_BPF takes the program fd as an integer argument, no pointer.
+    let ret = unsafe {
+        libc::ioctl(
+            event.as_raw_fd(),
+            PERF_EVENT_IOC_SET_BPF as _,
+            prog.as_raw_fd() as libc::c_int,
+        )
+    };
+    if ret < 0 {
+        Err(fail("ioctl(PERF_EVENT_IOC_SET_BPF)"))
     } else {
         Ok(())
     }

@@ -132,6 +132,23 @@ pub struct BtfTypeInfo {
     pub size: Option<u32>,
 }
 
+/// What a global variable holds, as far as setting it from text needs to know (its size is
+/// [`crate::GlobalVar::size`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// `bool` / `_Bool`.
+    Bool,
+    /// An integer, enum or `char` of the variable's size.
+    Int {
+        /// True for a signed integer.
+        signed: bool,
+    },
+    /// An array of 1-byte integers: a string, NUL-padded.
+    CharArray,
+    /// A struct, union, pointer, float or other array: set as raw bytes only.
+    Other,
+}
+
 /// One variable of a `DATASEC`: a global variable of a data section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct DatasecVar {
@@ -416,6 +433,45 @@ impl BtfInfo {
             name: self.type_name(id),
             size: self.type_size(id),
         })
+    }
+
+    /// What a value of type `id` is, for parsing a global's value from text: `bool`, an integer
+    /// (`char` included) with its signedness, a `char` array (a string), or anything else.
+    pub(crate) fn value_kind(&self, id: u32) -> ValueKind {
+        let Some(t) = self.resolve(id).and_then(|r| self.record(r)) else {
+            return ValueKind::Other;
+        };
+        match t.kind {
+            BtfKind::Int => {
+                let encoding = read_u32(&t.trailer, 0).unwrap_or(0);
+                // `BTF_INT_ENCODING(VAL)` is bits 24..28: SIGNED 1, CHAR 2, BOOL 4.
+                let flags = (encoding >> 24) & 0x0f;
+                if flags & 4 != 0 {
+                    ValueKind::Bool
+                } else {
+                    ValueKind::Int {
+                        signed: flags & 1 != 0,
+                    }
+                }
+            }
+            BtfKind::Enum | BtfKind::Enum64 => ValueKind::Int {
+                // `kind_flag` marks a signed enum.
+                signed: false,
+            },
+            BtfKind::Array => {
+                let elem = read_u32(&t.trailer, 0).unwrap_or(0);
+                let is_char = self
+                    .resolve(elem)
+                    .and_then(|e| self.record(e))
+                    .is_some_and(|e| e.kind == BtfKind::Int && e.size_or_type == 1);
+                if is_char {
+                    ValueKind::CharArray
+                } else {
+                    ValueKind::Other
+                }
+            }
+            _ => ValueKind::Other,
+        }
     }
 
     /// The id of the `DATASEC` named `section`, if any.

@@ -160,6 +160,16 @@ pub enum GlobalError {
         /// The number of bytes given.
         got: usize,
     },
+    /// A value given as text does not fit the variable's type.
+    #[error("global variable `{name}` ({type_name}): {reason}")]
+    BadValue {
+        /// The variable's name.
+        name: String,
+        /// Its C type.
+        type_name: String,
+        /// Why the text does not fit.
+        reason: String,
+    },
 }
 
 /// Why a CO-RE relocation could not be applied, with where it sits.

@@ -43,8 +43,9 @@ mod error;
 mod externs;
 mod insn;
 mod spec;
+mod tuning;
 
-pub use btf::{BtfKind, BtfTypeInfo, CoreRelocation};
+pub use btf::{BtfKind, BtfTypeInfo, CoreRelocation, ValueKind};
 pub use co_re::{poisoned, CoreKind, CoreOutcome, CoreReport, TargetBtf, POISON_HELPER_ID};
 pub use error::{CoreFailure, GlobalError, ObjError};
 pub use externs::{
@@ -55,3 +56,4 @@ pub use spec::{
     internal_map_name, object_name_from_path, GlobalVar, LinkedFunction, MapKind, MapReference,
     MapSpec, ObjectSpec, Pinning, ProgramKind, ProgramSpec, OBJ_NAME_MAX,
 };
+pub use tuning::{MapTuneError, UnknownProgram};

@@ -21,7 +21,7 @@ use bpfmaps_abi::insn::{pseudo, RawInsn, INSN_SIZE};
 use bpfmaps_abi::{map_flags, MapDef, MapType};
 use object::SymbolKind;
 
-use crate::btf::{parse_btf_ext, BtfInfo, BtfTypeInfo, CoreRelocation};
+use crate::btf::{parse_btf_ext, BtfInfo, BtfTypeInfo, CoreRelocation, ValueKind};
 use crate::co_re::types::Types;
 use crate::co_re::{CoreReport, TargetBtf};
 use crate::elf::{self, ElfFacts, SectionRole};
@@ -232,6 +232,15 @@ pub struct ProgramSpec {
     /// program's own function first, then each bpf-to-bpf callee. Complete when the object has
     /// `.BTF.ext` function info (clang's `-g`); otherwise only the program's own function.
     pub functions: Vec<LinkedFunction>,
+    /// `.BTF.ext` function info of `instructions` (callees included, offsets in instructions),
+    /// as `BPF_PROG_LOAD` takes it: records of [`ProgramSpec::func_info_rec_size`] bytes.
+    pub func_info: Vec<u8>,
+    /// Size of one `func_info` record (0 without `.BTF.ext`).
+    pub func_info_rec_size: u32,
+    /// `.BTF.ext` line info of `instructions`, records of [`ProgramSpec::line_info_rec_size`].
+    pub line_info: Vec<u8>,
+    /// Size of one `line_info` record (0 without `.BTF.ext`).
+    pub line_info_rec_size: u32,
 }
 
 /// One function linked into a program's instructions.
@@ -276,6 +285,8 @@ pub struct GlobalVar {
     pub type_name: String,
     /// True for `static` variables (hidden from skeletons, still settable here).
     pub is_static: bool,
+    /// What the variable holds, from its BTF type (for parsing a value given as text).
+    pub value_kind: ValueKind,
 }
 
 /// A parsed object: maps, programs and globals, independent of any kernel.
@@ -302,6 +313,10 @@ pub struct ObjectSpec {
     pub externs: Vec<ExternSpec>,
     /// What [`ObjectSpec::relocate_core`] did, once it has run.
     core_report: Option<CoreReport>,
+    /// The object's `.BTF` as a kernel loads it: `DATASEC` sizes and `VAR` offsets fixed up
+    /// from the ELF, as libbpf does. `None` without `.BTF`, or when the fix-up failed (the
+    /// object then loads without BTF, as libbpf falls back).
+    pub kernel_btf: Option<Vec<u8>>,
 }
 
 /// The name libbpf gives an object opened from `path`: the file name up to its first `.`
@@ -520,6 +535,7 @@ impl ObjectSpec {
             &mut maps,
             &mut programs,
         )?;
+        let kernel_btf = kernel_btf(&mut object);
         Ok(ObjectSpec {
             name: object_name.to_owned(),
             license,
@@ -531,6 +547,7 @@ impl ObjectSpec {
             btf: btf_bytes,
             externs: extern_specs,
             core_report: None,
+            kernel_btf,
         })
     }
 
@@ -852,6 +869,16 @@ fn place_externs(
         }
     }
     Ok(())
+}
+
+/// The object's BTF fixed up for the kernel (every BTF feature clang emits is taken as present:
+/// nothing is sanitised away), or `None`.
+fn kernel_btf(object: &mut Object) -> Option<Vec<u8>> {
+    let all = aya_obj::btf::BtfFeatures::new(true, true, true, true, true, true, true, true);
+    match guarded("btf fixup", || object.fixup_and_sanitize_btf(&all)) {
+        Ok(Ok(Some(btf))) => Some(btf.to_bytes()),
+        _ => None,
+    }
 }
 
 /// aya-obj reads a legacy definition's `pinning` word straight into an enum with values 0 and 1;
@@ -1216,6 +1243,10 @@ fn build_programs(
             license: license.to_owned(),
             core_relocations,
             functions,
+            func_info: function.func_info.func_info_bytes(),
+            func_info_rec_size: u32::try_from(function.func_info_rec_size).unwrap_or(0),
+            line_info: function.line_info.line_info_bytes(),
+            line_info_rec_size: u32::try_from(function.line_info_rec_size).unwrap_or(0),
         });
     }
     Ok(programs)
@@ -1398,6 +1429,7 @@ fn build_globals(
                 size,
                 type_name: btf.type_name(var.type_id),
                 is_static: var.linkage == BTF_VAR_STATIC,
+                value_kind: btf.value_kind(var.type_id),
             });
         }
     }

@@ -503,18 +503,14 @@ fn raw_tracepoint_matches_the_kernels_test_run() {
     let user = user_load("raw_tp_counter", None);
     // struct bpf_raw_tracepoint_args for sys_enter: args[0] = regs pointer, args[1] = syscall nr.
     let runs: [(u64, u64); 4] = [(0, 39), (0, 39), (0, 57), (0, 39)];
-    let mut kernel = kernel;
+    let kernel = kernel;
     for &(regs, nr) in &runs {
         let mut ctx = Vec::new();
         ctx.extend_from_slice(&regs.to_ne_bytes());
         ctx.extend_from_slice(&nr.to_ne_bytes());
-        let program = kernel
-            .ebpf_mut()
-            .program("count_syscalls")
-            .expect("program");
-        let fd = program.fd().expect("fd");
+        let fd = kernel.program_fd("count_syscalls").expect("program");
         let result = bpfmaps_kernel::sys::prog_test_run(
-            std::os::fd::AsFd::as_fd(fd),
+            fd,
             &bpfmaps_kernel::sys::TestRun {
                 ctx_in: &ctx,
                 ..Default::default()
