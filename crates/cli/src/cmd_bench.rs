@@ -10,7 +10,7 @@ use bpfmaps_difftest::bench::{format_rows, run_map_bench, BenchConfig};
 use clap::Args;
 use serde_json::json;
 
-use crate::output::Format;
+use crate::output::{out, Format};
 
 /// Arguments of `bpfmaps bench`.
 #[derive(Args, Debug)]
@@ -64,7 +64,7 @@ pub fn run(args: BenchArgs, format: Format) -> Result<ExitCode> {
             .collect();
         format.print_json(&json!(v));
     } else {
-        print!("{}", format_rows(&rows));
+        out!("{}", format_rows(&rows));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,8 +13,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::output::{
-    element_json_with, element_plain, hex_json, hex_plain, info_json, info_plain, BpftoolWriter,
-    BtfFormatter, Format,
+    element_json_with, element_plain, hex_json, hex_plain, info_json, info_plain, out, outln,
+    BpftoolWriter, BtfFormatter, Format,
 };
 use crate::words::EngineArg;
 use crate::words::{parse_number, Words};
@@ -148,7 +148,7 @@ fn list(words: &[String], choice: EngineChoice, format: Format) -> Result<()> {
         if format.is_json() {
             format.print_json(&info_json(map.engine(), &info));
         } else {
-            println!("{}", info_plain(map.engine(), &info));
+            outln!("{}", info_plain(map.engine(), &info));
         }
         return Ok(());
     }
@@ -158,7 +158,7 @@ fn list(words: &[String], choice: EngineChoice, format: Format) -> Result<()> {
         format.print_json(&Value::Array(v));
     } else {
         for (engine, info) in &maps {
-            println!("{}", info_plain(*engine, info));
+            outln!("{}", info_plain(*engine, info));
         }
     }
     Ok(())
@@ -217,13 +217,13 @@ pub fn dump_plain(map: &Map) -> Result<()> {
             writer.value(&btf.element(&info, k, v));
         }
         writer.end_array();
-        print!("{}", writer.finish());
+        out!("{}", writer.finish());
         return Ok(());
     }
     for (k, v) in &elems {
-        println!("{}", element_plain(&info, k, v));
+        outln!("{}", element_plain(&info, k, v));
     }
-    println!(
+    outln!(
         "Found {} element{}",
         elems.len(),
         if elems.len() == 1 { "" } else { "s" }
@@ -273,9 +273,9 @@ fn lookup(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
     } else if let Some(btf) = &btf {
         let mut writer = BpftoolWriter::new();
         writer.value(&btf.element(&info, &key, &value));
-        print!("{}", writer.finish());
+        out!("{}", writer.finish());
     } else {
-        println!("{}", element_plain(&info, &key, &value));
+        outln!("{}", element_plain(&info, &key, &value));
     }
     Ok(())
 }
@@ -298,10 +298,10 @@ fn getnext(words: &[String], choice: EngineChoice, format: Format) -> Result<()>
         format.print_json(&json!({"key": k, "next_key": hex_json(&next)}));
     } else {
         match &key {
-            Some(k) => println!("key:\n{}", hex_plain(k)),
-            None => println!("key: None"),
+            Some(k) => outln!("key:\n{}", hex_plain(k)),
+            None => outln!("key: None"),
         }
-        println!("next key:\n{}", hex_plain(&next));
+        outln!("next key:\n{}", hex_plain(&next));
     }
     Ok(())
 }
@@ -468,8 +468,8 @@ fn events(
                     format.print_json(&v);
                 } else {
                     match cpu {
-                        Some(cpu) => println!("CPU {cpu:02}: {}", hex_plain(&data)),
-                        None => println!("{}", hex_plain(&data)),
+                        Some(cpu) => outln!("CPU {cpu:02}: {}", hex_plain(&data)),
+                        None => outln!("{}", hex_plain(&data)),
                     }
                 }
             }
@@ -478,7 +478,7 @@ fn events(
                 if format.is_json() {
                     format.print_json(&json!({"lost": count, "cpu": cpu}));
                 } else {
-                    println!("CPU {cpu:02}: lost {count} samples");
+                    outln!("CPU {cpu:02}: lost {count} samples");
                 }
             }
         }
@@ -498,7 +498,7 @@ pub fn dump_stacks_plain_for(map: &Map, pid: Option<u32>) -> Result<()> {
     for (key, value) in &elems {
         let id = u32::from_ne_bytes(key[..4].try_into().context("stack id is not 4 bytes")?);
         let ips = stack_ips(value);
-        println!("stack {id} ({} frames):", ips.len());
+        outln!("stack {id} ({} frames):", ips.len());
         // Kernel text lives in the upper half of the address space.
         let kernel = ips.first().is_some_and(|ip| *ip >= 0xffff_8000_0000_0000);
         let frames = if kernel {
@@ -510,19 +510,19 @@ pub fn dump_stacks_plain_for(map: &Map, pid: Option<u32>) -> Result<()> {
             Some(frames) => {
                 for f in frames {
                     match &f.symbol {
-                        Some(s) => println!("    {:#018x} {s}+{:#x}", f.addr, f.offset),
-                        None => println!("    {:#018x} ?", f.addr),
+                        Some(s) => outln!("    {:#018x} {s}+{:#x}", f.addr, f.offset),
+                        None => outln!("    {:#018x} ?", f.addr),
                     }
                 }
             }
             None => {
                 for ip in ips {
-                    println!("    {ip:#018x}");
+                    outln!("    {ip:#018x}");
                 }
             }
         }
     }
-    println!(
+    outln!(
         "Found {} stack{}",
         elems.len(),
         if elems.len() == 1 { "" } else { "s" }
