@@ -22,10 +22,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     entries: u32,
     /// Calls per timed sample.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
     ops: u32,
     /// Samples per (engine, map type, operation); the median is reported.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     samples: u32,
     /// Pin the benchmark thread to this CPU (`none`: leave it where the scheduler puts it).
     #[arg(long, default_value = "0")]
@@ -49,8 +49,8 @@ pub fn run(args: BenchArgs, format: Format) -> Result<ExitCode> {
     let config = BenchConfig {
         entries: args.entries,
         map_types,
-        ops_per_sample: args.ops.max(1),
-        samples: args.samples.max(1),
+        ops_per_sample: args.ops,
+        samples: args.samples,
         pin_cpu,
     };
     let rows = run_map_bench(&config).context("the benchmark failed")?;

@@ -262,6 +262,7 @@ fn lookup(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
     let map = open(&mut w, choice)?;
     w.expect("key")?;
     let key = w.bytes(&[])?;
+    w.finish()?;
     let info = map.info();
     let mut value = vec![0u8; info.user_value_size()];
     map.ops()
@@ -319,7 +320,9 @@ fn update(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
         Some("any") => BPF_ANY,
         Some("noexist") => BPF_NOEXIST,
         Some("exist") => BPF_EXIST,
-        Some(other) => bail!("unknown update flag `{other}` (expected any, noexist or exist)"),
+        Some(other) => {
+            bail!("unknown update flag `{other}` (expected any, noexist or exist)")
+        }
     };
     if w.peek().is_some() {
         w.next_word("flag")?;
@@ -350,6 +353,7 @@ fn delete(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
     let map = open(&mut w, choice)?;
     w.expect("key")?;
     let key = w.bytes(&[])?;
+    w.finish()?;
     map.ops().delete(&key).map_err(|e| op_error("delete", e))?;
     if format.is_json() {
         format.print_json(&Value::Null);
@@ -361,8 +365,8 @@ fn create(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
     let mut w = Words::new(words);
     let path = PathBuf::from(w.next_word("PATH")?);
     let mut map_type = None;
-    let (mut key, mut value, mut entries, mut flags) = (None, None, None, 0u32);
-    let mut name = String::new();
+    let (mut key, mut value, mut entries, mut flags) = (None, None, None, None);
+    let mut name = None;
     while let Some(kw) = w.peek() {
         w.next_word("keyword")?;
         let arg = w.next_word(&format!("a value after `{kw}`"))?;
@@ -371,12 +375,30 @@ fn create(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
             u32::try_from(n).with_context(|| format!("`{arg}` is too large for {kw}"))
         };
         match kw {
-            "type" => map_type = Some(arg.parse::<MapType>()?),
-            "key" => key = Some(num()?),
-            "value" => value = Some(num()?),
-            "entries" => entries = Some(num()?),
-            "flags" => flags = num()?,
-            "name" => name = arg.to_owned(),
+            "type" => {
+                Words::once(&map_type, kw)?;
+                map_type = Some(arg.parse::<MapType>()?);
+            }
+            "key" => {
+                Words::once(&key, kw)?;
+                key = Some(num()?);
+            }
+            "value" => {
+                Words::once(&value, kw)?;
+                value = Some(num()?);
+            }
+            "entries" => {
+                Words::once(&entries, kw)?;
+                entries = Some(num()?);
+            }
+            "flags" => {
+                Words::once(&flags, kw)?;
+                flags = Some(num()?);
+            }
+            "name" => {
+                Words::once(&name, kw)?;
+                name = Some(arg.to_owned());
+            }
             other => {
                 bail!("unknown keyword `{other}` (expected type, key, value, entries, name, flags)")
             }
@@ -388,8 +410,8 @@ fn create(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
         key_size: key.context("missing `key N`")?,
         value_size: value.context("missing `value N`")?,
         max_entries: entries.context("missing `entries N`")?,
-        map_flags: flags,
-        name,
+        map_flags: flags.unwrap_or(0),
+        name: name.unwrap_or_default(),
     };
     let map = bpfmaps::create_pinned_map(&path, &def, choice)
         .with_context(|| format!("cannot create map at {}", path.display()))?;
