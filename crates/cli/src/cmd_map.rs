@@ -152,7 +152,14 @@ fn list(words: &[String], choice: EngineChoice, format: Format) -> Result<()> {
         }
         return Ok(());
     }
-    let maps = bpfmaps::list_maps(choice)?;
+    let listing = bpfmaps::list_maps_available(choice)?;
+    if let Some(refused) = &listing.kernel_refused {
+        eprintln!(
+            "Note: kernel maps not listed ({refused}): listing them needs root or CAP_SYS_ADMIN; \
+             user-engine maps follow"
+        );
+    }
+    let maps = listing.maps;
     if format.is_json() {
         let v: Vec<Value> = maps.iter().map(|(e, i)| info_json(*e, i)).collect();
         format.print_json(&Value::Array(v));

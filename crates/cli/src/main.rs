@@ -129,7 +129,15 @@ fn usage_error(err: clap::Error) -> ExitCode {
 fn error_message(err: &anyhow::Error) -> String {
     let mut message = String::new();
     for cause in err.chain() {
-        let text = cause.to_string();
+        // An OS error in the errno form every bpfmaps message uses (`EACCES (Permission
+        // denied)`), so it is recognised when a message above already said it.
+        let text = match cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            Some(code) => bpfmaps::Errno(code).to_string(),
+            None => cause.to_string(),
+        };
         if text.is_empty() || message.contains(&text) {
             continue;
         }
@@ -154,6 +162,7 @@ fn privilege_hint(err: &anyhow::Error) -> Option<&'static str> {
     };
     kernel_eperm.then_some(
         "hint: the kernel engine needs root, or CAP_BPF (with CAP_PERFMON to attach tracing \
-         programs and read kernel pointers); the user engine (`--engine user`) needs neither",
+         programs, CAP_SYS_ADMIN to list maps or open them by id); the user engine \
+         (`--engine user`) needs neither",
     )
 }
