@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         Err(err) => {
             let mut message = error_message(&err);
             if let Some(hint) = privilege_hint(&err) {
-                message.push_str("\n");
+                message.push('\n');
                 message.push_str(hint);
             }
             if format.is_json() {
