@@ -288,10 +288,11 @@ mod tests {
         let mut c = Words::new(&w);
         assert_eq!(c.bytes(&[]).unwrap(), vec![1, 0, 0, 0]);
         assert_eq!(c.peek(), Some("bogus"));
-        let w = words("hex 0a ff bogus");
+        // In hex mode a word starting with a-f is hex digits; another letter ends the bytes.
+        let w = words("hex 0a ff zap");
         let mut c = Words::new(&w);
         assert_eq!(c.bytes(&[]).unwrap(), vec![0x0a, 0xff]);
-        assert_eq!(c.peek(), Some("bogus"));
+        assert_eq!(c.peek(), Some("zap"));
         // First word: still an error about the byte.
         let w = words("bogus");
         assert!(format!("{:#}", Words::new(&w).bytes(&[]).unwrap_err()).contains("bad byte"));
