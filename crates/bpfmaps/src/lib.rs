@@ -29,4 +29,7 @@ pub use bpfmaps_abi::{
 };
 pub use bpfmaps_kernel as kernel;
 pub use bpfmaps_maps as user;
-pub use engine::{create_pinned_map, list_maps, Engine, EngineChoice, Error, Map, MapSelector};
+pub use engine::{
+    create_pinned_map, list_maps, list_maps_available, Engine, EngineChoice, Error, Listing, Map,
+    MapSelector,
+};

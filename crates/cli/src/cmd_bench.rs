@@ -10,7 +10,7 @@ use bpfmaps_difftest::bench::{format_rows, run_map_bench, BenchConfig};
 use clap::Args;
 use serde_json::json;
 
-use crate::output::Format;
+use crate::output::{out, Format};
 
 /// Arguments of `bpfmaps bench`.
 #[derive(Args, Debug)]
@@ -22,10 +22,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     entries: u32,
     /// Calls per timed sample.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
     ops: u32,
     /// Samples per (engine, map type, operation); the median is reported.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     samples: u32,
     /// Pin the benchmark thread to this CPU (`none`: leave it where the scheduler puts it).
     #[arg(long, default_value = "0")]
@@ -49,8 +49,8 @@ pub fn run(args: BenchArgs, format: Format) -> Result<ExitCode> {
     let config = BenchConfig {
         entries: args.entries,
         map_types,
-        ops_per_sample: args.ops.max(1),
-        samples: args.samples.max(1),
+        ops_per_sample: args.ops,
+        samples: args.samples,
         pin_cpu,
     };
     let rows = run_map_bench(&config).context("the benchmark failed")?;
@@ -64,7 +64,7 @@ pub fn run(args: BenchArgs, format: Format) -> Result<ExitCode> {
             .collect();
         format.print_json(&json!(v));
     } else {
-        print!("{}", format_rows(&rows));
+        out!("{}", format_rows(&rows));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,8 +13,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::output::{
-    element_json_with, element_plain, hex_json, hex_plain, info_json, info_plain, BpftoolWriter,
-    BtfFormatter, Format,
+    element_json_with, element_plain, hex_json, hex_plain, info_json, info_plain, out, outln,
+    BpftoolWriter, BtfFormatter, Format,
 };
 use crate::words::EngineArg;
 use crate::words::{parse_number, Words};
@@ -148,17 +148,24 @@ fn list(words: &[String], choice: EngineChoice, format: Format) -> Result<()> {
         if format.is_json() {
             format.print_json(&info_json(map.engine(), &info));
         } else {
-            println!("{}", info_plain(map.engine(), &info));
+            outln!("{}", info_plain(map.engine(), &info));
         }
         return Ok(());
     }
-    let maps = bpfmaps::list_maps(choice)?;
+    let listing = bpfmaps::list_maps_available(choice)?;
+    if let Some(refused) = &listing.kernel_refused {
+        eprintln!(
+            "Note: kernel maps not listed ({refused}): listing them needs root or CAP_SYS_ADMIN; \
+             user-engine maps follow"
+        );
+    }
+    let maps = listing.maps;
     if format.is_json() {
         let v: Vec<Value> = maps.iter().map(|(e, i)| info_json(*e, i)).collect();
         format.print_json(&Value::Array(v));
     } else {
         for (engine, info) in &maps {
-            println!("{}", info_plain(*engine, info));
+            outln!("{}", info_plain(*engine, info));
         }
     }
     Ok(())
@@ -217,13 +224,13 @@ pub fn dump_plain(map: &Map) -> Result<()> {
             writer.value(&btf.element(&info, k, v));
         }
         writer.end_array();
-        print!("{}", writer.finish());
+        out!("{}", writer.finish());
         return Ok(());
     }
     for (k, v) in &elems {
-        println!("{}", element_plain(&info, k, v));
+        outln!("{}", element_plain(&info, k, v));
     }
-    println!(
+    outln!(
         "Found {} element{}",
         elems.len(),
         if elems.len() == 1 { "" } else { "s" }
@@ -262,6 +269,7 @@ fn lookup(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
     let map = open(&mut w, choice)?;
     w.expect("key")?;
     let key = w.bytes(&[])?;
+    w.finish()?;
     let info = map.info();
     let mut value = vec![0u8; info.user_value_size()];
     map.ops()
@@ -273,9 +281,9 @@ fn lookup(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
     } else if let Some(btf) = &btf {
         let mut writer = BpftoolWriter::new();
         writer.value(&btf.element(&info, &key, &value));
-        print!("{}", writer.finish());
+        out!("{}", writer.finish());
     } else {
-        println!("{}", element_plain(&info, &key, &value));
+        outln!("{}", element_plain(&info, &key, &value));
     }
     Ok(())
 }
@@ -298,10 +306,10 @@ fn getnext(words: &[String], choice: EngineChoice, format: Format) -> Result<()>
         format.print_json(&json!({"key": k, "next_key": hex_json(&next)}));
     } else {
         match &key {
-            Some(k) => println!("key:\n{}", hex_plain(k)),
-            None => println!("key: None"),
+            Some(k) => outln!("key:\n{}", hex_plain(k)),
+            None => outln!("key: None"),
         }
-        println!("next key:\n{}", hex_plain(&next));
+        outln!("next key:\n{}", hex_plain(&next));
     }
     Ok(())
 }
@@ -319,7 +327,9 @@ fn update(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
         Some("any") => BPF_ANY,
         Some("noexist") => BPF_NOEXIST,
         Some("exist") => BPF_EXIST,
-        Some(other) => bail!("unknown update flag `{other}` (expected any, noexist or exist)"),
+        Some(other) => {
+            bail!("unknown update flag `{other}` (expected any, noexist or exist)")
+        }
     };
     if w.peek().is_some() {
         w.next_word("flag")?;
@@ -350,6 +360,7 @@ fn delete(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
     let map = open(&mut w, choice)?;
     w.expect("key")?;
     let key = w.bytes(&[])?;
+    w.finish()?;
     map.ops().delete(&key).map_err(|e| op_error("delete", e))?;
     if format.is_json() {
         format.print_json(&Value::Null);
@@ -361,8 +372,8 @@ fn create(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
     let mut w = Words::new(words);
     let path = PathBuf::from(w.next_word("PATH")?);
     let mut map_type = None;
-    let (mut key, mut value, mut entries, mut flags) = (None, None, None, 0u32);
-    let mut name = String::new();
+    let (mut key, mut value, mut entries, mut flags) = (None, None, None, None);
+    let mut name = None;
     while let Some(kw) = w.peek() {
         w.next_word("keyword")?;
         let arg = w.next_word(&format!("a value after `{kw}`"))?;
@@ -371,12 +382,30 @@ fn create(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
             u32::try_from(n).with_context(|| format!("`{arg}` is too large for {kw}"))
         };
         match kw {
-            "type" => map_type = Some(arg.parse::<MapType>()?),
-            "key" => key = Some(num()?),
-            "value" => value = Some(num()?),
-            "entries" => entries = Some(num()?),
-            "flags" => flags = num()?,
-            "name" => name = arg.to_owned(),
+            "type" => {
+                Words::once(&map_type, kw)?;
+                map_type = Some(arg.parse::<MapType>()?);
+            }
+            "key" => {
+                Words::once(&key, kw)?;
+                key = Some(num()?);
+            }
+            "value" => {
+                Words::once(&value, kw)?;
+                value = Some(num()?);
+            }
+            "entries" => {
+                Words::once(&entries, kw)?;
+                entries = Some(num()?);
+            }
+            "flags" => {
+                Words::once(&flags, kw)?;
+                flags = Some(num()?);
+            }
+            "name" => {
+                Words::once(&name, kw)?;
+                name = Some(arg.to_owned());
+            }
             other => {
                 bail!("unknown keyword `{other}` (expected type, key, value, entries, name, flags)")
             }
@@ -388,8 +417,8 @@ fn create(words: &[String], choice: EngineChoice, format: Format) -> Result<()> 
         key_size: key.context("missing `key N`")?,
         value_size: value.context("missing `value N`")?,
         max_entries: entries.context("missing `entries N`")?,
-        map_flags: flags,
-        name,
+        map_flags: flags.unwrap_or(0),
+        name: name.unwrap_or_default(),
     };
     let map = bpfmaps::create_pinned_map(&path, &def, choice)
         .with_context(|| format!("cannot create map at {}", path.display()))?;
@@ -468,8 +497,8 @@ fn events(
                     format.print_json(&v);
                 } else {
                     match cpu {
-                        Some(cpu) => println!("CPU {cpu:02}: {}", hex_plain(&data)),
-                        None => println!("{}", hex_plain(&data)),
+                        Some(cpu) => outln!("CPU {cpu:02}: {}", hex_plain(&data)),
+                        None => outln!("{}", hex_plain(&data)),
                     }
                 }
             }
@@ -478,7 +507,7 @@ fn events(
                 if format.is_json() {
                     format.print_json(&json!({"lost": count, "cpu": cpu}));
                 } else {
-                    println!("CPU {cpu:02}: lost {count} samples");
+                    outln!("CPU {cpu:02}: lost {count} samples");
                 }
             }
         }
@@ -498,7 +527,7 @@ pub fn dump_stacks_plain_for(map: &Map, pid: Option<u32>) -> Result<()> {
     for (key, value) in &elems {
         let id = u32::from_ne_bytes(key[..4].try_into().context("stack id is not 4 bytes")?);
         let ips = stack_ips(value);
-        println!("stack {id} ({} frames):", ips.len());
+        outln!("stack {id} ({} frames):", ips.len());
         // Kernel text lives in the upper half of the address space.
         let kernel = ips.first().is_some_and(|ip| *ip >= 0xffff_8000_0000_0000);
         let frames = if kernel {
@@ -510,19 +539,19 @@ pub fn dump_stacks_plain_for(map: &Map, pid: Option<u32>) -> Result<()> {
             Some(frames) => {
                 for f in frames {
                     match &f.symbol {
-                        Some(s) => println!("    {:#018x} {s}+{:#x}", f.addr, f.offset),
-                        None => println!("    {:#018x} ?", f.addr),
+                        Some(s) => outln!("    {:#018x} {s}+{:#x}", f.addr, f.offset),
+                        None => outln!("    {:#018x} ?", f.addr),
                     }
                 }
             }
             None => {
                 for ip in ips {
-                    println!("    {ip:#018x}");
+                    outln!("    {ip:#018x}");
                 }
             }
         }
     }
-    println!(
+    outln!(
         "Found {} stack{}",
         elems.len(),
         if elems.len() == 1 { "" } else { "s" }

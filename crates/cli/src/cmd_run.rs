@@ -22,7 +22,7 @@ use clap::Args;
 use serde_json::{json, Map as JsonMap, Value};
 
 use crate::cmd_map::{dump_json, dump_plain};
-use crate::output::Format;
+use crate::output::{outln, Format};
 use crate::signal;
 use crate::words::EngineArg;
 
@@ -175,22 +175,22 @@ pub fn run(args: RunArgs, format: Format) -> Result<ExitCode> {
             if format.is_json() {
                 json_maps.insert(name.clone(), json!({"events": events, "lost": lost}));
             } else {
-                println!("{name}: {events} events, {lost} lost\n");
+                outln!("{name}: {events} events, {lost} lost\n");
             }
             continue;
         }
         if map.info().map_type == MapType::StackTrace && !format.is_json() {
-            println!("{name}:");
+            outln!("{name}:");
             crate::cmd_map::dump_stacks_plain(&map)?;
-            println!();
+            outln!();
             continue;
         }
         if format.is_json() {
             json_maps.insert(name.clone(), dump_json(&map)?);
         } else {
-            println!("{name}:");
+            outln!("{name}:");
             dump_plain(&map)?;
-            println!();
+            outln!();
         }
     }
     finish(json_maps, status, format)
@@ -339,22 +339,22 @@ fn run_user(args: RunArgs, format: Format) -> Result<ExitCode> {
             if format.is_json() {
                 json_maps.insert(name.clone(), json!({"events": events, "lost": 0}));
             } else {
-                println!("{name}: {events} events, 0 lost\n");
+                outln!("{name}: {events} events, 0 lost\n");
             }
             continue;
         }
         if map.info().map_type == MapType::StackTrace && !format.is_json() {
-            println!("{name}:");
+            outln!("{name}:");
             crate::cmd_map::dump_stacks_plain(&map)?;
-            println!();
+            outln!();
             continue;
         }
         if format.is_json() {
             json_maps.insert(name.clone(), dump_json(&map)?);
         } else {
-            println!("{name}:");
+            outln!("{name}:");
             dump_plain(&map)?;
-            println!();
+            outln!();
         }
     }
     finish(json_maps, status, format)

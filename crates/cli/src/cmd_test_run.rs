@@ -20,7 +20,7 @@ use clap::Args;
 use serde_json::{json, Map as JsonMap, Value};
 
 use crate::cmd_map::{dump_json, dump_plain};
-use crate::output::{hex_json, hex_plain, Format};
+use crate::output::{hex_json, hex_plain, outln, Format};
 use crate::words::EngineArg;
 
 /// Arguments of `bpfmaps test-run`.
@@ -109,8 +109,8 @@ pub fn run(args: TestRunArgs, format: Format) -> Result<ExitCode> {
 
     let mut json_maps = JsonMap::new();
     if !format.is_json() {
-        println!("retval: {}", result.retval);
-        println!(
+        outln!("retval: {}", result.retval);
+        outln!(
             "duration: {} ns (mean of {} run(s))\n",
             result.duration_ns,
             args.repeat.max(1)
@@ -125,32 +125,32 @@ pub fn run(args: TestRunArgs, format: Format) -> Result<ExitCode> {
                     let events: Vec<Value> = records.iter().map(|r| hex_json(r)).collect();
                     json_maps.insert(name, json!({"events": events, "lost": lost}));
                 } else {
-                    println!("{name}: {} events, {lost} lost", records.len());
+                    outln!("{name}: {} events, {lost} lost", records.len());
                     for r in &records {
-                        println!("  {}", hex_plain(r));
+                        outln!("  {}", hex_plain(r));
                     }
-                    println!();
+                    outln!();
                 }
             }
             MapType::PerfEventArray => {
                 if format.is_json() {
                     json_maps.insert(name, json!({"events": 0}));
                 } else {
-                    println!("{name}: 0 events (no reader during a test run)\n");
+                    outln!("{name}: 0 events (no reader during a test run)\n");
                 }
             }
             _ if format.is_json() => {
                 json_maps.insert(name, dump_json(&map)?);
             }
             MapType::StackTrace => {
-                println!("{name}:");
+                outln!("{name}:");
                 crate::cmd_map::dump_stacks_plain(&map)?;
-                println!();
+                outln!();
             }
             _ => {
-                println!("{name}:");
+                outln!("{name}:");
                 dump_plain(&map)?;
-                println!();
+                outln!();
             }
         }
     }

@@ -10,7 +10,7 @@ use bpfmaps::top::{OpenatCounter, ProcessRow, TopConfig};
 use clap::Args;
 use serde_json::json;
 
-use crate::output::Format;
+use crate::output::{out, outln, Format};
 use crate::signal;
 
 /// Arguments of `bpfmaps top`.
@@ -110,8 +110,8 @@ fn print_table(
             r.pid, comm, r.opens, r.rate
         ));
     }
-    print!("{out}");
+    out!("{out}");
     if !live {
-        println!();
+        outln!();
     }
 }

@@ -55,7 +55,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    restore_sigpipe();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     let format = if cli.pretty {
         Format::PrettyJson
     } else if cli.json {
@@ -75,12 +79,94 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
+            let mut message = error_message(&err);
+            if let Some(hint) = privilege_hint(&err) {
+                message.push('\n');
+                message.push_str(hint);
+            }
             if format.is_json() {
-                format.print_json(&serde_json::json!({ "error": format!("{err:#}") }));
+                // A closed stdout already ended the process (SIGPIPE); a full one cannot take
+                // the JSON error either, so it goes to stderr as well.
+                let json = serde_json::json!({ "error": message });
+                if output::write_stdout(format_args!("{json}\n")).is_err() {
+                    eprintln!("Error: {message}");
+                }
             } else {
-                eprintln!("Error: {err:#}");
+                eprintln!("Error: {message}");
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// Puts SIGPIPE back to its default action, which the Rust runtime sets to "ignore". A write to
+/// a closed pipe (`bpfmaps map dump … | head -1`) then ends the process quietly with the status
+/// a shell reports as 141, as it ends bpftool and every C tool, instead of a "Broken pipe" error.
+fn restore_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler of ours; it runs before any thread is
+    // started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// A clap usage error printed in the one style of every bpfmaps error (`Error: …`, as bpftool
+/// prints them); help and version go out unchanged.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    let text = err.render().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    eprint!("Error: {text}");
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+}
+
+/// An error chain as one line, each cause once: the library errors already include their
+/// source's text in their own message, so a cause whose text is already there is not repeated.
+fn error_message(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        // An OS error in the errno form every bpfmaps message uses (`EACCES (Permission
+        // denied)`), so it is recognised when a message above already said it.
+        let text = match cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            Some(code) => bpfmaps::Errno(code).to_string(),
+            None => cause.to_string(),
+        };
+        if text.is_empty() || message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+/// What to do about an `EPERM` from the kernel engine: which privileges it needs, and the
+/// engine that needs none.
+fn privilege_hint(err: &anyhow::Error) -> Option<&'static str> {
+    let kernel_eperm = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<bpfmaps::kernel::sys::SysError>()
+            .is_some_and(|e| e.errno == bpfmaps::Errno::EPERM)
+    }) || {
+        let message = error_message(err);
+        message.contains("kernel engine") && message.contains("EPERM")
+    };
+    kernel_eperm.then_some(
+        "hint: the kernel engine needs root, or CAP_BPF (with CAP_PERFMON to attach tracing \
+         programs, CAP_SYS_ADMIN to list maps or open them by id); the user engine \
+         (`--engine user`) needs neither",
+    )
 }

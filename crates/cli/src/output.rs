@@ -32,12 +32,53 @@ impl Format {
     /// Prints a JSON value in this format.
     pub fn print_json(self, v: &Value) {
         if self == Format::PrettyJson {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         } else {
-            println!("{v}");
+            outln!("{v}");
         }
     }
 }
+
+/// Writes `args` to standard output and flushes it, returning the error `print!` would panic
+/// with (a full disk: `ENOSPC`).
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)?;
+    out.flush()
+}
+
+/// Ends the process after standard output failed: quietly for a closed pipe (`EPIPE`, with the
+/// status 141 a shell shows for a tool that SIGPIPE ended, as bpftool's is), otherwise with an
+/// error naming the errno (`> /dev/full`: `ENOSPC`). Nothing more can be printed there, and the
+/// maps and programs a command holds are released by the kernel at exit.
+pub fn stdout_failed(err: &std::io::Error) -> ! {
+    let errno = bpfmaps::Errno(err.raw_os_error().unwrap_or(libc::EIO));
+    if errno == bpfmaps::Errno(libc::EPIPE) {
+        std::process::exit(128 + libc::SIGPIPE);
+    }
+    eprintln!("Error: cannot write to standard output: {errno}");
+    std::process::exit(1);
+}
+
+/// `print!` that never panics: a failed write ends the process through [`stdout_failed`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        if let Err(err) = $crate::output::write_stdout(format_args!($($arg)*)) {
+            $crate::output::stdout_failed(&err)
+        }
+    };
+}
+
+/// `println!` that never panics: a failed write ends the process through [`stdout_failed`].
+macro_rules! outln {
+    () => { $crate::output::out!("\n") };
+    ($($arg:tt)*) => {
+        $crate::output::out!("{}\n", format_args!($($arg)*))
+    };
+}
+
+pub(crate) use {out, outln};
 
 /// Space-separated hex bytes: `01 00 00 00`.
 pub fn hex_plain(bytes: &[u8]) -> String {

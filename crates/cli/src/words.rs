@@ -61,6 +61,15 @@ impl<'a> Words<'a> {
         }
     }
 
+    /// Fails when `kw` was already given: bpftool's keyword arguments take each keyword once
+    /// (`type hash … type array` is an error, not the last one winning).
+    pub fn once<T>(slot: &Option<T>, kw: &str) -> Result<()> {
+        if slot.is_some() {
+            bail!("`{kw}` given twice");
+        }
+        Ok(())
+    }
+
     /// Parses `id N | pinned PATH | name NAME`.
     pub fn map_selector(&mut self) -> Result<MapSelector> {
         let kind = self.next_word("a map: `id N`, `pinned PATH` or `name NAME`")?;
@@ -77,12 +86,21 @@ impl<'a> Words<'a> {
 
     /// Parses a byte string: every following word that is a byte (`12`, `0x0c`), or after the
     /// `hex` keyword every following word of hex digits (`0c`, `0c0d`). Stops at the first
-    /// keyword in `stop` or at the end.
+    /// keyword in `stop`, at the end, or, once it has a byte, at a word that starts with a letter
+    /// other than a hex digit (a keyword the caller then reports: `… value 1 0 0 0 bogus` is an
+    /// unknown flag, not a bad byte).
     pub fn bytes(&mut self, stop: &[&str]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         let hex = self.eat("hex");
         while let Some(w) = self.peek() {
             if stop.contains(&w) {
+                break;
+            }
+            let keyword_like = w
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() && !(hex && c.is_ascii_hexdigit()));
+            if keyword_like && !out.is_empty() {
                 break;
             }
             if hex {
@@ -301,6 +319,26 @@ mod tests {
         assert_eq!(c.bytes(&["hex"]).unwrap(), vec![0x10, 0]);
         assert_eq!(c.bytes(&[]).unwrap(), vec![0x0a, 0x0b, 0x0c]);
         c.finish().unwrap();
+    }
+
+    #[test]
+    fn a_keyword_after_bytes_ends_them() {
+        let w = words("1 0 0 0 bogus");
+        let mut c = Words::new(&w);
+        assert_eq!(c.bytes(&[]).unwrap(), vec![1, 0, 0, 0]);
+        assert_eq!(c.peek(), Some("bogus"));
+        // In hex mode a word starting with a-f is hex digits; another letter ends the bytes.
+        let w = words("hex 0a ff zap");
+        let mut c = Words::new(&w);
+        assert_eq!(c.bytes(&[]).unwrap(), vec![0x0a, 0xff]);
+        assert_eq!(c.peek(), Some("zap"));
+        // First word: still an error about the byte.
+        let w = words("bogus");
+        assert!(format!("{:#}", Words::new(&w).bytes(&[]).unwrap_err()).contains("bad byte"));
+        assert!(Words::once(&Some(1), "type")
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
     }
 
     #[test]

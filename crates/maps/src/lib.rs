@@ -60,3 +60,11 @@ pub use usermap::{
     create, find_by_name_in, list, list_in, possible_cpus, Access, ListedMap, UserMap,
     UserMapError, MAX_FILE_SIZE,
 };
+
+/// An I/O error as the rest of bpfmaps words errnos: `EACCES (Permission denied)`.
+pub(crate) fn errno_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => bpfmaps_abi::Errno(code).to_string(),
+        None => e.to_string(),
+    }
+}

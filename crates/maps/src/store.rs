@@ -42,7 +42,7 @@ const REGISTRY_DIR: &str = ".ids";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file system operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {}: {}", path.display(), crate::errno_text(source))]
     Io {
         /// What was being done.
         op: &'static str,
