@@ -4,7 +4,10 @@
 //! a pointer that is not a reserved record) stops the run with a trap naming the instruction.
 //!
 //! What the user engine's helpers see of "the current task": the calling thread of the host
-//! process (its tgid/tid, uid/gid, comm, stack), and the invocation's CPU slot as the CPU.
+//! process (its tgid/tid, uid/gid, comm, stack), and the invocation's CPU slot as the CPU; or, for
+//! [`crate::Program::run_for_task`], the given [`Task`] (a traced task): its ids, comm, CPU, user
+//! memory (`probe_read_user(_str)`; legacy `probe_read(_str)` tries the program's regions first)
+//! and frame-pointer stack.
 //!
 //! | helper | user-engine behaviour |
 //! | --- | --- |
@@ -15,14 +18,14 @@
 //! | `perf_event_output` | `BPF_F_CURRENT_CPU` is the invocation's CPU slot |
 //! | `get_stackid` | `BPF_F_USER_STACK`: the calling thread's stack as glibc `backtrace()` reports it (innermost first, the runtime's own frames included); a kernel stack does not exist here: `-EFAULT` |
 //! | `ktime_get_ns`, `ktime_get_boot_ns` | `CLOCK_MONOTONIC`, `CLOCK_BOOTTIME` |
-//! | `get_current_pid_tgid`, `get_current_uid_gid`, `get_current_comm` | the calling thread |
-//! | `get_smp_processor_id` | the invocation's CPU slot |
+//! | `get_current_pid_tgid`, `get_current_uid_gid`, `get_current_comm` | the calling thread, or the [`Task`] |
+//! | `get_smp_processor_id` | the invocation's CPU slot, or the CPU the [`Task`] last ran on |
 //! | `get_prandom_u32` | a per-thread xorshift generator |
 //! | `trace_printk` | formats the kernel's subset and appends a line to [`crate::trace::trace_pipe_path`] |
-//! | `probe_read_user/kernel(_str)`, `probe_read(_str)` | read only from regions the program was given; anything else zero-fills and returns `-EFAULT` |
 //! | `get_current_task`, `get_current_task_btf` | an opaque non-null handle per thread ([`crate::task::TASK_HANDLE_BASE`]` + tid`): no task struct exists, so reading through it with `probe_read_kernel` zero-fills and returns `-EFAULT`, and a direct load traps |
 //! | `current_task_under_cgroup` | 1 when the calling thread's cgroup2 directory (`/proc/thread-self/cgroup`) or an ancestor is the slot's cgroup, else 0; `-E2BIG` past the end, `-EAGAIN` for an empty slot |
 //! | `get_stack` | `BPF_F_USER_STACK`: the calling thread's stack as for `get_stackid` (with `BPF_F_USER_BUILD_ID`: records of status `BPF_STACK_BUILD_ID_IP`); a kernel stack: `-EFAULT`, buffer zeroed |
+//! | `probe_read_user/kernel(_str)`, `probe_read(_str)` | read only from regions the program was given; anything else zero-fills and returns `-EFAULT`; with a [`Task`], `probe_read_user(_str)` read the task's memory |
 //! | `loop` | calls the callback up to `nr_loops` times (`-EINVAL` for flags, `-E2BIG` above 2^23 loops), returns the number of calls |
 //! | `for_each_map_elem` | calls the callback with the map, a read-only copy of the key and the lent value, in the map's iteration order; returns the number of calls |
 
@@ -41,7 +44,7 @@ use bpfmaps_vm::{Access, Callbacks, HelperError, HelperHost, Memory, Region};
 use crate::lent::{MapValue, RingRecord};
 use crate::loader::{LoadedMap, MAP_HANDLE_BASE};
 use crate::program::ProgramInner;
-use crate::task;
+use crate::task::{self, Task};
 
 /// The helper ids the user engine provides; a program calling another is refused at load.
 pub fn supported_helpers() -> &'static [u32] {
@@ -95,6 +98,8 @@ pub(crate) struct Host<'p> {
     /// repeated lookups reuse one region.
     lent: HashMap<(usize, usize), u64>,
     reserved: Vec<Reserved>,
+    /// The task the run is for; `None`: the calling thread.
+    pub(crate) task: Option<&'p dyn Task>,
 }
 
 fn bad_arg(arg: u8, reason: &'static str) -> HelperError {
@@ -183,6 +188,7 @@ impl<'p> Host<'p> {
             cpu,
             lent: HashMap::new(),
             reserved: Vec::new(),
+            task: None,
         }
     }
 
@@ -300,6 +306,69 @@ impl<'p> Host<'p> {
                 Ok(Errno::EFAULT.as_helper_return())
             }
         }
+    }
+
+    /// `probe_read_user` (and legacy `probe_read` outside the program's regions) for a traced
+    /// task: copies `size` bytes of the task's memory; zero-fills `dst` and returns `-EFAULT` when
+    /// any of it is unreadable, as the kernel does.
+    fn probe_read_task(
+        task: &dyn Task,
+        args: [u64; 5],
+        mem: &mut Memory<'_>,
+    ) -> Result<u64, HelperError> {
+        let [dst, size, src, ..] = args;
+        let len = size & 0xffff_ffff;
+        mem.check_writable(dst, len)?;
+        let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| bad_arg(2, "size too large"))?];
+        let got = task.read_user(src, &mut bytes);
+        if got < bytes.len() {
+            bytes.fill(0);
+            mem.write(dst, &bytes)?;
+            return Ok(Errno::EFAULT.as_helper_return());
+        }
+        mem.write(dst, &bytes)?;
+        Ok(0)
+    }
+
+    /// `probe_read_user_str` for a traced task: the string at `src` in the task's memory, at most
+    /// `size` bytes with the NUL; its length with the NUL, or `-EFAULT` when its first byte is
+    /// unreadable.
+    fn probe_read_str_task(
+        task: &dyn Task,
+        args: [u64; 5],
+        mem: &mut Memory<'_>,
+    ) -> Result<u64, HelperError> {
+        let [dst, size, src, ..] = args;
+        let size = size & 0xffff_ffff;
+        if size == 0 {
+            return Ok(0);
+        }
+        mem.check_writable(dst, size)?;
+        let limit = usize::try_from(size - 1).map_err(|_| bad_arg(2, "size too large"))?;
+        let mut out = Vec::with_capacity(limit + 1);
+        // Read up to each page end, so a string ending just before unmapped memory is found.
+        const PAGE: u64 = 4096;
+        while out.len() < limit {
+            let at = src.wrapping_add(out.len() as u64);
+            let in_page = usize::try_from(PAGE - (at % PAGE)).unwrap_or(limit);
+            let mut chunk = vec![0u8; in_page.min(limit - out.len())];
+            let got = task.read_user(at, &mut chunk);
+            if let Some(nul) = chunk[..got].iter().position(|&b| b == 0) {
+                out.extend_from_slice(&chunk[..nul]);
+                break;
+            }
+            out.extend_from_slice(&chunk[..got]);
+            if got < chunk.len() {
+                if out.is_empty() {
+                    mem.write(dst, &[0])?;
+                    return Ok(Errno::EFAULT.as_helper_return());
+                }
+                break;
+            }
+        }
+        out.push(0);
+        mem.write(dst, &out)?;
+        Ok(out.len() as u64)
     }
 
     /// `probe_read*_str`: copies a NUL-terminated string of at most `size` bytes (NUL included)
@@ -561,9 +630,11 @@ impl HelperHost for Host<'_> {
                         _ => Errno::EFAULT.as_helper_return(),
                     });
                 }
-                let ips = capture_user_stack(
-                    bpfmaps_maps::stack_trace::perf_event_max_stack() as usize + 256,
-                );
+                let max = bpfmaps_maps::stack_trace::perf_event_max_stack() as usize + 256;
+                let ips = match self.task {
+                    Some(task) => task.user_stack(max),
+                    None => capture_user_stack(max),
+                };
                 Ok(match stacks.get_stackid(&ips, flags) {
                     Ok(id) => u64::from(id),
                     Err(e) => e.as_helper_return(),
@@ -571,7 +642,13 @@ impl HelperHost for Host<'_> {
             }
             ids::ktime_get_ns => Ok(clock_ns(libc::CLOCK_MONOTONIC)),
             ids::ktime_get_boot_ns => Ok(clock_ns(libc::CLOCK_BOOTTIME)),
-            ids::get_current_pid_tgid => Ok(current_pid_tgid()),
+            ids::get_current_pid_tgid => Ok(match self.task {
+                Some(task) => task.pid_tgid(),
+                None => current_pid_tgid(),
+            }),
+            ids::get_current_uid_gid if self.task.is_some() => {
+                Ok(self.task.map_or(0, |task| task.uid_gid()))
+            }
             ids::get_current_uid_gid => {
                 // SAFETY: getuid and getgid have no preconditions and cannot fail.
                 let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -581,7 +658,10 @@ impl HelperHost for Host<'_> {
                 let size = args[1] & 0xffff_ffff;
                 mem.check_writable(args[0], size)?;
                 let len = usize::try_from(size).map_err(|_| bad_arg(2, "size too large"))?;
-                let comm = current_comm();
+                let comm = match self.task {
+                    Some(task) => task.comm(),
+                    None => current_comm(),
+                };
                 let mut out = vec![0u8; len];
                 let copy = comm
                     .iter()
@@ -592,9 +672,27 @@ impl HelperHost for Host<'_> {
                 mem.write(args[0], &out)?;
                 Ok(0)
             }
-            ids::get_smp_processor_id => Ok(u64::from(cpu)),
+            ids::get_smp_processor_id => Ok(u64::from(match self.task {
+                Some(task) => task.cpu(),
+                None => cpu,
+            })),
             ids::get_prandom_u32 => Ok(u64::from(prandom_u32())),
             ids::trace_printk => crate::trace::trace_printk(self.program, cpu, args, mem),
+            ids::probe_read_user if self.task.is_some() => {
+                Self::probe_read_task(self.task.ok_or(HelperError::Unavailable)?, args, mem)
+            }
+            ids::probe_read_user_str if self.task.is_some() => {
+                Self::probe_read_str_task(self.task.ok_or(HelperError::Unavailable)?, args, mem)
+            }
+            // Legacy probe_read(_str) reads "any" memory: the program's regions, else the task's.
+            ids::probe_read
+                if self.task.is_some() && mem.read_vec(args[2], args[1] & 0xffff_ffff).is_err() =>
+            {
+                Self::probe_read_task(self.task.ok_or(HelperError::Unavailable)?, args, mem)
+            }
+            ids::probe_read_str if self.task.is_some() && mem.load::<1>(args[2]).is_err() => {
+                Self::probe_read_str_task(self.task.ok_or(HelperError::Unavailable)?, args, mem)
+            }
             ids::probe_read | ids::probe_read_user | ids::probe_read_kernel => {
                 self.probe_read(args, mem)
             }

@@ -8,6 +8,8 @@
 //!   frozen, programs checked with their map references resolved.
 //! - [`Program`] ([`program`]): invoke a program on a context buffer from any thread and get r0
 //!   back; [`Program::test_run`] is the user engine's `BPF_PROG_TEST_RUN`.
+//! - [`Task`] ([`task`]): the traced task an invocation of [`Program::run_for_task`] reports
+//!   and reads, instead of the calling thread.
 //! - [`helpers`]: the BPF helpers with the kernel's return values and errnos.
 //! - [`cpu`]: the CPU slots invocations own (exclusive across processes sharing a pin root), which
 //!   per-CPU maps and `get_smp_processor_id` see.
@@ -46,4 +48,4 @@ pub mod trace;
 pub use error::{PinField, RuntimeError};
 pub use loader::{LoadOptions, LoadedMap, UserObject, MAP_HANDLE_BASE};
 pub use program::{Program, TestRunResult};
-pub use task::TASK_HANDLE_BASE;
+pub use task::{Task, TASK_HANDLE_BASE};

@@ -16,6 +16,7 @@ use bpfmaps_vm::{Access, Config, Executable, Trap, Vm};
 use crate::cpu::CpuSlots;
 use crate::helpers::Host;
 use crate::loader::SharedMaps;
+use crate::task::Task;
 
 /// What a program is and needs to run.
 #[derive(Debug)]
@@ -102,20 +103,49 @@ impl Program {
         Some(self.run_as(slot.cpu(), context))
     }
 
+    /// Runs the program once on `context` for `task` (a traced task, not the calling thread):
+    /// the helpers that report or read the current task ask `task` (see [`crate::task`]). The
+    /// invocation still takes any free CPU slot, which per-CPU maps use; the CPU
+    /// `get_smp_processor_id` reports is the task's.
+    pub fn run_for_task(&self, task: &dyn Task, context: &mut [u8]) -> Result<u64, Trap> {
+        let slot = self.inner.slots.acquire();
+        self.run_as_task(slot.cpu(), Some(task), context)
+    }
+
     /// One run with the slot already held.
     fn run_as(&self, cpu: u32, context: &mut [u8]) -> Result<u64, Trap> {
+        self.run_as_task(cpu, None, context)
+    }
+
+    fn run_as_task(
+        &self,
+        cpu: u32,
+        task: Option<&dyn Task>,
+        context: &mut [u8],
+    ) -> Result<u64, Trap> {
         VM.with(|cell| {
             let mut cached = cell.borrow_mut();
             let vm = match cached.as_mut() {
                 Some(vm) if vm.config() == &self.inner.config => vm,
                 _ => cached.insert(Vm::new(self.inner.config.clone())),
             };
-            self.run_with(vm, cpu, context)
+            self.run_with_task(vm, cpu, task, context)
         })
     }
 
     fn run_with(&self, vm: &mut Vm, cpu: u32, context: &mut [u8]) -> Result<u64, Trap> {
+        self.run_with_task(vm, cpu, None, context)
+    }
+
+    fn run_with_task(
+        &self,
+        vm: &mut Vm,
+        cpu: u32,
+        task: Option<&dyn Task>,
+        context: &mut [u8],
+    ) -> Result<u64, Trap> {
         let mut host = Host::new(&self.inner, cpu);
+        host.task = task;
         let result = if self.inner.config.context_access == Access::ReadOnly {
             vm.run_read_only(&self.inner.exe, context, &mut host)
         } else {
