@@ -833,6 +833,29 @@ fn load_program(
     })
 }
 
+/// Applies what libbpf applies before creating anything: CO-RE relocations against the running
+/// kernel's BTF, `.kconfig` values from this system, and `.ksyms` externs. Kernel symbols are not
+/// resolved to BTF ids yet: every weak ksym is taken as absent (a strong one refuses the object),
+/// see `docs/limits.md`.
+fn prepare_externs_and_core(spec: &mut ObjectSpec) -> Result<(), ObjectError> {
+    let malformed =
+        |what: &str, e: bpfmaps_obj::ObjError| ObjectError::Malformed(format!("{what}: {e}"));
+    if spec.needs_core() {
+        let target = bpfmaps_obj::TargetBtf::from_kernel()
+            .map_err(|e| malformed("reading the kernel BTF", e))?;
+        spec.relocate_core(&target)
+            .map_err(|e| malformed("CO-RE relocation", e))?;
+    }
+    if spec.needs_kconfig() {
+        let config = bpfmaps_obj::KernelConfig::from_system(spec.needs_kernel_config())
+            .map_err(|e| malformed("reading the kernel configuration", e))?;
+        spec.fill_kconfig(&config)
+            .map_err(|e| malformed("filling .kconfig externs", e))?;
+    }
+    spec.resolve_ksyms_absent()
+        .map_err(|e| malformed("resolving .ksyms externs", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -867,27 +890,4 @@ mod tests {
             Path::new(DEFAULT_PIN_DIR)
         );
     }
-}
-
-/// Applies what libbpf applies before creating anything: CO-RE relocations against the running
-/// kernel's BTF, `.kconfig` values from this system, and `.ksyms` externs. Kernel symbols are not
-/// resolved to BTF ids yet: every weak ksym is taken as absent (a strong one refuses the object),
-/// see `docs/limits.md`.
-fn prepare_externs_and_core(spec: &mut ObjectSpec) -> Result<(), ObjectError> {
-    let malformed =
-        |what: &str, e: bpfmaps_obj::ObjError| ObjectError::Malformed(format!("{what}: {e}"));
-    if spec.needs_core() {
-        let target = bpfmaps_obj::TargetBtf::from_kernel()
-            .map_err(|e| malformed("reading the kernel BTF", e))?;
-        spec.relocate_core(&target)
-            .map_err(|e| malformed("CO-RE relocation", e))?;
-    }
-    if spec.needs_kconfig() {
-        let config = bpfmaps_obj::KernelConfig::from_system(spec.needs_kernel_config())
-            .map_err(|e| malformed("reading the kernel configuration", e))?;
-        spec.fill_kconfig(&config)
-            .map_err(|e| malformed("filling .kconfig externs", e))?;
-    }
-    spec.resolve_ksyms_absent()
-        .map_err(|e| malformed("resolving .ksyms externs", e))
 }
