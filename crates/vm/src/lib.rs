@@ -31,5 +31,5 @@ mod program;
 pub use error::{HelperError, LoadError, Trap};
 pub use helper::{Callbacks, HelperHost, HelperSet, NoHelpers, NoPseudo, PseudoResolver};
 pub use interp::{Config, Vm};
-pub use memory::{Access, HostRegion, MemFault, Memory, Region};
-pub use program::{Executable, MAX_SLOTS};
+pub use memory::{Access, HostRegion, MemFault, Memory, Region, Window};
+pub use program::{Executable, Op, MAX_SLOTS};
