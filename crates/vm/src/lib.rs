@@ -31,5 +31,7 @@ mod program;
 pub use error::{HelperError, LoadError, Trap};
 pub use helper::{Callbacks, HelperHost, HelperSet, NoHelpers, NoPseudo, PseudoResolver};
 pub use interp::{Config, Vm};
-pub use memory::{Access, HostRegion, MemFault, Memory, Region};
-pub use program::{is_poisoned_call, Executable, MAX_SLOTS, POISONED_CALL_ID, POISONED_KFUNC_BASE};
+pub use memory::{Access, HostRegion, MemFault, Memory, Region, Window};
+pub use program::{
+    is_poisoned_call, Executable, Op, MAX_SLOTS, POISONED_CALL_ID, POISONED_KFUNC_BASE,
+};

@@ -93,6 +93,19 @@ pub trait HostRegion {
     }
 }
 
+/// A raw view of a plain-memory region ([`Memory::window`]): `len` accessible bytes from `ptr`.
+/// This crate never dereferences it; an engine that does must check every access against `len`
+/// and `access` and stop using the pointer once the `Memory` is used again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// The host address of the region's byte 0.
+    pub ptr: *mut u8,
+    /// Accessible length in bytes (for the stack: the frames in use).
+    pub len: u64,
+    /// Whether stores are allowed.
+    pub access: Access,
+}
+
 /// The bytes behind a region.
 enum Backing<'a> {
     /// Borrowed mutable bytes (the stack, a writable context).
@@ -229,8 +242,9 @@ impl<'a> Memory<'a> {
         Memory { regions }
     }
 
-    /// Sets how many bytes of the stack region are accessible (the frames in use).
-    pub(crate) fn set_stack_len(&mut self, len: u64) {
+    /// Sets how many bytes of the stack region are accessible (the frames in use), at most the
+    /// stack's capacity. For execution engines that keep their own call frames (the JIT).
+    pub fn set_stack_len(&mut self, len: u64) {
         if let Some(Some(region)) = self.regions.get_mut(STACK_REGION as usize) {
             let capacity = match &region.backing {
                 Backing::Borrowed(bytes) => bytes.len() as u64,
@@ -240,8 +254,8 @@ impl<'a> Memory<'a> {
         }
     }
 
-    /// Zeroes `len` stack bytes from offset `start` (a new frame).
-    pub(crate) fn zero_stack(&mut self, start: u64, len: u64) {
+    /// Zeroes `len` stack bytes from offset `start` (a new frame), clipped to the stack.
+    pub fn zero_stack(&mut self, start: u64, len: u64) {
         if let Some(Some(Region {
             backing: Backing::Borrowed(bytes),
             ..
@@ -336,6 +350,31 @@ impl<'a> Memory<'a> {
             return None;
         }
         self.regions.get_mut(index)?.take()
+    }
+
+    /// The [`Window`] onto region number `index` when the region's bytes are plain memory
+    /// (borrowed or owned, not a [`HostRegion`]), for an execution engine that checks accesses
+    /// itself against the window's bounds. The pointer is valid until this `Memory` is next used
+    /// or dropped; `&mut self` because writes through it are allowed when
+    /// [`Window::access`] is [`Access::ReadWrite`].
+    pub fn window(&mut self, index: u32) -> Option<Window> {
+        let region = self.regions.get_mut(index as usize)?.as_mut()?;
+        let (ptr, capacity) = match &mut region.backing {
+            Backing::Borrowed(bytes) => (bytes.as_mut_ptr(), bytes.len()),
+            // Never written through: the window says read-only.
+            Backing::BorrowedReadOnly(bytes) => (bytes.as_ptr().cast_mut(), bytes.len()),
+            Backing::Owned(bytes) => (bytes.as_mut_ptr(), bytes.len()),
+            Backing::Host(_) => return None,
+        };
+        let access = match region.backing {
+            Backing::BorrowedReadOnly(_) => Access::ReadOnly,
+            _ => region.access,
+        };
+        Some(Window {
+            ptr,
+            len: region.len.min(capacity as u64),
+            access,
+        })
     }
 
     /// The region containing `addr`, if mapped.

@@ -42,9 +42,10 @@ pub fn is_poisoned_call(id: i32) -> bool {
 pub(crate) const POISONED_SRC: u8 = 0x0f;
 
 /// One pre-decoded slot. The interpreter dispatches on `code`, the raw opcode byte; immediates are
-/// already sign-extended (`lddw` joined), branch and local-call targets already absolute.
+/// already sign-extended (`lddw` joined), branch and local-call targets already absolute. The JIT
+/// compiles from the same table ([`Executable::ops`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Op {
+pub struct Op {
     /// The raw opcode byte (0 on the second slot of an `lddw`, which is never executed).
     pub code: u8,
     /// Destination register.
@@ -239,6 +240,17 @@ impl Executable {
     /// The program's slots as loaded (pseudo immediates unresolved).
     pub fn slots(&self) -> &[RawInsn] {
         &self.slots
+    }
+
+    /// The pre-decoded slots, one per slot (the second slot of an `lddw` is an [`Op`] with code
+    /// 0 that is never executed), as the load-time checks left them.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// The slots `lddw` function references name (the only valid callback entries), ascending.
+    pub fn callback_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.callbacks.iter().map(|&slot| slot as usize)
     }
 
     /// The helper ids the program may call.
